@@ -1,0 +1,72 @@
+"""Command line: `python -m medsft [train] RECIPE.yaml [--key value ...]`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from medsft.errors import UserError
+
+USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
+
+Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
+ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
+Run under accelerate for several processes: accelerate launch -m medsft RECIPE.yaml"""
+
+
+def _quiet_libraries() -> None:
+    """The rich console is the interface: silence tqdm bars, per-log dict prints and deprecation noise."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def train_main(argv: list[str]) -> int:
+    from accelerate import PartialState
+    from rich.console import Console
+
+    from medsft import report, train
+    from medsft.config import parse_recipe
+    from medsft.progress import RichProgress
+
+    _quiet_libraries()
+    recipe = parse_recipe(argv)
+    train.check_output_dir(recipe)
+    main_process = PartialState().is_main_process
+    console = Console(quiet=not main_process)
+
+    with console.status("loading model and data"):
+        prepared = train.prepare(recipe)
+    report.data_summary(console, prepared.stats, recipe.training.max_length)
+
+    recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
+    _, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
+    report.train_summary(console, result, recipe.model.model_name_or_path)
+    return 0
+
+
+COMMANDS = {"train": train_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command = argv.pop(0) if argv[0] in COMMANDS else "train"
+    try:
+        return COMMANDS[command](argv)
+    except UserError as e:
+        print(f"medsft: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Recipe parsing: a YAML file gives defaults, `--key value` overrides, keys are the libraries' own field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medsft.errors import UserError
+
+TASKS = ("pubmedqa", "report")
+
+
+@dataclass
+class MedsftArguments:
+    """The task and its data; everything else in a recipe belongs to `SFTConfig` or `ModelConfig`."""
+
+    task: Literal["pubmedqa", "report"] = field(
+        default="pubmedqa", metadata={"help": "pubmedqa (abstract + question -> yes/no/maybe) or report (completion)."}
+    )
+    dataset_name: str = field(
+        default="synthetic",
+        metadata={"help": "Hub id, local .json/.jsonl/.csv/.parquet file or folder, or 'synthetic' (built in)."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub config, e.g. pqa_labeled."})
+    split_file: str | None = field(
+        default=None,
+        metadata={"help": "PubMedQA official split (splits.json); default: splits.json beside a local dataset file."},
+    )
+    fold: int = field(default=0, metadata={"help": "PubMedQA cross-validation fold used as the dev set (0-9)."})
+    text_field: str = field(default="text", metadata={"help": "report: the column holding the report text."})
+    section: str | None = field(
+        default=None,
+        metadata={"help": "report: a header such as 'IMPRESSION:'; prompt = text before it, completion = the section."},
+    )
+    include_long_answer: bool = field(
+        default=False, metadata={"help": "pubmedqa: train on the long answer after the yes/no/maybe decision."}
+    )
+    prompt_style: Literal["medsft", "lm_eval"] = field(
+        default="medsft", metadata={"help": "pubmedqa prompt: medsft's, or lm-evaluation-harness's exactly."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (seeded sample)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on eval rows (stratified sample)."})
+    synthetic_size: int = field(default=600, metadata={"help": "Rows made by the synthetic generator."})
+    scratch_config: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "GPT2Config fields for model_name_or_path: scratch-gpt2."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that holds a different run."}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.scratch_config, str):
+            try:
+                self.scratch_config = json.loads(self.scratch_config)
+            except json.JSONDecodeError as e:
+                raise UserError(f"scratch_config must be a JSON mapping: {e}") from None
+        if not 0 <= self.fold <= 9:
+            raise UserError(f"fold must be between 0 and 9, got {self.fold}")
+
+
+@dataclass
+class Recipe:
+    path: Path
+    script: MedsftArguments
+    training: Any  # trl.SFTConfig
+    model: Any  # trl.ModelConfig
+    explicit: list[str]  # keys set by the recipe, the command line or the hardware defaults
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe as it ran: every key that was set, with its final value, re-runnable as a recipe."""
+        out = {}
+        for key in self.explicit:
+            for obj in (self.script, self.training, self.model):
+                if hasattr(obj, key):
+                    out[key] = _plain(getattr(obj, key))
+                    break
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(str(e.value) for e in hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    origin = typing.get_origin(hint) or hint
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
+        origin, getattr(origin, "__name__", str(origin))
+    )
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Return `value` as the field type `hint` wants it, or raise TypeError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for member in args:
+            try:
+                return _coerce(value, member)
+            except TypeError:
+                pass
+        raise TypeError
+    if hint is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if origin is Literal:
+        if value in args:
+            return value
+        raise TypeError
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if value in {e.value for e in hint}:
+            return value
+        raise TypeError
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    if origin is list or hint is list:
+        inner = args[0] if args else Any
+        if isinstance(value, list):
+            return [_coerce(v, inner) for v in value]
+        return _coerce(value, inner)  # e.g. lora_target_modules: all-linear
+    if origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise TypeError
+    return value  # a type we do not know how to check: let the library decide
+
+
+class _Parser:
+    """TrlParser over (MedsftArguments, SFTConfig, ModelConfig) whose every failure is one UserError line."""
+
+    def __init__(self):
+        from trl import ModelConfig, SFTConfig, TrlParser
+
+        class Parser(TrlParser):
+            def error(self, message):  # argparse would print usage and exit; we want one line
+                raise UserError(message)
+
+        self.dataclasses = (MedsftArguments, SFTConfig, ModelConfig)
+        self.parser = Parser(self.dataclasses, allow_abbrev=False, prog="medsft")
+        self.hints = {}
+        for dc in self.dataclasses:
+            hints = typing.get_type_hints(dc)
+            for f in dataclasses.fields(dc):
+                if f.init:
+                    self.hints.setdefault(f.name, hints[f.name])
+
+    def suggest(self, key: str, prefix: str = "") -> str:
+        close = difflib.get_close_matches(key, list(self.hints), n=1, cutoff=0.6)
+        return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+    def check(self, source: str, config: dict[str, Any]) -> dict[str, Any]:
+        checked = {}
+        for key, value in config.items():
+            if key not in self.hints:
+                raise UserError(f"unknown key '{key}' in {source}{self.suggest(key)}")
+            try:
+                checked[key] = _coerce(value, self.hints[key])
+            except TypeError:
+                raise UserError(
+                    f"key '{key}' in {source} must be {_type_name(self.hints[key])}, got {value!r}"
+                ) from None
+        return checked
+
+
+def hardware_defaults() -> dict[str, Any]:
+    """Settings a CPU-only machine needs that TRL's GPU-minded defaults get wrong."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # TRL refuses to start on CPU without use_cpu, and its activation checkpointing makes a CPU step 2x slower.
+    return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False}
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"YAML syntax error in {path}{where}: {problem}") from None
+    if config is None:
+        raise UserError(f"recipe {path} is empty; it must be a YAML mapping such as 'model_name_or_path: ...'")
+    if not isinstance(config, dict):
+        raise UserError(f"recipe {path} must be a YAML mapping of key: value, not a {type(config).__name__}")
+    return config
+
+
+def _cli_keys(args: list[str]) -> list[str]:
+    return [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
+
+
+def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Recipe:
+    """`RECIPE.yaml [--key value ...]` (or `--config RECIPE.yaml`) -> Recipe. Raises UserError on bad input."""
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise UserError("--config needs a recipe path")
+        path = args.pop(i + 1)
+        args.pop(i)
+    elif args and not args[0].startswith("--"):
+        path = args.pop(0)
+    else:
+        raise UserError("no recipe given; usage: python -m medsft RECIPE.yaml [--key value ...]")
+    path = Path(path)
+    parser = _Parser()
+    config = parser.check(str(path), load_yaml(path))
+    cli_keys = _cli_keys(args)
+    for key in cli_keys:
+        if key not in parser.hints:
+            raise UserError(f"unknown option '--{key}'{parser.suggest(key, '--')}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        namespace, rest = parser.parser.parse_known_args(args)
+        if rest:
+            raise UserError(f"unexpected argument(s): {' '.join(rest)}")
+        cli = {key: getattr(namespace, key) for key in cli_keys}
+        merged = {**hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        try:
+            # parse_dict builds the dataclasses from typed values; argparse would re-parse string defaults.
+            script, training, model = parser.parser.parse_dict(merged)
+        except UserError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise UserError(" ".join(str(e).split())) from None
+    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged))

@@ -1,0 +1,51 @@
+"""A rich progress bar for training: step, loss, trained tokens/s, elapsed and time left. Main process only."""
+
+from __future__ import annotations
+
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+
+class RichProgress(TrainerCallback):
+    def __init__(self, console=None):
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+        self.start = 0.0
+        self.tokens0 = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.progress = Progress(
+            TextColumn("[bold blue]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", tps="-")
+        self.start, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        tokens = state.num_input_tokens_seen - self.tokens0
+        self.progress.update(self.task, completed=state.global_step, tps=f"{tokens / elapsed:,.0f}" if tokens else "-")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is not None and logs and "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

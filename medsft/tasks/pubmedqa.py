@@ -1,0 +1,66 @@
+"""PubMedQA: abstract + question -> yes / no / maybe (and optionally the long answer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHOICES = ("yes", "no", "maybe")
+REQUIRED = ("question", "contexts", "final_decision")
+
+
+def normalize(raw: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """One row of either schema -> {id, question, contexts, labels, long_answer, final_decision}.
+
+    The original release (`ori_pqal.json`, keyed by PMID) spells fields QUESTION / CONTEXTS / LABELS / LONG_ANSWER;
+    the hub copy (`qiaojin/PubMedQA`, pqa_labeled) uses pubid / question / context{contexts,labels} / long_answer.
+    Raises KeyError naming the missing field and ValueError for a label outside yes/no/maybe.
+    """
+    if "QUESTION" in raw or "CONTEXTS" in raw:
+        row = {
+            "id": str(raw.get("pubid", key if key is not None else raw.get("id", ""))),
+            "question": raw.get("QUESTION"),
+            "contexts": raw.get("CONTEXTS"),
+            "labels": raw.get("LABELS") or [],
+            "long_answer": raw.get("LONG_ANSWER") or "",
+            "final_decision": raw.get("final_decision"),
+        }
+    else:
+        context = raw.get("context")
+        contexts = context.get("contexts") if isinstance(context, dict) else raw.get("contexts", context)
+        labels = context.get("labels") if isinstance(context, dict) else raw.get("labels")
+        row = {
+            "id": str(raw.get("pubid", raw.get("id", key if key is not None else ""))),
+            "question": raw.get("question"),
+            "contexts": [contexts] if isinstance(contexts, str) else contexts,
+            "labels": list(labels or []),
+            "long_answer": raw.get("long_answer") or "",
+            "final_decision": raw.get("final_decision"),
+        }
+    for name in REQUIRED:
+        if row[name] is None:
+            raise KeyError(name)
+    decision = str(row["final_decision"]).strip().lower()
+    if decision not in CHOICES:
+        raise ValueError(f"final_decision {row['final_decision']!r} is not one of yes/no/maybe")
+    row["final_decision"] = decision
+    row["contexts"] = [str(c) for c in row["contexts"]]
+    return row
+
+
+def prompt(row: dict[str, Any], style: str = "medsft") -> str:
+    if style == "lm_eval":  # lm-evaluation-harness pubmedqa doc_to_text, character for character
+        return "Abstract: " + "\n".join(row["contexts"]) + "\nQuestion: " + row["question"] + "\nAnswer:"
+    labels = row.get("labels") or []
+    if len(labels) == len(row["contexts"]):
+        sections = [f"{label.capitalize()}: {text}" for label, text in zip(labels, row["contexts"])]
+    else:
+        sections = list(row["contexts"])
+    # The question comes last so that left-truncation of a long abstract never removes it.
+    return "Abstract:\n" + "\n".join(sections) + f"\n\nQuestion: {row['question']}\nAnswer (yes, no or maybe):"
+
+
+def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: bool = False) -> dict[str, str]:
+    completion = " " + row["final_decision"]
+    if include_long_answer and row.get("long_answer"):
+        completion += ". " + row["long_answer"]
+    return {"prompt": prompt(row, style), "completion": completion}

@@ -1,0 +1,137 @@
+"""Training: the recipe's data and model handed to TRL's SFTTrainer, and the run written to output_dir."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsft import data, models
+from medsft.config import Recipe
+from medsft.errors import UserError
+
+RECIPE_FILE = "recipe.yaml"
+# Keys that make two runs different runs; anything else (steps, logging, resume) may change between restarts.
+IDENTITY = ("task", "dataset_name", "dataset_config", "model_name_or_path", "use_peft", "section", "prompt_style")
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse an output_dir that holds something other than this run, before anything is written."""
+    out = Path(recipe.training.output_dir)
+    if recipe.script.overwrite_output_dir or not out.is_dir() or not any(out.iterdir()):
+        return
+    saved = out / RECIPE_FILE
+    if not saved.is_file():
+        raise UserError(f"output_dir {out} is not empty and holds no medsft run; choose another output_dir or pass --overwrite_output_dir true")
+    previous = yaml.safe_load(saved.read_text()) or {}
+    current = recipe.resolved()
+    for key in IDENTITY:
+        if previous.get(key) != current.get(key):
+            raise UserError(
+                f"output_dir {out} holds a different run ({key}: {previous.get(key)!r} there, {current.get(key)!r} now); "
+                "choose another output_dir or pass --overwrite_output_dir true"
+            )
+
+
+@dataclass
+class Prepared:
+    model: Any  # a path for from_pretrained, or a model object (scratch)
+    tokenizer: Any
+    splits: dict[str, list[dict]]
+    train_dataset: Any
+    eval_dataset: Any
+    stats: dict[str, data.EncodeStats] = field(default_factory=dict)
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Everything training needs, loaded and formatted exactly as training will see it; writes nothing."""
+    script, args, model_args = recipe.script, recipe.training, recipe.model
+    rows = data.load_rows(script, args.seed)
+    splits = data.split(rows, script, args.seed)
+    if model_args.model_name_or_path == models.SCRATCH:
+        texts = [data.format_row(r, script) for r in splits["train"]]
+        texts = [t["prompt"] + t["completion"] for t in texts if t]
+        model, tokenizer = models.build_scratch(texts, script.scratch_config, args.max_length)
+    else:
+        model = models.resolve(model_args.model_name_or_path)
+        tokenizer = models.load_tokenizer(model, model_args.model_revision, args.trust_remote_code)
+    train_dataset, train_stats = data.encode(splits["train"], script, tokenizer, args.max_length)
+    if train_dataset is None:
+        raise UserError(
+            f"max_length {args.max_length} is too small to hold any answer: all {train_stats.rows} training rows "
+            f"were dropped ({train_stats.dropped} too long, {train_stats.skipped} unformattable); raise max_length"
+        )
+    eval_dataset, eval_stats = None, None
+    if args.eval_strategy != "no" and splits["eval"]:
+        eval_dataset, eval_stats = data.encode(splits["eval"], script, tokenizer, args.max_length)
+    stats = {"train": train_stats} | ({"eval": eval_stats} if eval_stats else {})
+    return Prepared(model, tokenizer, splits, train_dataset, eval_dataset, stats)
+
+
+def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
+    from trl import SFTTrainer, get_peft_config
+
+    args, model_args = recipe.training, recipe.model
+    if isinstance(prepared.model, str):
+        init = dict(
+            revision=model_args.model_revision,
+            trust_remote_code=args.trust_remote_code,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.dtype or "float32",  # bf16 autocast wants fp32 master weights
+        )
+        args.model_init_kwargs = {**init, **(args.model_init_kwargs or {})}
+    return SFTTrainer(
+        model=prepared.model,
+        args=args,
+        train_dataset=prepared.train_dataset,
+        eval_dataset=prepared.eval_dataset,
+        processing_class=prepared.tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=list(callbacks),
+    )
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    seconds: float
+    train_loss: float | None
+    eval_loss: float | None
+    tokens: int
+    stats: dict[str, data.EncodeStats]
+    log_history: list[dict] = field(default_factory=list)
+
+
+def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainResult]:
+    args = recipe.training
+    from transformers import PrinterCallback
+
+    trainer = build_trainer(recipe, prepared, callbacks)
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress callback shows them
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    seconds = time.perf_counter() - start
+    trainer.save_model(args.output_dir)
+    eval_loss = None
+    if prepared.eval_dataset is not None:
+        eval_loss = trainer.evaluate().get("eval_loss")
+    if trainer.accelerator.is_main_process:
+        (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    result = TrainResult(
+        output_dir=args.output_dir,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        train_loss=losses[-1] if losses else None,
+        eval_loss=eval_loss,
+        tokens=trainer.state.num_input_tokens_seen,
+        stats=prepared.stats,
+        log_history=history,
+    )
+    return trainer, result

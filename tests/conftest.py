@@ -1,0 +1,98 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads on a busy 2-core machine ran 3-8x slower
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PUBMEDQA = SHARED / "pubmedqa" / "ori_pqal.json"
+REPORTS = SHARED / "reports" / "mtsamples.jsonl"
+needs_pubmedqa = pytest.mark.skipif(not PUBMEDQA.is_file(), reason=f"real PubMedQA data absent: {PUBMEDQA}")
+needs_reports = pytest.mark.skipif(not REPORTS.is_file(), reason=f"real report data absent: {REPORTS}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a BPE tokenizer trained here on synthetic text: seconds to build, nothing downloaded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from medsft import data, models, synthetic
+    from medsft.config import MedsftArguments
+
+    texts = []
+    for task in ("pubmedqa", "report"):
+        args = MedsftArguments(task=task)
+        for raw in synthetic.generate(task, 300, seed=1):
+            row = data.pubmedqa.normalize(raw) if task == "pubmedqa" else data.report.normalize(raw)
+            example = data.format_row(row, args)
+            texts.append(example["prompt"] + example["completion"])
+    tokenizer = models.train_tokenizer(texts, vocab_size=600)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def write_recipe(tmp_path, tiny_model):
+    """write_recipe(**keys) -> path of a tiny, fast recipe (overridable key by key)."""
+
+    def write(name="recipe.yaml", **keys):
+        recipe = {
+            "model_name_or_path": str(tiny_model),
+            "task": "pubmedqa",
+            "dataset_name": "synthetic",
+            "synthetic_size": 80,
+            "use_peft": True,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "lora_target_modules": "all-linear",
+            "max_length": 256,
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 5e-3,
+            "logging_steps": 1,
+            "eval_strategy": "no",
+            "save_strategy": "no",
+            "report_to": "none",
+            "output_dir": str(tmp_path / "out"),
+            "seed": 0,
+        }
+        recipe.update(keys)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    return write
+
+
+def run_cli(*args, timeout=600, cwd=ROOT):
+    """Run `python -m medsft ARGS` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "medsft", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )

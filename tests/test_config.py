@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medsft.config import parse_recipe
+from medsft.errors import UserError
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_parses(path):
+    recipe = parse_recipe([str(path)])
+    assert recipe.model.model_name_or_path
+    assert recipe.script.task in ("pubmedqa", "report")
+    header = path.read_text().split("\n\n")[0]
+    assert header.startswith("#") and "-m medsft" in header, "a recipe starts with a comment giving its launch line"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_parses(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(path)  # accelerate's own loader: an unknown key raises ValueError
+    assert config.num_processes >= 1
+
+
+def test_cli_overrides_recipe_and_cpu_defaults(write_recipe):
+    recipe = parse_recipe([str(write_recipe(learning_rate=1e-3)), "--learning_rate", "2e-4", "--max_steps", "7"])
+    assert recipe.training.learning_rate == pytest.approx(2e-4)
+    assert recipe.training.max_steps == 7
+    assert recipe.training.use_cpu is True  # this machine has no CUDA
+    assert recipe.training.activation_checkpointing is False
+    assert recipe.resolved()["max_steps"] == 7
+
+
+def test_recipe_can_force_fp32(write_recipe):
+    assert parse_recipe([str(write_recipe(bf16=False))]).training.bf16 is False
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(write_recipe):
+    path = write_recipe()
+    text = path.read_text().replace("learning_rate: 0.005", "learning_rate: 1e-4")
+    Path(path).write_text(text)
+    assert parse_recipe([str(path)]).training.learning_rate == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"learning_rat": 1e-3}, "unknown key 'learning_rat' in {path}; did you mean 'learning_rate'?"),
+        ({"max_steps": "ten"}, "key 'max_steps' in {path} must be an integer, got 'ten'"),
+        ({"use_peft": "maybe"}, "key 'use_peft' in {path} must be true/false, got 'maybe'"),
+        ({"task": "radiology"}, "key 'task' in {path} must be one of pubmedqa, report, got 'radiology'"),
+    ],
+)
+def test_bad_keys_name_the_key(write_recipe, keys, message):
+    path = write_recipe(**keys)
+    with pytest.raises(UserError) as e:
+        parse_recipe([str(path)])
+    assert str(e.value) == message.format(path=path)
