@@ -206,6 +206,11 @@ class _Parser:
         return checked
 
 
+# TRL infers completion-only loss from "prompt"/"completion" columns; medsft hands it token ids with a
+# completion_mask instead, so the loss mask must be asked for. Non-padding token counts feed tokens/s.
+DEFAULTS = {"completion_only_loss": True, "include_num_input_tokens_seen": "non_padding"}
+
+
 def hardware_defaults() -> dict[str, Any]:
     """Settings a CPU-only machine needs that TRL's GPU-minded defaults get wrong."""
     import torch
@@ -264,7 +269,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
         if rest:
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
-        merged = {**hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
         try:
             # parse_dict builds the dataclasses from typed values; argparse would re-parse string defaults.
             script, training, model = parser.parser.parse_dict(merged)

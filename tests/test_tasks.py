@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from medsft.tasks import pubmedqa, report
+
+from conftest import PUBMEDQA, needs_pubmedqa
+
+ORIGINAL = {
+    "QUESTION": "Does aspirin reduce stroke risk?",
+    "CONTEXTS": ["Aspirin was given to 100 patients.", "Strokes fell by half."],
+    "LABELS": ["METHODS", "RESULTS"],
+    "MESHES": ["Aspirin"],
+    "YEAR": "2001",
+    "LONG_ANSWER": "Aspirin reduced strokes.",
+    "final_decision": "yes",
+}
+
+
+def to_hub(pmid, item):
+    """The hub schema (qiaojin/PubMedQA, pqa_labeled) of one original-release item."""
+    return {
+        "pubid": int(pmid),
+        "question": item["QUESTION"],
+        "context": {"contexts": item["CONTEXTS"], "labels": item["LABELS"], "meshes": item.get("MESHES", [])},
+        "long_answer": item["LONG_ANSWER"],
+        "final_decision": item["final_decision"],
+    }
+
+
+def test_lm_eval_prompt_is_exact():
+    row = pubmedqa.normalize(ORIGINAL, "123")
+    assert pubmedqa.prompt(row, "lm_eval") == (
+        "Abstract: Aspirin was given to 100 patients.\nStrokes fell by half.\n"
+        "Question: Does aspirin reduce stroke risk?\nAnswer:"
+    )
+    assert pubmedqa.format_row(row, "lm_eval") ["completion"] == " yes"
+
+
+def test_long_answer_follows_the_decision():
+    row = pubmedqa.normalize(ORIGINAL, "123")
+    assert pubmedqa.format_row(row, include_long_answer=True)["completion"] == " yes. Aspirin reduced strokes."
+
+
+def test_both_schemas_give_identical_rows_handmade():
+    a = pubmedqa.normalize(ORIGINAL, "123")
+    b = pubmedqa.normalize(to_hub("123", ORIGINAL))
+    assert a == b
+    for style in ("medsft", "lm_eval"):
+        assert pubmedqa.format_row(a, style, True) == pubmedqa.format_row(b, style, True)
+
+
+@needs_pubmedqa
+def test_both_schemas_give_identical_rows_on_all_1000_items():
+    items = json.loads(PUBMEDQA.read_text())
+    for pmid, item in items.items():
+        a, b = pubmedqa.normalize(item, pmid), pubmedqa.normalize(to_hub(pmid, item))
+        assert pubmedqa.format_row(a, "medsft", True) == pubmedqa.format_row(b, "medsft", True)
+        assert a["id"] == b["id"] == pmid
+
+
+def test_label_outside_choices_is_refused():
+    with pytest.raises(ValueError, match="'perhaps' is not one of yes/no/maybe"):
+        pubmedqa.normalize({**ORIGINAL, "final_decision": "perhaps"})
+
+
+def test_report_section_split_does_not_match_inside_longer_header():
+    text = "PREOPERATIVE DIAGNOSIS: Hernia.POSTOPERATIVE DIAGNOSIS: Hernia.DIAGNOSIS: Inguinal hernia, right.PLAN: Repair."
+    example = report.format_row({"text": text}, "DIAGNOSIS:")
+    assert example == {"prompt": text[: text.index("Inguinal") - 1], "completion": " Inguinal hernia, right."}
+    assert report.format_row({"text": "no headers here"}, "IMPRESSION:") is None
+    assert report.format_row({"text": text}) == {"prompt": "", "completion": text}
