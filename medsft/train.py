@@ -72,7 +72,9 @@ def prepare(recipe: Recipe) -> Prepared:
 
 
 def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
+
+    from medsft.trainer import MedsftTrainer
 
     args, model_args = recipe.training, recipe.model
     if isinstance(prepared.model, str):
@@ -83,7 +85,7 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
             dtype=model_args.dtype or "float32",  # bf16 autocast wants fp32 master weights
         )
         args.model_init_kwargs = {**init, **(args.model_init_kwargs or {})}
-    return SFTTrainer(
+    return MedsftTrainer(
         model=prepared.model,
         args=args,
         train_dataset=prepared.train_dataset,

@@ -1,0 +1,86 @@
+"""SFTTrainer with a loss path for completion-only rows that scores only the trained positions.
+
+TRL's fused LM head scores every position of every row through the whole 49k vocabulary in float32 on CPU (its
+compact path needs Triton), although a PubMedQA row trains 2-3 of its ~400 tokens. Here the LM head runs only on
+the positions that are trained (`logits_to_keep` as a boolean mask), still in float32 like TRL's kernel, so the loss,
+entropy and token accuracy are the same numbers for a fraction of the work. Batches that train most positions
+(language modelling) take TRL's own path, whose chunking keeps memory flat.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+
+# Above this share of positions kept, TRL's chunked kernel is the better tool.
+SPARSE_SHARE = 0.5
+
+
+@contextmanager
+def _float32_head(head: torch.nn.Linear):
+    """Run the LM head in float32 outside autocast, as TRL's kernel does, so bf16 training loses no precision."""
+
+    def forward(x):
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            return F.linear(x.float(), head.weight.float(), bias)
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+class MedsftTrainer(SFTTrainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        plain = (
+            labels is None
+            or self.aux_loss_enabled
+            or self.compute_loss_func is not None
+            or self.label_smoother is not None
+            or self.args.loss_type != "nll"
+            or type(head) is not torch.nn.Linear  # e.g. a LoRA-wrapped head
+        )
+        if not plain:
+            target = labels[:, 1:]
+            keep = F.pad(target != -100, (0, 1))  # position t predicts token t + 1; the last predicts nothing
+            plain = keep.sum() > SPARSE_SHARE * keep.numel()
+        if plain:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        forward = {k: v for k, v in inputs.items() if k != "labels"}
+        with _float32_head(head):
+            logits = model(**forward, use_cache=False, logits_to_keep=keep).logits  # (kept, vocab)
+        target = target[keep[:, :-1]]
+        log_probs = torch.log_softmax(logits, dim=-1)
+        token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        num_tokens = target.numel() if num_items_in_batch is None else num_items_in_batch
+        loss = -token_log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            correct = logits.argmax(-1) == target
+        self._log_metrics(inputs, torch.tensor(target.numel()), entropy.sum(), correct.sum())
+        return (loss, {"loss": loss, "logits": logits}) if return_outputs else loss
+
+    def _log_metrics(self, inputs, num_valid, entropy_sum, num_correct) -> None:
+        """The metrics TRL's compute_loss logs, from the kept positions (TRL zeroes the others anyway)."""
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        num_valid, entropy_sum, num_correct = gather(num_valid).sum(), gather(entropy_sum).sum(), gather(num_correct).sum()
+        self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+        if mode == "train":
+            if "attention_mask" in inputs:
+                local = inputs["attention_mask"].sum()
+            else:  # padding-free rows carry position_ids instead
+                local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            self._total_train_tokens += gather(local).sum().item() // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]

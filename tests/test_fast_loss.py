@@ -1,0 +1,47 @@
+"""medsft's completion-only loss path gives TRL's numbers: per-step loss, entropy and token accuracy."""
+
+import pytest
+
+from medsft import train
+from medsft import trainer as fast
+from medsft.config import parse_recipe
+
+
+def run(path, monkeypatch, use_fast, **keys):
+    args = [str(path)] + [x for k, v in keys.items() for x in (f"--{k}", str(v))]
+    recipe = parse_recipe(args)
+    prepared = train.prepare(recipe)
+    calls = []
+    original = fast.SFTTrainer.compute_loss
+    monkeypatch.setattr(fast.SFTTrainer, "compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    if not use_fast:  # every batch takes TRL's own fused-head path
+        monkeypatch.setattr(fast, "SPARSE_SHARE", -1.0)
+    t = train.build_trainer(recipe, prepared)
+    t.train()
+    monkeypatch.undo()
+    assert bool(calls) != use_fast, "the fast path must not fall back to TRL's, and TRL's must be used when asked"
+    return [h for h in t.state.log_history if "loss" in h]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("include_long_answer", [False, True])
+def test_fast_path_matches_trl_per_step(write_recipe, monkeypatch, bf16, include_long_answer):
+    path = write_recipe(max_steps=6, include_long_answer=include_long_answer, gradient_accumulation_steps=2)
+    ours = run(path, monkeypatch, True, bf16=bf16)
+    trls = run(path, monkeypatch, False, bf16=bf16)
+    assert len(ours) == len(trls) == 6
+    for a, b in zip(ours, trls):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-3)
+        assert a["entropy"] == pytest.approx(b["entropy"], abs=1e-3)
+        assert a["mean_token_accuracy"] == pytest.approx(b["mean_token_accuracy"], abs=1e-6)
+        assert a["num_tokens"] == b["num_tokens"]
+    assert ours[-1]["loss"] < ours[0]["loss"]
+
+
+def test_language_modelling_takes_trls_path(write_recipe, monkeypatch):
+    calls = []
+    original = fast.SFTTrainer.compute_loss
+    monkeypatch.setattr(fast.SFTTrainer, "compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    recipe = parse_recipe([str(write_recipe(task="report", max_steps=1))])
+    train.build_trainer(recipe, train.prepare(recipe)).train()
+    assert calls, "every token is trained: TRL's chunked kernel is the right tool"
