@@ -19,8 +19,11 @@ def _quiet_libraries() -> None:
     import warnings
 
     import datasets
+    import torch
     import transformers
 
+    if not torch.cuda.is_available():  # the choice DeepSpeed makes itself, without its warning on every run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
