@@ -58,7 +58,11 @@ def _read_local(path: Path) -> list[tuple[str | None, dict]]:
 def _read_hub(name: str, config: str | None) -> list[tuple[str | None, dict]]:
     from datasets import load_dataset
 
-    ds = load_dataset(name, config)
+    try:
+        ds = load_dataset(name, config)
+    except Exception as e:  # offline, unknown id, gated: the hub client raises many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not load dataset '{name}' from the hub ({first}); for local data give a file path as dataset_name") from None
     return [(None, r) for split in ds.values() for r in split]
 
 

@@ -107,7 +107,11 @@ def build_scratch(texts: list[str], scratch_config: dict[str, Any] | None, max_l
 def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as e:  # offline, unknown id, no tokenizer files in the folder
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"could not load model '{path}' ({first}); give a local folder or 'smollm2-135m-instruct'") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; padded positions are masked by attention, not by token id
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -94,3 +94,8 @@ def test_output_dir_with_foreign_files_is_refused(write_recipe, tmp_path):
     (tmp_path / "out" / "notes.txt").write_text("mine")
     assert "holds no medsft run" in one_line_error(run_cli(write_recipe()))
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def test_unreachable_hub_dataset_is_one_line(write_recipe):
+    line = one_line_error(run_cli(write_recipe(dataset_name="nobody/no-such-dataset-medsft")))
+    assert line.startswith("medsft: error: could not load dataset 'nobody/no-such-dataset-medsft' from the hub")

@@ -1,0 +1,127 @@
+"""Evaluation: PubMedQA choice log-likelihoods and metrics, report perplexity. Returns data; report.py renders it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medsft import data
+from medsft.config import MedsftArguments
+from medsft.tasks.pubmedqa import CHOICES
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _prompt_ids(row: dict, args: MedsftArguments, tokenizer, room: int | None) -> list[int]:
+    """The task's own prompt (the function training uses), cut from the left exactly as training cuts it."""
+    ids = tokenizer(data.format_row(row, args)["prompt"])["input_ids"]
+    if room is not None and len(ids) > room:
+        keep_bos = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
+        ids = ids[:keep_bos] + ids[len(ids) - (room - keep_bos) :]
+    return ids
+
+
+@torch.no_grad()
+def _log_probs(model, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch_size: int):
+    """Yield (i, next-token log-probabilities at positions[i] of sequences[i]), shape (len(positions[i]), vocab).
+
+    Sequences are batched by length and right-padded, so positions need no shifting; the LM head runs only on the
+    requested positions (`logits_to_keep` as a boolean mask)."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for chunk in _batches(order, batch_size):
+        width = max(len(sequences[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        for row, i in enumerate(chunk):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            attention[row, : len(sequences[i])] = 1
+            keep[row, positions[i]] = True
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), logits_to_keep=keep.to(device)).logits
+        log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
+        k = 0
+        for i in chunk:  # kept rows come out in (row, position) order
+            n = len(positions[i])
+            yield i, log_probs[k : k + n]
+            k += n
+
+
+def _continuation_logliks(model, sequences: list[list[int]], n_last: list[int], pad_id: int, batch_size: int) -> list[float]:
+    """Summed log-probability of the last n_last[i] tokens of each sequence given what precedes them."""
+    positions = [list(range(len(s) - n - 1, len(s) - 1)) for s, n in zip(sequences, n_last)]
+    out = [0.0] * len(sequences)
+    for i, lp in _log_probs(model, sequences, positions, pad_id, batch_size):
+        targets = torch.tensor(sequences[i][len(sequences[i]) - n_last[i] :])
+        out[i] = lp.gather(-1, targets.unsqueeze(-1)).sum().item()
+    return out
+
+
+def score_pubmedqa(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 8) -> list[dict[str, Any]]:
+    """Per item: id, gold, prediction (argmax of summed log-likelihood) and each choice's log-likelihood.
+
+    Each choice is scored after the prompt with a leading space, as lm-evaluation-harness does. When every choice
+    is one token (SmolLM2, GPT-2), one forward pass per prompt scores all three from the same next-token
+    distribution; otherwise each choice is its own sequence."""
+    choice_ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in CHOICES]
+    longest = max(map(len, choice_ids))
+    prompts = [_prompt_ids(r, args, tokenizer, None if max_length is None else max_length - longest) for r in rows]
+    pad = tokenizer.pad_token_id
+    if longest == 1:
+        scores: list[list[float]] = [[] for _ in prompts]
+        last = [[len(p) - 1] for p in prompts]
+        for i, lp in _log_probs(model, prompts, last, pad, batch_size):
+            scores[i] = lp[0, [c[0] for c in choice_ids]].tolist()
+    else:
+        sequences = [p + c for p in prompts for c in choice_ids]
+        flat = _continuation_logliks(model, sequences, [len(c) for _ in prompts for c in choice_ids], pad, batch_size)
+        scores = [flat[i * len(CHOICES) : (i + 1) * len(CHOICES)] for i in range(len(prompts))]
+    results = []
+    for row, s in zip(rows, scores):
+        best = max(range(len(CHOICES)), key=lambda j: s[j])
+        results.append({"id": row["id"], "gold": row["final_decision"], "prediction": CHOICES[best], "loglik": dict(zip(CHOICES, s))})
+    return results
+
+
+def classification_metrics(gold: list[str], predicted: list[str]) -> dict[str, Any]:
+    """The official PubMedQA metrics (accuracy, macro-F1) and per-class rows, by scikit-learn."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(CHOICES)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(gold, predicted, labels=labels).tolist(),  # rows gold, columns predicted
+    }
+
+
+def majority_baseline(train_rows: list[dict], gold: list[str]) -> dict[str, Any]:
+    """Always answer the most frequent training label."""
+    majority = data.label_counts(train_rows).most_common(1)[0][0]
+    return {"label": majority, **classification_metrics(gold, [majority] * len(gold))}
+
+
+def perplexity(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 4) -> float:
+    """Token-weighted perplexity of the completions (EOS included) given their prompts."""
+    sequences, n_last = [], []
+    for row in rows:
+        example = data.format_row(row, args)
+        if example is None:
+            continue
+        encoded, status = data.encode_example(example, tokenizer, max_length, lm=args.task == "report" and args.section is None)
+        if status != "dropped":
+            sequences.append(encoded["input_ids"])
+            n_last.append(min(sum(encoded["completion_mask"]), len(encoded["input_ids"]) - 1))
+    scores = _continuation_logliks(model, sequences, n_last, tokenizer.pad_token_id, batch_size)
+    return math.exp(-sum(scores) / max(sum(n_last), 1))

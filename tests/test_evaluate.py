@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from medsft import data, evaluate
+from medsft.config import MedsftArguments
+from medsft.models import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model).eval(), load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return data.load_rows(MedsftArguments(synthetic_size=24), seed=5)
+
+
+def test_metrics_match_scikit_learn_on_hand_made_predictions():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    gold = ["yes", "yes", "no", "maybe", "no", "yes", "maybe", "no"]
+    pred = ["yes", "no", "no", "yes", "no", "yes", "maybe", "maybe"]
+    m = evaluate.classification_metrics(gold, pred)
+    assert m["accuracy"] == pytest.approx(5 / 8) == accuracy_score(gold, pred)
+    assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"))
+    # by hand: yes P=2/3 R=2/3, no P=2/3 R=2/3, maybe P=1/2 R=1/2
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert m["per_class"]["maybe"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["confusion_matrix"] == confusion_matrix(gold, pred, labels=["yes", "no", "maybe"]).tolist()
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 1], [1, 0, 1]]
+
+
+def test_majority_baseline():
+    train = [{"final_decision": x} for x in ["yes", "yes", "no"]]
+    m = evaluate.majority_baseline(train, ["yes", "no", "maybe", "yes"])
+    assert m["label"] == "yes" and m["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("style", ["medsft", "lm_eval"])
+def test_choice_scores_batched_equal_unbatched(model_and_tokenizer, rows, style):
+    model, tok = model_and_tokenizer
+    args = MedsftArguments(prompt_style=style)
+    batched = evaluate.score_pubmedqa(model, tok, rows, args, max_length=256, batch_size=8)
+    single = evaluate.score_pubmedqa(model, tok, rows, args, max_length=256, batch_size=1)
+    for a, b in zip(batched, single):
+        assert a["id"] == b["id"] and a["prediction"] == b["prediction"]
+        for c in ("yes", "no", "maybe"):
+            assert a["loglik"][c] == pytest.approx(b["loglik"][c], abs=1e-4)
+
+
+def test_choice_scores_equal_a_plain_forward(model_and_tokenizer, rows):
+    """The log-likelihood of each choice is exactly what a forward pass over prompt + choice gives."""
+    model, tok = model_and_tokenizer
+    args = MedsftArguments()
+    row = rows[0]
+    result = evaluate.score_pubmedqa(model, tok, [row], args, max_length=None)[0]
+    prompt = tok(data.format_row(row, args)["prompt"])["input_ids"]
+    for choice in ("yes", "no", "maybe"):
+        cont = tok(" " + choice, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([prompt + cont])).logits[0].float(), -1)
+        expected = sum(logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(cont))
+        assert result["loglik"][choice] == pytest.approx(expected, abs=1e-4)
+
+
+def test_perplexity_is_token_weighted(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    args = MedsftArguments(task="report")
+    notes = data.load_rows(MedsftArguments(task="report", synthetic_size=6), seed=0)
+    ppl = evaluate.perplexity(model, tok, notes, args, max_length=256)
+    total, count = 0.0, 0
+    for note in notes:
+        ids = data.encode_example(data.format_row(note, args), tok, 256, lm=True)[0]["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        total += sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1))
+        count += len(ids) - 1
+    assert ppl == pytest.approx(math.exp(-total / count), rel=1e-4)
