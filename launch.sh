@@ -24,6 +24,12 @@ if [[ ! -f "$config_file" ]]; then
 fi
 
 args=(--config_file "$config_file")
+# accelerate gives each process OMP_NUM_THREADS=1 unless told otherwise: on a CPU-only machine that idles all
+# but one core. Share the cores between the processes instead (an explicit OMP_NUM_THREADS wins).
+if [[ -z "${OMP_NUM_THREADS:-}" ]] && ! command -v nvidia-smi >/dev/null 2>&1; then
+  procs="$(awk '/^num_processes:/ {print $2}' "$config_file")"
+  args+=(--num_cpu_threads_per_process "$(( $(nproc) / ${procs:-1} > 0 ? $(nproc) / ${procs:-1} : 1 ))")
+fi
 nnodes="${NNODES:-${SLURM_NNODES:-}}"
 if [[ -n "$nnodes" && "$nnodes" != 1 ]]; then
   args+=(--num_machines "$nnodes" --machine_rank "${NODE_RANK:-${SLURM_NODEID:-0}}")

@@ -30,6 +30,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _idle_cores(num_processes: int) -> bool:
+    """accelerate launch's default of one thread a process, on a CPU-only machine with cores to spare."""
+    import torch
+
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ
+    spare = (os.cpu_count() or 1) // num_processes > 1
+    return launched and not torch.cuda.is_available() and os.environ.get("OMP_NUM_THREADS") == "1" and spare
+
+
 def train_main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
@@ -41,8 +50,13 @@ def train_main(argv: list[str]) -> int:
     _quiet_libraries()
     recipe = parse_recipe(argv)
     train.check_output_dir(recipe)
-    main_process = PartialState().is_main_process
-    console = Console(quiet=not main_process)
+    state = PartialState()
+    console = Console(quiet=not state.is_main_process)
+    if _idle_cores(state.num_processes):
+        console.print(
+            f"[yellow]accelerate launch set OMP_NUM_THREADS=1: training uses 1 of {os.cpu_count()} cores; "
+            f"add --num_cpu_threads_per_process {os.cpu_count() // state.num_processes} (or use ./launch.sh)"
+        )
 
     with console.status("loading model and data"):
         prepared = train.prepare(recipe)

@@ -118,8 +118,10 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     seconds = time.perf_counter() - start
     trainer.save_model(args.output_dir)
-    eval_loss = None
-    if prepared.eval_dataset is not None:
+    step = trainer.state.global_step
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    eval_loss = evals[-1] if evals else None
+    if eval_loss is None and prepared.eval_dataset is not None:  # the schedule did not evaluate the final weights
         eval_loss = trainer.evaluate().get("eval_loss")
     if trainer.accelerator.is_main_process:
         (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
