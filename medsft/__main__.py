@@ -73,9 +73,15 @@ COMMANDS = {"train": train_main}
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if "-h" in argv or "--help" in argv:
+        from medsft.config import _Parser
+
+        print(USAGE + "\n\nEvery recipe key, with its default:")
+        _Parser().parser.print_help()
+        return 0
     command = argv.pop(0) if argv[0] in COMMANDS else "train"
     try:
         return COMMANDS[command](argv)
