@@ -8,6 +8,7 @@ import sys
 from medsft.errors import UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
+       python -m medsft eval RECIPE.yaml [--model_name_or_path X] [--key value ...]
 
 Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
 ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
@@ -63,12 +64,40 @@ def train_main(argv: list[str]) -> int:
     report.data_summary(console, prepared.stats, recipe.training.max_length)
 
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
-    _, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
+    trainer, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
     report.train_summary(console, result, recipe.model.model_name_or_path)
+    if recipe.script.eval_after_train and prepared.splits["test"]:
+        with console.status(f"evaluating base and tuned model on {len(prepared.splits['test'])} test items"):
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.splits, state.is_main_process)
+        report.eval_report(console, results)
     return 0
 
 
-COMMANDS = {"train": train_main}
+def eval_main(argv: list[str]) -> int:
+    """Evaluate the recipe's trained run (base + adapter in output_dir) or, without one, its base model."""
+    from accelerate import PartialState
+    from rich.console import Console
+
+    from medsft import data, report, train
+    from medsft.config import parse_recipe
+
+    _quiet_libraries()
+    recipe = parse_recipe(argv)
+    state = PartialState()
+    console = Console(quiet=not state.is_main_process)
+    script, args = recipe.script, recipe.training
+    splits = data.split(data.load_rows(script, args.seed), script, args.seed)
+    with console.status("loading model"):
+        model, tokenizer = train.load_trained(recipe)
+    with console.status(f"evaluating on {len(splits['test'])} test items"):
+        results = train.evaluate_run(recipe, model, tokenizer, splits, state.is_main_process)
+    report.eval_report(console, results)
+    console.print(f"written to {args.output_dir}/eval_results.json and predictions.jsonl")
+    return 0
+
+
+COMMANDS = {"train": train_main, "eval": eval_main}
 
 
 def main(argv: list[str] | None = None) -> int:

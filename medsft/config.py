@@ -54,6 +54,12 @@ class MedsftArguments:
     scratch_config: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "GPT2Config fields for model_name_or_path: scratch-gpt2."}
     )
+    eval_after_train: bool = field(
+        default=True, metadata={"help": "After training, evaluate base vs tuned model on the test split."}
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "Cap on test items (stratified sample; PubMedQA's test file is ordered by label)."}
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that holds a different run."}
     )

@@ -166,6 +166,8 @@ def split(rows: list[dict[str, Any]], args: MedsftArguments, seed: int) -> dict[
         parts["train"] = random.Random(seed).sample(parts["train"], min(args.max_train_samples, len(parts["train"])))
     if args.max_eval_samples is not None:
         parts["eval"] = stratified_sample(parts["eval"], args.max_eval_samples, seed)
+    if args.max_test_samples is not None:
+        parts["test"] = stratified_sample(parts["test"], args.max_test_samples, seed)
     return parts
 
 

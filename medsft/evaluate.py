@@ -125,3 +125,38 @@ def perplexity(model, tokenizer, rows: list[dict], args: MedsftArguments, max_le
             n_last.append(min(sum(encoded["completion_mask"]), len(encoded["input_ids"]) - 1))
     scores = _continuation_logliks(model, sequences, n_last, tokenizer.pad_token_id, batch_size)
     return math.exp(-sum(scores) / max(sum(n_last), 1))
+
+
+def evaluate_split(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 8) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics for the model as it is, and its predictions (one dict per item)."""
+    if args.task == "pubmedqa":
+        predictions = score_pubmedqa(model, tokenizer, rows, args, max_length, batch_size)
+        gold = [p["gold"] for p in predictions]
+        return classification_metrics(gold, [p["prediction"] for p in predictions]), predictions
+    return {"perplexity": perplexity(model, tokenizer, rows, args, max_length, batch_size)}, []
+
+
+def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict], args: MedsftArguments,
+                     max_length: int | None, batch_size: int = 8) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(eval_results.json's content, predictions.jsonl's rows): the base model (the adapter disabled: the same
+    weights in memory, no second load) and the tuned model on the same items. Without an adapter: "base" alone."""
+    results: dict[str, Any] = {"task": args.task, "n": len(rows), "prompt_style": args.prompt_style, "models": {}}
+    predictions: dict[str, list] = {}
+    was_training = model.training
+    model.eval()
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            results["models"]["base"], predictions["base"] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size)
+        results["models"]["tuned"], predictions["tuned"] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size)
+    else:
+        results["models"]["base"], predictions["base"] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size)
+    model.train(was_training)
+    if args.task == "pubmedqa":
+        results["majority_baseline"] = majority_baseline(train_rows, [r["final_decision"] for r in rows])
+    rows_out = []
+    for i, row in enumerate(predictions.get("base", [])):
+        item = {"id": row["id"], "gold": row["gold"]}
+        for name, preds in predictions.items():
+            item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
+        rows_out.append(item)
+    return results, rows_out

@@ -37,3 +37,49 @@ def train_summary(console: Console, result, model_name: str) -> None:
     table.add_row("eval loss", fmt(result.eval_loss))
     table.add_row("written to", result.output_dir)
     console.print(Panel(table, title="medsft: training done", expand=False))
+
+
+def _delta(tuned: float, base: float, scale: float = 100.0) -> str:
+    d = (tuned - base) * scale
+    colour = "green" if d > 0 else "red" if d < 0 else "white"
+    return f"[{colour}]{d:+.1f}[/]"
+
+
+def eval_report(console: Console, results: dict) -> None:
+    """The metrics table (base / tuned / delta / majority), per-class rows and the confusion matrix."""
+    models = results["models"]
+    title = f"medsft: {results['task']} evaluation on {results['n']} items"
+    if results["task"] != "pubmedqa":
+        table = Table(title=title)
+        table.add_column("model")
+        table.add_column("perplexity", justify="right")
+        for name, m in models.items():
+            table.add_row(name, f"{m['perplexity']:.2f}")
+        console.print(table)
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in models:
+        table.add_column(name, justify="right")
+    if "tuned" in models:
+        table.add_column("delta", justify="right")
+    table.add_column(f"majority ({results['majority_baseline']['label']})", justify="right")
+    for key, label in (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %")):
+        cells = [f"{m[key] * 100:.1f}" for m in models.values()]
+        if "tuned" in models:
+            cells.append(_delta(models["tuned"][key], models["base"][key]))
+        table.add_row(label, *cells, f"{results['majority_baseline'][key] * 100:.1f}")
+    for cls in ("yes", "no", "maybe"):
+        cells = [f"{m['per_class'][cls]['f1'] * 100:.1f}" for m in models.values()]
+        if "tuned" in models:
+            cells.append(_delta(models["tuned"]["per_class"][cls]["f1"], models["base"]["per_class"][cls]["f1"]))
+        table.add_row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", *cells, "")
+    console.print(table)
+    final = "tuned" if "tuned" in models else "base"
+    matrix = Table(title=f"confusion matrix ({final}): rows gold, columns predicted")
+    matrix.add_column("gold \\ predicted")
+    for cls in ("yes", "no", "maybe"):
+        matrix.add_column(cls, justify="right")
+    for cls, counts in zip(("yes", "no", "maybe"), models[final]["confusion_matrix"]):
+        matrix.add_row(cls, *map(str, counts))
+    console.print(matrix)

@@ -139,3 +139,45 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
         log_history=history,
     )
     return trainer, result
+
+
+def load_trained(recipe: Recipe):
+    """(model, tokenizer) for evaluation: base + the adapter in output_dir when there is one, else the base."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(recipe.training.output_dir)
+    model_args = recipe.model
+    if (out / "config.json").is_file():  # a full fine-tune or a scratch model saved as a whole
+        return AutoModelForCausalLM.from_pretrained(out), models.load_tokenizer(str(out))
+    path = models.resolve(model_args.model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=recipe.training.trust_remote_code, dtype="float32"
+    )
+    if (out / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, out)
+    return model, models.load_tokenizer(path, model_args.model_revision, recipe.training.trust_remote_code)
+
+
+def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]], write: bool) -> dict:
+    """Score the test split before and after; write eval_results.json and predictions.jsonl into output_dir."""
+    import json
+
+    import torch
+
+    from medsft import evaluate
+
+    args = recipe.training
+    device = "cuda" if torch.cuda.is_available() and not args.use_cpu else "cpu"
+    model.to(device)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        results, predictions = evaluate.before_and_after(
+            model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length, args.per_device_eval_batch_size
+        )
+    if write:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    return results

@@ -51,6 +51,19 @@ def test_cli_end_to_end(write_recipe, tmp_path):
     assert any("eval_loss" in h for h in state["log_history"])
     weights = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in k and torch.count_nonzero(v) > 0 for k, v in weights.items())
+    # training ends with base vs tuned on the test split, written and rendered
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["task"] == "pubmedqa" and set(results["models"]) == {"base", "tuned"}
+    assert results["n"] == sum(sum(row) for row in results["models"]["tuned"]["confusion_matrix"])
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == results["n"]
+    assert set(predictions[0]) == {"id", "gold", "base_prediction", "base_loglik", "tuned_prediction", "tuned_loglik"}
+    assert "accuracy %" in proc.stdout and "confusion matrix" in proc.stdout
+    # the eval command reloads base + adapter from output_dir and gives the same tuned predictions
+    again = run_cli("eval", path)
+    assert again.returncode == 0, again.stderr
+    reloaded = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["tuned_prediction"] for p in reloaded] == [p["tuned_prediction"] for p in predictions]
     # the saved resolved recipe is itself a recipe: re-running into the same output_dir is the same run
     assert run_cli(out / "recipe.yaml", "--max_steps", "1").returncode == 0
 
