@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     if "-h" in argv or "--help" in argv:
-        from medsft.config import _Parser
+        from medsft.config import RecipeParser
 
         print(USAGE + "\n\nEvery recipe key, with its default:")
-        _Parser().parser.print_help()
+        RecipeParser().parser.print_help()
         return 0
     command = argv.pop(0) if argv[0] in COMMANDS else "train"
     try:

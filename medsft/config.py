@@ -17,8 +17,6 @@ import yaml
 
 from medsft.errors import UserError
 
-TASKS = ("pubmedqa", "report")
-
 
 @dataclass
 class MedsftArguments:
@@ -175,7 +173,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value  # a type we do not know how to check: let the library decide
 
 
-class _Parser:
+class RecipeParser:
     """TrlParser over (MedsftArguments, SFTConfig, ModelConfig) whose every failure is one UserError line."""
 
     def __init__(self):
@@ -268,7 +266,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
     else:
         raise UserError("no recipe given; usage: python -m medsft RECIPE.yaml [--key value ...]")
     path = Path(path)
-    parser = _Parser()
+    parser = RecipeParser()
     config = parser.check(str(path), load_yaml(path))
     cli_keys = _cli_keys(args)
     for key in cli_keys:

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from medsft.config import parse_recipe
 from medsft.errors import UserError
