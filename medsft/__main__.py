@@ -66,11 +66,41 @@ def train_main(argv: list[str]) -> int:
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
     trainer, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
     report.train_summary(console, result, recipe.model.model_name_or_path)
+    results = None
     if recipe.script.eval_after_train and prepared.splits["test"]:
         with console.status(f"evaluating base and tuned model on {len(prepared.splits['test'])} test items"):
             model = trainer.accelerator.unwrap_model(trainer.model)
             results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.splits, state.is_main_process)
         report.eval_report(console, results)
+    if state.is_main_process:
+        _write_plots(recipe.training.output_dir, result.log_history, results)
+    return _gate(recipe, result.eval_loss, results)
+
+
+def _write_plots(output_dir: str, log_history: list[dict], results: dict | None) -> None:
+    from pathlib import Path
+
+    from medsft import plots
+
+    out = Path(output_dir)
+    plots.loss_curves(log_history, out / "loss_curves.png")
+    if results and results["task"] == "pubmedqa":
+        name = "tuned" if "tuned" in results["models"] else "base"
+        matrix = results["models"][name]["confusion_matrix"]
+        plots.confusion_matrix(matrix, ["yes", "no", "maybe"], f"PubMedQA ({name})", out / "confusion_matrix.png")
+
+
+def _gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = True) -> int:
+    """Exit code 3 with one line when the recipe's quality gate is missed; everything is written already."""
+    import dataclasses
+
+    from medsft.evaluate import quality_gate
+
+    script = recipe.script if loss else dataclasses.replace(recipe.script, max_eval_loss=None)
+    missed = quality_gate(script, eval_loss, results)
+    if missed:
+        print(f"medsft: quality gate missed: {'; '.join(missed)}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -93,8 +123,10 @@ def eval_main(argv: list[str]) -> int:
     with console.status(f"evaluating on {len(splits['test'])} test items"):
         results = train.evaluate_run(recipe, model, tokenizer, splits, state.is_main_process)
     report.eval_report(console, results)
-    console.print(f"written to {args.output_dir}/eval_results.json and predictions.jsonl")
-    return 0
+    if state.is_main_process:
+        _write_plots(args.output_dir, [], results)
+    console.print(f"written to {args.output_dir}: eval_results.json, predictions.jsonl")
+    return _gate(recipe, None, results, loss=False)  # no training here: only the accuracy threshold applies
 
 
 COMMANDS = {"train": train_main, "eval": eval_main}

@@ -58,6 +58,12 @@ class MedsftArguments:
     max_test_samples: int | None = field(
         default=None, metadata={"help": "Cap on test items (stratified sample; PubMedQA's test file is ordered by label)."}
     )
+    max_eval_loss: float | None = field(
+        default=None, metadata={"help": "Quality gate: exit 3 when the final eval loss is above this."}
+    )
+    min_accuracy: float | None = field(
+        default=None, metadata={"help": "Quality gate: exit 3 when PubMedQA test accuracy (0-1) is below this."}
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that holds a different run."}
     )

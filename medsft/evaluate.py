@@ -160,3 +160,21 @@ def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict],
             item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
         rows_out.append(item)
     return results, rows_out
+
+
+def quality_gate(args: MedsftArguments, eval_loss: float | None, results: dict[str, Any] | None) -> list[str]:
+    """The recipe's thresholds that this run missed, one sentence each (empty: the gate is passed)."""
+    missed = []
+    if args.max_eval_loss is not None:
+        if eval_loss is None:
+            missed.append(f"max_eval_loss is {args.max_eval_loss} but the run has no eval loss (set eval_strategy)")
+        elif eval_loss > args.max_eval_loss:
+            missed.append(f"eval loss {eval_loss:.4f} is above max_eval_loss {args.max_eval_loss}")
+    if args.min_accuracy is not None:
+        models = (results or {}).get("models", {})
+        final = models.get("tuned", models.get("base"))
+        if not final or "accuracy" not in final:
+            missed.append(f"min_accuracy is {args.min_accuracy} but the run has no PubMedQA accuracy")
+        elif final["accuracy"] < args.min_accuracy:
+            missed.append(f"test accuracy {final['accuracy']:.4f} is below min_accuracy {args.min_accuracy}")
+    return missed

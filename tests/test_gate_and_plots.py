@@ -1,0 +1,65 @@
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+
+@pytest.mark.slow
+def test_gate_missed_exits_3_and_still_writes_everything(write_recipe, tmp_path):
+    proc = run_cli(write_recipe(max_steps=2, min_accuracy=0.99, max_test_samples=20))
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("medsft: quality gate missed: test accuracy ") and "is below min_accuracy 0.99" in line
+    out = tmp_path / "out"
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["models"]["tuned"]["accuracy"] < 0.99
+    for name in ("adapter_model.safetensors", "predictions.jsonl", "loss_curves.png", "confusion_matrix.png"):
+        assert (out / name).is_file(), name
+    for name in ("loss_curves.png", "confusion_matrix.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 200
+
+
+@pytest.mark.slow
+def test_gate_met_exits_0(write_recipe):
+    proc = run_cli(write_recipe(max_steps=2, min_accuracy=0.0, max_eval_loss=1e9, eval_strategy="steps", eval_steps=2, max_test_samples=20))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gate_rules():
+    from medsft.config import MedsftArguments
+    from medsft.evaluate import quality_gate
+
+    args = MedsftArguments(max_eval_loss=0.5, min_accuracy=0.6)
+    results = {"models": {"base": {"accuracy": 0.9}, "tuned": {"accuracy": 0.55}}}
+    assert quality_gate(args, 0.7, results) == [
+        "eval loss 0.7000 is above max_eval_loss 0.5",
+        "test accuracy 0.5500 is below min_accuracy 0.6",
+    ]
+    assert quality_gate(args, 0.4, {"models": {"tuned": {"accuracy": 0.6}}}) == []
+    assert quality_gate(MedsftArguments(), None, None) == []
+
+
+def test_eval_report_renders_table_rows():
+    from rich.console import Console
+
+    from medsft import report
+    from medsft.evaluate import classification_metrics
+
+    gold = ["yes", "no", "maybe", "yes"]
+    results = {
+        "task": "pubmedqa",
+        "n": 4,
+        "models": {"base": classification_metrics(gold, ["yes"] * 4), "tuned": classification_metrics(gold, gold)},
+        "majority_baseline": {"label": "yes", **classification_metrics(gold, ["yes"] * 4)},
+    }
+    console = Console(record=True, width=120)
+    report.eval_report(console, results)
+    text = console.export_text()
+    assert "medsft: pubmedqa evaluation on 4 items" in text
+    assert "accuracy %" in text and "50.0" in text and "100.0" in text and "+50.0" in text
+    assert "F1 maybe (n=1)" in text
+    assert "confusion matrix (tuned)" in text
