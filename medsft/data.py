@@ -188,6 +188,14 @@ class EncodeStats:
     lengths: list[int] = field(default_factory=list)
 
 
+def truncate_left(ids: list[int], room: int, bos_token_id: int | None) -> list[int]:
+    """The last `room` tokens of a prompt, keeping a leading BOS: the end (question, answer cue) survives."""
+    if len(ids) <= room:
+        return ids
+    keep_bos = 1 if ids and ids[0] == bos_token_id else 0
+    return ids[:keep_bos] + ids[len(ids) - (room - keep_bos) :]
+
+
 def encode_example(example: dict[str, str], tokenizer, max_length: int | None, lm: bool = False) -> tuple[dict, str]:
     """Token ids with the completion (and EOS) trained and the prompt masked; the prompt is cut from the left
     when the pair is too long, so the answer and the question nearest it survive. Returns (row, status) where
@@ -198,14 +206,13 @@ def encode_example(example: dict[str, str], tokenizer, max_length: int | None, l
     status = "ok"
     if max_length is not None and len(prompt_ids) + len(completion_ids) > max_length:
         status = "truncated"
-        keep_bos = 1 if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else 0
         if lm:  # plain language modelling: the note itself is the text, keep its start
             completion_ids = completion_ids[: max_length - len(prompt_ids)]
         else:
-            room = max_length - len(completion_ids) - keep_bos
-            if room < 1:
+            keep_bos = 1 if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else 0
+            if max_length - len(completion_ids) - keep_bos < 1:
                 return {}, "dropped"
-            prompt_ids = prompt_ids[:keep_bos] + prompt_ids[len(prompt_ids) - room :]
+            prompt_ids = truncate_left(prompt_ids, max_length - len(completion_ids), tokenizer.bos_token_id)
     input_ids = prompt_ids + completion_ids
     return {"input_ids": input_ids, "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}, status
 

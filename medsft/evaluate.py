@@ -21,10 +21,7 @@ def _batches(items: list, size: int):
 def _prompt_ids(row: dict, args: MedsftArguments, tokenizer, room: int | None) -> list[int]:
     """The task's own prompt (the function training uses), cut from the left exactly as training cuts it."""
     ids = tokenizer(data.format_row(row, args)["prompt"])["input_ids"]
-    if room is not None and len(ids) > room:
-        keep_bos = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
-        ids = ids[:keep_bos] + ids[len(ids) - (room - keep_bos) :]
-    return ids
+    return ids if room is None else data.truncate_left(ids, room, tokenizer.bos_token_id)
 
 
 @torch.no_grad()

@@ -110,3 +110,9 @@ def test_csv_and_folder_sources(tmp_path):
     (tmp_path / "notes" / "a.csv").write_text('id,text\n1,"IMPRESSION: fine."\n2,"IMPRESSION: not fine."\n')
     rows = data.load_rows(MedsftArguments(task="report", dataset_name=str(tmp_path / "notes")), seed=0)
     assert [r["text"] for r in rows] == ["IMPRESSION: fine.", "IMPRESSION: not fine."]
+
+
+def test_truncate_left_keeps_bos_and_the_end():
+    assert data.truncate_left([1, 5, 6, 7, 8], 3, bos_token_id=1) == [1, 7, 8]
+    assert data.truncate_left([5, 6, 7, 8], 3, bos_token_id=1) == [6, 7, 8]
+    assert data.truncate_left([5, 6], 3, bos_token_id=1) == [5, 6]
