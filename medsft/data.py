@@ -217,12 +217,17 @@ def encode_example(example: dict[str, str], tokenizer, max_length: int | None, l
     return {"input_ids": input_ids, "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}, status
 
 
+def is_language_modelling(args: MedsftArguments) -> bool:
+    """The whole note is the completion: truncation keeps its start instead of dropping it."""
+    return args.task == "report" and args.section is None
+
+
 def encode(rows: list[dict[str, Any]], args: MedsftArguments, tokenizer, max_length: int | None):
     """rows -> (datasets.Dataset of input_ids / completion_mask, EncodeStats)."""
     from datasets import Dataset
 
     stats, out = EncodeStats(rows=len(rows)), []
-    lm = args.task == "report" and args.section is None
+    lm = is_language_modelling(args)
     for row in rows:
         example = format_row(row, args)
         if example is None:

@@ -116,7 +116,7 @@ def perplexity(model, tokenizer, rows: list[dict], args: MedsftArguments, max_le
         example = data.format_row(row, args)
         if example is None:
             continue
-        encoded, status = data.encode_example(example, tokenizer, max_length, lm=args.task == "report" and args.section is None)
+        encoded, status = data.encode_example(example, tokenizer, max_length, lm=data.is_language_modelling(args))
         if status != "dropped":
             sequences.append(encoded["input_ids"])
             n_last.append(min(sum(encoded["completion_mask"]), len(encoded["input_ids"]) - 1))
