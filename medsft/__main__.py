@@ -46,7 +46,7 @@ def train_main(argv: list[str]) -> int:
 
     from medsft import report, train
     from medsft.config import parse_recipe
-    from medsft.progress import RichProgress
+    from medsft.progress import RichProgress, eval_progress
 
     _quiet_libraries()
     recipe = parse_recipe(argv)
@@ -68,13 +68,31 @@ def train_main(argv: list[str]) -> int:
     report.train_summary(console, result, recipe.model.model_name_or_path)
     results = None
     if recipe.script.eval_after_train and prepared.splits["test"]:
-        with console.status(f"evaluating base and tuned model on {len(prepared.splits['test'])} test items"):
+        run = _run_info(recipe, prepared.splits, result.steps, result.seconds)
+        with eval_progress(console) as track_for:
             model = trainer.accelerator.unwrap_model(trainer.model)
-            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.splits, state.is_main_process)
+            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.splits, state.is_main_process, run, track_for)
         report.eval_report(console, results)
     if state.is_main_process:
         _write_plots(recipe.training.output_dir, result.log_history, results)
     return _gate(recipe, result.eval_loss, results)
+
+
+def _run_info(recipe, splits: dict[str, list], steps: int | None, seconds: float | None) -> dict:
+    """The header of eval_results.json and of the report: what produced the numbers."""
+    from pathlib import Path
+
+    script, model = recipe.script, recipe.model
+    return {
+        "recipe": str(recipe.path),
+        "model": model.model_name_or_path,
+        "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file(),
+        "task": script.task,
+        "dataset": script.dataset_name,
+        "rows": {name: len(rows) for name, rows in splits.items()},
+        "steps": steps,
+        "train_seconds": seconds,
+    }
 
 
 def _write_plots(output_dir: str, log_history: list[dict], results: dict | None) -> None:
@@ -111,6 +129,7 @@ def eval_main(argv: list[str]) -> int:
 
     from medsft import data, report, train
     from medsft.config import parse_recipe
+    from medsft.progress import eval_progress
 
     _quiet_libraries()
     recipe = parse_recipe(argv)
@@ -120,8 +139,10 @@ def eval_main(argv: list[str]) -> int:
     splits = data.split(data.load_rows(script, args.seed), script, args.seed)
     with console.status("loading model"):
         model, tokenizer = train.load_trained(recipe)
-    with console.status(f"evaluating on {len(splits['test'])} test items"):
-        results = train.evaluate_run(recipe, model, tokenizer, splits, state.is_main_process)
+    steps, seconds = train.saved_run_time(args.output_dir)
+    run = _run_info(recipe, splits, steps, seconds)
+    with eval_progress(console) as track_for:
+        results = train.evaluate_run(recipe, model, tokenizer, splits, state.is_main_process, run, track_for)
     report.eval_report(console, results)
     if state.is_main_process:
         _write_plots(args.output_dir, [], results)

@@ -58,6 +58,14 @@ class MedsftArguments:
     max_test_samples: int | None = field(
         default=None, metadata={"help": "Cap on test items (stratified sample; PubMedQA's test file is ordered by label)."}
     )
+    num_samples: int = field(
+        default=3, metadata={"help": "Sample generations shown base vs tuned after evaluation (0: none)."}
+    )
+    sample_prompts: list[str] | None = field(
+        default=None,
+        metadata={"help": "Prompts for the sample generations; default: a few clinical openings (report) or test items (pubmedqa)."},
+    )
+    sample_max_new_tokens: int = field(default=64, metadata={"help": "Length of each sample generation."})
     max_eval_loss: float | None = field(
         default=None, metadata={"help": "Quality gate: exit 3 when the final eval loss is above this."}
     )

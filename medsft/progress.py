@@ -1,8 +1,9 @@
-"""A rich progress bar for training: step, loss, trained tokens/s, elapsed and time left. Main process only."""
+"""Rich progress bars: training (step, loss, trained tokens/s, elapsed, time left) and evaluation batches."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
@@ -49,3 +50,19 @@ class RichProgress(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+@contextmanager
+def eval_progress(console=None):
+    """Yields track_for(model_name) -> a wrapper that advances a bar per evaluation batch."""
+    columns = (
+        TextColumn("[bold blue]eval {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        yield lambda name: (lambda batches, total: progress.track(batches, total=total, description=name))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from medsft.data import EncodeStats
 
@@ -45,10 +46,42 @@ def _delta(tuned: float, base: float, scale: float = 100.0) -> str:
     return f"[{colour}]{d:+.1f}[/]"
 
 
+def header(console: Console, run: dict, n: int) -> None:
+    """What produced these numbers: recipe, model, data, steps, time."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("recipe", str(run.get("recipe", "-")))
+    grid.add_row("model", str(run.get("model", "-")) + (" + LoRA" if run.get("adapter") else ""))
+    sizes = ", ".join(f"{k} {v}" for k, v in run.get("rows", {}).items())
+    grid.add_row("data", f"{run.get('dataset', '-')} ({run.get('task', '-')}): {sizes}; {n} evaluated")
+    if run.get("steps") is not None:
+        grid.add_row("steps", str(run["steps"]))
+    if run.get("train_seconds") is not None:
+        minutes, seconds = divmod(run["train_seconds"], 60)
+        grid.add_row("training time", f"{int(minutes)} min {seconds:.0f} s")
+    console.print(Panel(grid, title="medsft report", expand=False))
+
+
+def samples(console: Console, items: list[dict]) -> None:
+    """One panel per prompt: its end, then reference (when known), base and tuned continuations side by side."""
+    for item in items:
+        names = [k for k in ("gold", "base", "tuned") if k in item]
+        table = Table(expand=True, box=None)
+        for name in names:
+            table.add_column("reference" if name == "gold" else name, ratio=1, style="dim" if name == "gold" else None)
+        table.add_row(*(Text(item[name].strip()) for name in names))
+        prompt = " ".join(item["prompt"].split())
+        shown = prompt if len(prompt) <= 200 else "..." + prompt[-200:]
+        console.print(Panel(Group(Text(shown, style="italic"), table), title="sample generation", expand=True))
+
+
 def eval_report(console: Console, results: dict) -> None:
-    """The metrics table (base / tuned / delta / majority), per-class rows and the confusion matrix."""
+    """Header panel, the metrics table (base / tuned / delta / majority), per-class rows, the confusion matrix and
+    the sample generations."""
     models = results["models"]
-    title = f"medsft: {results['task']} evaluation on {results['n']} items"
+    header(console, results.get("run", {}), results["n"])
+    title = f"{results['task']} evaluation on {results['n']} items"
     if results["task"] != "pubmedqa":
         table = Table(title=title)
         table.add_column("model")
@@ -56,6 +89,7 @@ def eval_report(console: Console, results: dict) -> None:
         for name, m in models.items():
             table.add_row(name, f"{m['perplexity']:.2f}")
         console.print(table)
+        samples(console, results.get("samples", []))
         return
     table = Table(title=title)
     table.add_column("metric")
@@ -83,3 +117,4 @@ def eval_report(console: Console, results: dict) -> None:
     for cls, counts in zip(("yes", "no", "maybe"), models[final]["confusion_matrix"]):
         matrix.add_row(cls, *map(str, counts))
     console.print(matrix)
+    samples(console, results.get("samples", []))

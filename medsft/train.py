@@ -141,6 +141,18 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     return trainer, result
 
 
+def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
+    """(steps, training seconds) of the run saved in output_dir, from its trainer_state.json; Nones without one."""
+    import json
+
+    state_file = Path(output_dir) / "trainer_state.json"
+    if not state_file.is_file():
+        return None, None
+    state = json.loads(state_file.read_text())
+    runtimes = [h["train_runtime"] for h in state.get("log_history", []) if "train_runtime" in h]
+    return state.get("global_step"), (runtimes[-1] if runtimes else None)
+
+
 def load_trained(recipe: Recipe):
     """(model, tokenizer) for evaluation: base + the adapter in output_dir when there is one, else the base."""
     from transformers import AutoModelForCausalLM
@@ -160,8 +172,10 @@ def load_trained(recipe: Recipe):
     return model, models.load_tokenizer(path, model_args.model_revision, recipe.training.trust_remote_code)
 
 
-def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]], write: bool) -> dict:
-    """Score the test split before and after; write eval_results.json and predictions.jsonl into output_dir."""
+def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]], write: bool,
+                 run: dict | None = None, track_for=None) -> dict:
+    """Score the test split before and after; write eval_results.json (with `run`, what produced it) and
+    predictions.jsonl into output_dir. track_for(model_name) gives a progress wrapper for the batches."""
     import json
 
     import torch
@@ -173,8 +187,10 @@ def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]]
     model.to(device)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
         results, predictions = evaluate.before_and_after(
-            model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length, args.per_device_eval_batch_size
+            model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length,
+            args.per_device_eval_batch_size, args.seed, **({"track_for": track_for} if track_for else {}),
         )
+    results = {"run": run or {}, **results}
     if write:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)

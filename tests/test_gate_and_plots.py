@@ -55,11 +55,17 @@ def test_eval_report_renders_table_rows():
         "n": 4,
         "models": {"base": classification_metrics(gold, ["yes"] * 4), "tuned": classification_metrics(gold, gold)},
         "majority_baseline": {"label": "yes", **classification_metrics(gold, ["yes"] * 4)},
+        "run": {"recipe": "recipes/x.yaml", "model": "tiny", "adapter": True, "task": "pubmedqa", "dataset": "d.json",
+                "rows": {"train": 450, "test": 4}, "steps": 114, "train_seconds": 1227.0},
+        "samples": [{"prompt": "Abstract: ... Question: Does it work?", "gold": " yes", "base": " no", "tuned": " yes. It does."}],
     }
     console = Console(record=True, width=120)
     report.eval_report(console, results)
     text = console.export_text()
-    assert "medsft: pubmedqa evaluation on 4 items" in text
+    assert "pubmedqa evaluation on 4 items" in text
+    assert "recipes/x.yaml" in text and "tiny + LoRA" in text and "train 450, test 4; 4 evaluated" in text
+    assert "114" in text and "20 min 27 s" in text
+    assert "Question: Does it work?" in text and "yes. It does." in text and "reference" in text
     assert "accuracy %" in text and "50.0" in text and "100.0" in text and "+50.0" in text
     assert "F1 maybe (n=1)" in text
     assert "confusion matrix (tuned)" in text

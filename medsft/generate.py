@@ -1,0 +1,43 @@
+"""Text generation: the after-training samples (and the generate command and server build on it)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig
+
+from medsft import data
+
+# Openings of the kind a clinician dictates; the report task continues them when the recipe names no prompts.
+CLINICAL_OPENINGS = (
+    "Patient presents with fever and a persistent cough",
+    "HISTORY OF PRESENT ILLNESS: The patient is a 67-year-old male with chest pain",
+    "IMPRESSION:",
+)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+             top_p: float = 0.9, seed: int = 0, max_length: int | None = None) -> list[str]:
+    """One completion per prompt (the new text only). temperature 0 is greedy; otherwise prompt i samples under
+    seed + i, so the base and the tuned model draw with the same seeds whatever else ran before."""
+    device = next(model.parameters()).device
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    outputs = []
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt)["input_ids"]
+        if max_length is not None:  # leave room for the answer, cut the prompt as training cuts it
+            ids = data.truncate_left(ids, max(1, max_length - max_new_tokens), tokenizer.bos_token_id)
+        if not ids:  # an empty prompt on a tokenizer without BOS: start from EOS, the document separator
+            ids = [tokenizer.eos_token_id]
+        input_ids = torch.tensor([ids], device=device)
+        torch.manual_seed(seed + i)
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
+        outputs.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
+    return outputs

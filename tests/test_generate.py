@@ -1,0 +1,81 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from medsft import data, evaluate
+from medsft.config import MedsftArguments
+from medsft.generate import generate
+from medsft.models import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model).eval(), load_tokenizer(str(tiny_model))
+
+
+def test_greedy_generation_is_the_argmax_of_each_step(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompt = "Patient presents with fever"
+    text = generate(model, tok, [prompt], max_new_tokens=5)[0]
+    ids = tok(prompt)["input_ids"]
+    with torch.no_grad():
+        for _ in range(5):
+            nxt = model(torch.tensor([ids])).logits[0, -1].argmax().item()
+            ids.append(nxt)
+            if nxt == tok.eos_token_id:
+                break
+    assert text == tok.decode(ids[len(tok(prompt)["input_ids"]) :], skip_special_tokens=True)
+
+
+def test_sampling_seed_belongs_to_the_prompt_not_the_batch(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = ["Patient presents with fever", "IMPRESSION:"]
+    both = generate(model, tok, prompts, max_new_tokens=12, temperature=1.0, seed=7)
+    alone = generate(model, tok, prompts[1:], max_new_tokens=12, temperature=1.0, seed=8)
+    assert both[1] == alone[0]
+    other_seed = generate(model, tok, prompts, max_new_tokens=12, temperature=1.0, seed=1000)
+    assert other_seed != both  # the seed is really used: random weights sample differently
+
+
+def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_and_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base, tok = model_and_tokenizer
+    # init_lora_weights=False: a nonzero adapter, so the tuned model really differs from the base
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    rows = data.load_rows(MedsftArguments(synthetic_size=40), seed=3)
+    args = MedsftArguments(num_samples=2, sample_max_new_tokens=6)
+    batches: dict[str, int] = {}
+
+    def track_for(name):
+        def track(items, total):
+            for item in items:
+                batches[name] = batches.get(name, 0) + 1
+                yield item
+            assert batches[name] == total
+
+        return track
+
+    results, predictions = evaluate.before_and_after(model, tok, rows, rows, args, 256, batch_size=16, track_for=track_for)
+    assert batches == {"base": 3, "tuned": 3}  # 40 items in batches of 16
+    assert len(predictions) == 40 and set(results["models"]) == {"base", "tuned"}
+    assert len(results["samples"]) == 2
+    for sample in results["samples"]:
+        assert sample["gold"] in (" yes", " no", " maybe") and sample["prompt"].endswith("Answer (yes, no or maybe):")
+        assert sample["base"] != sample["tuned"]
+    with model.disable_adapter():  # the base samples are the plain model's greedy text
+        expected = generate(model, tok, [s["prompt"] for s in results["samples"]], 6, max_length=256)
+    assert [s["base"] for s in results["samples"]] == expected
+
+
+def test_report_samples_default_to_clinical_openings():
+    args = MedsftArguments(task="report", num_samples=2)
+    prompts = evaluate.sample_prompts([], args, seed=0)
+    assert [p["prompt"] for p in prompts] == [
+        "Patient presents with fever and a persistent cough",
+        "HISTORY OF PRESENT ILLNESS: The patient is a 67-year-old male with chest pain",
+    ]
+    assert evaluate.sample_prompts([], MedsftArguments(task="report", sample_prompts=["A", "B"], num_samples=1), 0) == [{"prompt": "A"}]
+    assert evaluate.sample_prompts([], MedsftArguments(task="report", num_samples=0), 0) == []
