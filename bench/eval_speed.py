@@ -1,7 +1,7 @@
 """medsft's PubMedQA evaluation against lm-evaluation-harness on the same model and items, side by side.
 
     pip install -e ".[bench]"
-    python bench/eval_speed.py [--limit N] [--batch 8]
+    python bench/eval_speed.py [--limit N] [--batch 8] [--compare OUTPUT_DIR/predictions.jsonl]
 
 Both score the official test split (all 500 items, or a stratified `--limit`) with lm-eval's pubmedqa prompt:
 medsft with `prompt_style: lm_eval` (fp32, and bf16 autocast), lm-eval through its `hf` model with a local task
@@ -93,6 +93,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="stratified subset of the 500 test items")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="predictions.jsonl of `python -m medsft eval ... --prompt_style lm_eval`: its base predictions "
+                             "are compared with lm-eval's item by item")
     args = parser.parse_args()
     if not DATA.is_file():
         sys.exit(f"needs the PubMedQA data at {DATA}")
@@ -117,6 +120,15 @@ def main():
         m = evaluate.classification_metrics(gold, preds)
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{name:14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%} {seconds:8.1f} {lm_seconds / seconds:9.2f}")
+    if args.compare:
+        by_id = {p["id"]: p["base_prediction"] for p in map(json.loads, args.compare.read_text().splitlines())}
+        missing = [r["id"] for r in rows if r["id"] not in by_id]
+        if missing:
+            sys.exit(f"{args.compare} lacks {len(missing)} of these items (first: {missing[0]})")
+        preds = [by_id[r["id"]] for r in rows]
+        m = evaluate.classification_metrics(gold, preds)
+        agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
+        print(f"{'medsft eval':14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%}   ({args.compare})")
 
 
 if __name__ == "__main__":

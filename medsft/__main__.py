@@ -170,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"medsft: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Multi-process CPU runs aborted at exit ("terminate called without an active exception") when the gloo
+    process group was left for interpreter shutdown to tear down."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

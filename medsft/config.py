@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import os
 import types
 import typing
 import warnings
@@ -227,10 +228,12 @@ class RecipeParser:
 # TRL infers completion-only loss from "prompt"/"completion" columns; medsft hands it token ids with a
 # completion_mask instead, so the loss mask must be asked for. Non-padding token counts feed tokens/s.
 # Batches of similar lengths pad little: 1.3-1.5x the examples/s of random batches on PubMedQA abstracts.
+# LoRA leaves no parameter unused, so DDP's search for them (transformers' default) is a wasted graph walk a step.
 DEFAULTS = {
     "completion_only_loss": True,
     "include_num_input_tokens_seen": "non_padding",
     "train_sampling_strategy": "group_by_length",
+    "ddp_find_unused_parameters": False,
 }
 
 
@@ -243,6 +246,18 @@ def hardware_defaults() -> dict[str, Any]:
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     # TRL refuses to start on CPU without use_cpu, and its activation checkpointing makes a CPU step 2x slower.
     return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False}
+
+
+def _check_hardware(merged: dict[str, Any]) -> None:
+    import torch
+    from trl import SFTConfig
+
+    from medsft import distributed
+
+    fields = SFTConfig.__dataclass_fields__
+    batch = {key: fields[key].default for key in ("per_device_train_batch_size", "gradient_accumulation_steps")}
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed.check({**batch, **merged}, torch.cuda.is_available(), world_size)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -293,6 +308,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
         merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        _check_hardware(merged)
         try:
             # parse_dict builds the dataclasses from typed values; argparse would re-parse string defaults.
             script, training, model = parser.parser.parse_dict(merged)

@@ -72,7 +72,7 @@ def prepare(recipe: Recipe) -> Prepared:
 
 
 def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
-    from trl import get_peft_config
+    from trl import get_peft_config, get_quantization_config
 
     from medsft.trainer import MedsftTrainer
 
@@ -92,6 +92,7 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
         eval_dataset=prepared.eval_dataset,
         processing_class=prepared.tokenizer,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),  # QLoRA; CUDA only, refused on CPU up front
         callbacks=list(callbacks),
     )
 

@@ -1,9 +1,12 @@
 """Every bad input exits 2 with one line on stderr naming what is wrong, and writes nothing."""
 
+import json
+
 import pytest
+import torch
 import yaml
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 def one_line_error(proc):
@@ -99,3 +102,42 @@ def test_output_dir_with_foreign_files_is_refused(write_recipe, tmp_path):
 def test_unreachable_hub_dataset_is_one_line(write_recipe):
     line = one_line_error(run_cli(write_recipe(dataset_name="nobody/no-such-dataset-medsft")))
     assert line.startswith("medsft: error: could not load dataset 'nobody/no-such-dataset-medsft' from the hub")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("key", ["load_in_4bit", "fp16"])
+def test_cuda_only_option_on_cpu(write_recipe, key):
+    line = one_line_error(run_cli(write_recipe(**{key: True})))
+    assert line.startswith(f"medsft: error: {key}: ") and "needs a CUDA GPU and this machine has none" in line
+
+
+def test_qlora_recipe_is_refused_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine can run the QLoRA recipe")
+    line = one_line_error(run_cli(ROOT / "recipes" / "pubmedqa_qlora.yaml"))
+    assert line == ("medsft: error: load_in_4bit: bitsandbytes 4-bit loading (QLoRA) needs a CUDA GPU and this machine "
+                    "has none; remove load_in_4bit from the recipe")
+
+
+def test_deepspeed_batch_size_contradicting_the_recipe(write_recipe, tmp_path):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 16}))
+    line = one_line_error(run_cli(write_recipe(deepspeed=str(ds), per_device_train_batch_size=4)))
+    assert line == (f"medsft: error: {ds} sets train_micro_batch_size_per_gpu to 16 but the recipe means 4 "
+                    "(per_device_train_batch_size 4 x gradient_accumulation_steps 1 x 1 processes); set it to \"auto\" in the JSON")
+
+
+def test_missing_deepspeed_config(write_recipe, tmp_path):
+    line = one_line_error(run_cli(write_recipe(deepspeed=str(tmp_path / "zero9.json"))))
+    assert line.startswith(f"medsft: error: deepspeed config not found: {tmp_path / 'zero9.json'}")
+
+
+def test_4bit_with_zero3_is_refused():
+    from medsft import distributed
+    from medsft.errors import UserError
+
+    settings = {"load_in_4bit": True, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                "deepspeed": str(ROOT / "accelerate_configs" / "deepspeed" / "zero3.json")}
+    with pytest.raises(UserError, match=r"load_in_4bit cannot be combined with DeepSpeed ZeRO-3 \(.*zero3.json\)"):
+        distributed.check(settings, cuda=True, world_size=2)
+    distributed.check({**settings, "deepspeed": str(ROOT / "accelerate_configs" / "deepspeed" / "zero2.json")}, cuda=True, world_size=2)

@@ -1,0 +1,84 @@
+"""Two processes on the CPU, as accelerate launches them: DDP, ZeRO-2, ZeRO-3 (LoRA on the tiny model)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def launch(config: str, recipe, *extra, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
+           "--num_processes", "2", "-m", "medsft", str(recipe), *map(str, extra)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("dist") / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model), "task": "pubmedqa", "dataset_name": "synthetic", "synthetic_size": 80,
+        "use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": "all-linear", "max_length": 256,
+        "max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1,
+        "eval_strategy": "no", "save_strategy": "no", "report_to": "none", "seed": 0,
+        "bf16": False,  # DeepSpeed's bf16 keeps bf16 weights, DDP's autocast fp32 ones: compare in fp32
+        "max_test_samples": 16, "num_samples": 1, "sample_max_new_tokens": 4,
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(recipe):
+    out = {}
+    for config in ("multi_process", "zero2", "zero3"):
+        out[config] = recipe.parent / config
+        proc = launch(config, recipe, "--output_dir", out[config])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "terminate called" not in proc.stderr
+        assert proc.stdout.count("medsft: training done") == 1, proc.stdout  # only the main process prints
+        assert proc.stdout.count("medsft report") == 1
+    return out
+
+
+def final_loss(output_dir):
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h][-1]
+
+
+@pytest.mark.parametrize("config", ["multi_process", "zero2", "zero3"])
+def test_two_processes_train_and_save_a_trained_adapter(runs, config):
+    weights = load_file(runs[config] / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert len(lora_b) == 14  # 7 linear layers x 2 blocks; an empty ZeRO-3 save would hold none or zeros
+    assert all(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: nonzero means trained and gathered
+
+
+def test_zero2_loss_matches_ddp(runs):
+    assert final_loss(runs["zero2"]) == pytest.approx(final_loss(runs["multi_process"]), abs=1e-4)
+    assert final_loss(runs["zero3"]) == pytest.approx(final_loss(runs["multi_process"]), abs=1e-4)
+
+
+@pytest.mark.parametrize("config", ["multi_process", "zero3"])
+def test_evaluation_equals_a_single_process_reload(runs, recipe, config):
+    during = json.loads((runs[config] / "eval_results.json").read_text())
+    proc = run_cli("eval", recipe, "--output_dir", runs[config])
+    assert proc.returncode == 0, proc.stderr
+    reloaded = json.loads((runs[config] / "eval_results.json").read_text())
+    for name in ("base", "tuned"):
+        assert reloaded["models"][name]["accuracy"] == during["models"][name]["accuracy"]
+    assert reloaded["models"]["tuned"]["confusion_matrix"] == during["models"]["tuned"]["confusion_matrix"]
+
+
+def test_zero3_exits_cleanly_five_times(recipe, tmp_path):
+    for i in range(5):
+        proc = launch("zero3", recipe, "--output_dir", tmp_path / f"run{i}", "--max_steps", 1, "--eval_after_train", "false")
+        assert proc.returncode == 0 and "terminate called" not in proc.stderr, f"run {i}: {proc.stderr[-2000:]}"
