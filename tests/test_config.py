@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ from conftest import ROOT
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_parses(path):
+    import torch
+
+    if "load_in_4bit: true" in path.read_text() and not torch.cuda.is_available():
+        with pytest.raises(UserError, match="load_in_4bit: .* needs a CUDA GPU"):
+            parse_recipe([str(path)])
+        return
     recipe = parse_recipe([str(path)])
     assert recipe.model.model_name_or_path
     assert recipe.script.task in ("pubmedqa", "report")
@@ -23,6 +30,15 @@ def test_every_accelerate_config_parses(path):
 
     config = ClusterConfig.from_yaml_file(path)  # accelerate's own loader: an unknown key raises ValueError
     assert config.num_processes >= 1
+    if config.distributed_type == "DEEPSPEED":
+        ds_file = ROOT / config.deepspeed_config["deepspeed_config_file"]
+        ds = json.loads(ds_file.read_text())
+        # never contradict the recipe: batch sizes, precision and clipping come from it
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+            assert ds[key] == "auto", (ds_file, key)
+        assert ds["bf16"]["enabled"] == "auto" and ds["fp16"]["enabled"] == "auto"
+        assert str(ds["zero_optimization"]["stage"]) in path.stem
+        assert config.mixed_precision in (None, "no")  # accelerate refuses one beside a deepspeed_config_file
 
 
 def test_cli_overrides_recipe_and_cpu_defaults(write_recipe):

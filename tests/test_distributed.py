@@ -82,3 +82,31 @@ def test_zero3_exits_cleanly_five_times(recipe, tmp_path):
     for i in range(5):
         proc = launch("zero3", recipe, "--output_dir", tmp_path / f"run{i}", "--max_steps", 1, "--eval_after_train", "false")
         assert proc.returncode == 0 and "terminate called" not in proc.stderr, f"run {i}: {proc.stderr[-2000:]}"
+
+
+def _dry_run(*args, **env):
+    full = {k: v for k, v in os.environ.items() if k not in ("NNODES", "SLURM_NNODES", "SLURM_NODEID", "NODE_RANK", "NPROC")}
+    full.update(DRY_RUN="1", **env)
+    return subprocess.run(["bash", str(ROOT / "launch.sh"), *args], capture_output=True, text=True, env=full, cwd="/")
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "29400"},
+     "--num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.7 --main_process_port 29400"),
+    ({"SLURM_NNODES": "4", "SLURM_NODEID": "3", "MASTER_ADDR": "node01"},
+     "--num_machines 4 --machine_rank 3 --main_process_ip node01 --main_process_port 29500"),
+])
+def test_launch_sh_takes_multi_node_settings_from_the_environment(env, expected):
+    proc = _dry_run("zero3", "recipes/quickstart.yaml", "--learning_rate", "1e-4", **env)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith(f"+ accelerate launch --config_file {ROOT}/accelerate_configs/zero3.yaml "
+                           f"--deepspeed_config_file {ROOT}/accelerate_configs/deepspeed/zero3.json")
+    assert expected in line and line.endswith("-m medsft recipes/quickstart.yaml --learning_rate 1e-4")
+
+
+def test_launch_sh_help_and_unknown_config():
+    proc = _dry_run("--help")
+    assert proc.returncode == 0 and "NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT" in proc.stdout and "zero2_offload" in proc.stdout
+    proc = _dry_run("zero7", "recipes/quickstart.yaml")
+    assert proc.returncode == 2 and proc.stderr.startswith("launch.sh: error: no accelerate config")
