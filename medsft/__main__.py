@@ -52,6 +52,10 @@ def train_main(argv: list[str]) -> int:
     recipe = parse_recipe(argv)
     train.check_output_dir(recipe)
     state = PartialState()
+    if recipe.training.deepspeed and state.num_processes > 1:
+        import deepspeed  # a recipe's ZeRO-3 shards the weights while they load, asking DeepSpeed's process group
+
+        deepspeed.init_distributed(dist_backend=state.backend)  # for the world size: join it to the one we have
     console = Console(quiet=not state.is_main_process)
     if _idle_cores(state.num_processes):
         console.print(

@@ -39,9 +39,16 @@ def recipe(tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def runs(recipe):
     out = {}
-    for config in ("multi_process", "zero2", "zero3"):
-        out[config] = recipe.parent / config
-        proc = launch(config, recipe, "--output_dir", out[config])
+    variants = {
+        "multi_process": ("multi_process",),
+        "zero2": ("zero2",),
+        "zero3": ("zero3",),
+        # the recipe's own `deepspeed` key under a plain DDP launch
+        "zero3_from_recipe": ("multi_process", "--deepspeed", "accelerate_configs/deepspeed/zero3.json"),
+    }
+    for name, (config, *extra) in variants.items():
+        out[name] = recipe.parent / name
+        proc = launch(config, recipe, "--output_dir", out[name], *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "terminate called" not in proc.stderr
         assert proc.stdout.count("medsft: training done") == 1, proc.stdout  # only the main process prints
@@ -54,7 +61,7 @@ def final_loss(output_dir):
     return [h["loss"] for h in state["log_history"] if "loss" in h][-1]
 
 
-@pytest.mark.parametrize("config", ["multi_process", "zero2", "zero3"])
+@pytest.mark.parametrize("config", ["multi_process", "zero2", "zero3", "zero3_from_recipe"])
 def test_two_processes_train_and_save_a_trained_adapter(runs, config):
     weights = load_file(runs[config] / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -65,6 +72,7 @@ def test_two_processes_train_and_save_a_trained_adapter(runs, config):
 def test_zero2_loss_matches_ddp(runs):
     assert final_loss(runs["zero2"]) == pytest.approx(final_loss(runs["multi_process"]), abs=1e-4)
     assert final_loss(runs["zero3"]) == pytest.approx(final_loss(runs["multi_process"]), abs=1e-4)
+    assert final_loss(runs["zero3_from_recipe"]) == pytest.approx(final_loss(runs["multi_process"]), abs=1e-4)
 
 
 @pytest.mark.parametrize("config", ["multi_process", "zero3"])
