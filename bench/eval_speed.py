@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medsft import data, evaluate, models  # noqa: E402
+from medsft import data, evaluate, metrics, models  # noqa: E402
 from medsft.config import MedsftArguments  # noqa: E402
 from medsft.tasks.pubmedqa import CHOICES  # noqa: E402
 
@@ -114,10 +114,10 @@ def main():
 
     print(f"\n{len(rows)} PubMedQA test items, SmolLM2-135M-Instruct, lm-eval prompt, threads {torch.get_num_threads()}")
     print(f"{'':14s} {'accuracy':>9s} {'macro-F1':>9s} {'agree w/ lm-eval':>17s} {'seconds':>8s} {'speed-up':>9s}")
-    m = evaluate.classification_metrics(gold, lm_preds)
+    m = metrics.classification_metrics(gold, lm_preds)
     print(f"{'lm-eval':14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {'':>17s} {lm_seconds:8.1f} {1.0:9.2f}")
     for name, (preds, seconds) in ours.items():
-        m = evaluate.classification_metrics(gold, preds)
+        m = metrics.classification_metrics(gold, preds)
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{name:14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%} {seconds:8.1f} {lm_seconds / seconds:9.2f}")
     if args.compare:
@@ -126,7 +126,7 @@ def main():
         if missing:
             sys.exit(f"{args.compare} lacks {len(missing)} of these items (first: {missing[0]})")
         preds = [by_id[r["id"]] for r in rows]
-        m = evaluate.classification_metrics(gold, preds)
+        m = metrics.classification_metrics(gold, preds)
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{'medsft eval':14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%}   ({args.compare})")
 

@@ -116,7 +116,7 @@ def _gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = Tr
     """Exit code 3 with one line when the recipe's quality gate is missed; everything is written already."""
     import dataclasses
 
-    from medsft.evaluate import quality_gate
+    from medsft.metrics import quality_gate
 
     script = recipe.script if loss else dataclasses.replace(recipe.script, max_eval_loss=None)
     missed = quality_gate(script, eval_loss, results)

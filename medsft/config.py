@@ -59,6 +59,10 @@ class MedsftArguments:
     max_test_samples: int | None = field(
         default=None, metadata={"help": "Cap on test items (stratified sample; PubMedQA's test file is ordered by label)."}
     )
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "pubmedqa: decide with per-choice offsets fitted on the dev split (the raw argmax is reported too)."},
+    )
     num_samples: int = field(
         default=3, metadata={"help": "Sample generations shown base vs tuned after evaluation (0: none)."}
     )

@@ -8,9 +8,10 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from medsft import data
+from medsft import calibrate, data
 from medsft.config import MedsftArguments
 from medsft.generate import CLINICAL_OPENINGS, generate
+from medsft.metrics import classification_metrics, majority_baseline
 from medsft.tasks.pubmedqa import CHOICES
 
 # track(batches, total) -> batches: how a caller shows progress (rich's track, a test's counter); identity by default.
@@ -97,29 +98,6 @@ def score_pubmedqa(model, tokenizer, rows: list[dict], args: MedsftArguments, ma
     return results
 
 
-def classification_metrics(gold: list[str], predicted: list[str]) -> dict[str, Any]:
-    """The official PubMedQA metrics (accuracy, macro-F1) and per-class rows, by scikit-learn."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = list(CHOICES)
-    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
-        "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
-        },
-        "confusion_matrix": confusion_matrix(gold, predicted, labels=labels).tolist(),  # rows gold, columns predicted
-    }
-
-
-def majority_baseline(train_rows: list[dict], gold: list[str]) -> dict[str, Any]:
-    """Always answer the most frequent training label."""
-    majority = data.label_counts(train_rows).most_common(1)[0][0]
-    return {"label": majority, **classification_metrics(gold, [majority] * len(gold))}
-
-
 def perplexity(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 4,
                track: Track = _no_track) -> float:
     """Token-weighted perplexity of the completions (EOS included) given their prompts."""
@@ -159,12 +137,27 @@ def sample_prompts(rows: list[dict], args: MedsftArguments, seed: int) -> list[d
     return [{"prompt": e["prompt"], "gold": e["completion"]} for e in examples if e]
 
 
+def calibrated(model, tokenizer, dev_rows: list[dict], predictions: list[dict], args: MedsftArguments,
+               max_length: int | None, batch_size: int, track: Track) -> dict[str, Any]:
+    """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the
+    calibration record: the offsets, the dev size and the plain argmax metrics."""
+    dev = score_pubmedqa(model, tokenizer, dev_rows, args, max_length, batch_size, track)
+    offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev])
+    gold = [p["gold"] for p in predictions]
+    argmax = classification_metrics(gold, [p["prediction"] for p in predictions])
+    for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets)):
+        p["prediction"] = label
+    return {"offsets": offsets, "dev_items": len(dev), "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1")}}
+
+
 def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict], args: MedsftArguments,
                      max_length: int | None, batch_size: int = 8, seed: int = 0,
-                     track_for: Callable[[str], Track] = lambda name: _no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     track_for: Callable[[str], Track] = lambda name: _no_track,
+                     dev_rows: list[dict] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(eval_results.json's content, predictions.jsonl's rows): the base model (the adapter disabled: the same
     weights in memory, no second load) and the tuned model on the same items, and sample generations from both
-    under the same seeds. Without an adapter: "base" alone."""
+    under the same seeds. Without an adapter: "base" alone. With `calibrate` (PubMedQA), each model's decisions
+    use offsets fitted on dev_rows."""
     results: dict[str, Any] = {"task": args.task, "n": len(rows), "prompt_style": args.prompt_style, "models": {}}
     predictions: dict[str, list] = {}
     samples = sample_prompts(rows, args, seed)
@@ -173,6 +166,10 @@ def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict],
 
     def run(name: str) -> None:
         metrics, predictions[name] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size, track_for(name))
+        if args.task == "pubmedqa" and args.calibrate and dev_rows:
+            record = calibrated(model, tokenizer, dev_rows, predictions[name], args, max_length, batch_size, track_for(f"{name} dev"))
+            metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]])
+            metrics["calibration"] = record
         results["models"][name] = metrics
         texts = generate(model, tokenizer, [s["prompt"] for s in samples], args.sample_max_new_tokens, temperature,
                          seed=seed, max_length=max_length)
@@ -198,21 +195,3 @@ def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict],
             item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
         rows_out.append(item)
     return results, rows_out
-
-
-def quality_gate(args: MedsftArguments, eval_loss: float | None, results: dict[str, Any] | None) -> list[str]:
-    """The recipe's thresholds that this run missed, one sentence each (empty: the gate is passed)."""
-    missed = []
-    if args.max_eval_loss is not None:
-        if eval_loss is None:
-            missed.append(f"max_eval_loss is {args.max_eval_loss} but the run has no eval loss (set eval_strategy)")
-        elif eval_loss > args.max_eval_loss:
-            missed.append(f"eval loss {eval_loss:.4f} is above max_eval_loss {args.max_eval_loss}")
-    if args.min_accuracy is not None:
-        models = (results or {}).get("models", {})
-        final = models.get("tuned", models.get("base"))
-        if not final or "accuracy" not in final:
-            missed.append(f"min_accuracy is {args.min_accuracy} but the run has no PubMedQA accuracy")
-        elif final["accuracy"] < args.min_accuracy:
-            missed.append(f"test accuracy {final['accuracy']:.4f} is below min_accuracy {args.min_accuracy}")
-    return missed

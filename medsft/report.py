@@ -103,6 +103,17 @@ def eval_report(console: Console, results: dict) -> None:
         if "tuned" in models:
             cells.append(_delta(models["tuned"][key], models["base"][key]))
         table.add_row(label, *cells, f"{results['majority_baseline'][key] * 100:.1f}")
+    calibrations = {name: m["calibration"] for name, m in models.items() if "calibration" in m}
+    if len(calibrations) == len(models):
+        for key, label in (("accuracy", "accuracy % (argmax)"), ("macro_f1", "macro-F1 % (argmax)")):
+            cells = [f"{c['argmax'][key] * 100:.1f}" for c in calibrations.values()]
+            if "tuned" in models:
+                cells.append(_delta(calibrations["tuned"]["argmax"][key], calibrations["base"]["argmax"][key]))
+            table.add_row(label, *cells, "", style="dim")
+        table.caption = "decision offsets fitted on {} dev items: {}".format(
+            next(iter(calibrations.values()))["dev_items"],
+            "; ".join(f"{name} no {c['offsets']['no']:+.1f} maybe {c['offsets']['maybe']:+.1f}" for name, c in calibrations.items()),
+        )
     for cls in ("yes", "no", "maybe"):
         cells = [f"{m['per_class'][cls]['f1'] * 100:.1f}" for m in models.values()]
         if "tuned" in models:

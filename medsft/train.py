@@ -190,6 +190,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]]
         results, predictions = evaluate.before_and_after(
             model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length,
             args.per_device_eval_batch_size, args.seed, **({"track_for": track_for} if track_for else {}),
+            dev_rows=splits["eval"],
         )
     results = {"run": run or {}, **results}
     if write:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from medsft import data, evaluate
+from medsft import data, evaluate, metrics
 from medsft.config import MedsftArguments
 from medsft.models import load_tokenizer
 
@@ -24,7 +24,7 @@ def test_metrics_match_scikit_learn_on_hand_made_predictions():
 
     gold = ["yes", "yes", "no", "maybe", "no", "yes", "maybe", "no"]
     pred = ["yes", "no", "no", "yes", "no", "yes", "maybe", "maybe"]
-    m = evaluate.classification_metrics(gold, pred)
+    m = metrics.classification_metrics(gold, pred)
     assert m["accuracy"] == pytest.approx(5 / 8) == accuracy_score(gold, pred)
     assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"))
     # by hand: yes P=2/3 R=2/3, no P=2/3 R=2/3, maybe P=1/2 R=1/2
@@ -36,7 +36,7 @@ def test_metrics_match_scikit_learn_on_hand_made_predictions():
 
 def test_majority_baseline():
     train = [{"final_decision": x} for x in ["yes", "yes", "no"]]
-    m = evaluate.majority_baseline(train, ["yes", "no", "maybe", "yes"])
+    m = metrics.majority_baseline(train, ["yes", "no", "maybe", "yes"])
     assert m["label"] == "yes" and m["accuracy"] == 0.5
 
 

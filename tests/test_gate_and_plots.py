@@ -31,7 +31,7 @@ def test_gate_met_exits_0(write_recipe):
 
 def test_gate_rules():
     from medsft.config import MedsftArguments
-    from medsft.evaluate import quality_gate
+    from medsft.metrics import quality_gate
 
     args = MedsftArguments(max_eval_loss=0.5, min_accuracy=0.6)
     results = {"models": {"base": {"accuracy": 0.9}, "tuned": {"accuracy": 0.55}}}
@@ -47,7 +47,7 @@ def test_eval_report_renders_table_rows():
     from rich.console import Console
 
     from medsft import report
-    from medsft.evaluate import classification_metrics
+    from medsft.metrics import classification_metrics
 
     gold = ["yes", "no", "maybe", "yes"]
     results = {
