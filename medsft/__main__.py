@@ -9,6 +9,9 @@ from medsft.errors import UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft eval RECIPE.yaml [--model_name_or_path X] [--key value ...]
+       python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
+       python -m medsft generate RUN_DIR_OR_MODEL --task pubmedqa --question Q --context_file ABSTRACT.txt
+       python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]
 
 Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
 ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
@@ -154,7 +157,90 @@ def eval_main(argv: list[str]) -> int:
     return _gate(recipe, None, results, loss=False)  # no training here: only the accuracy threshold applies
 
 
-COMMANDS = {"train": train_main, "eval": eval_main}
+def _generate_parser():
+    from transformers import HfArgumentParser
+
+    from medsft.inference import GenerateArguments
+
+    class Parser(HfArgumentParser):
+        def error(self, message):  # one line, exit 2, like every other bad input
+            raise UserError(message)
+
+    return Parser(GenerateArguments, allow_abbrev=False, prog="medsft generate")
+
+
+def generate_main(argv: list[str]) -> int:
+    """`generate MODEL "prompt" [--key value]`: stream a completion; `--task pubmedqa` answers a question."""
+    import math
+
+    import torch
+    from rich.console import Console
+    from transformers import TextStreamer
+
+    from medsft import evaluate, inference
+    from medsft.generate import generate
+    from medsft.tasks import pubmedqa
+
+    positional = [a for a in argv[:2] if not a.startswith("--")]
+    if not positional:
+        raise UserError('usage: python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T '
+                        "--top_k K --top_p P --seed S] (or --task pubmedqa --question Q --context_file FILE)")
+    name, prompt = positional[0], (positional[1] if len(positional) > 1 else None)
+    (gen,) = _generate_parser().parse_args_into_dataclasses(argv[len(positional):])
+    _quiet_libraries()
+    console = Console(stderr=True)
+    with console.status(f"loading {name}"):
+        loaded = inference.load(name)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if gen.task == "pubmedqa":
+        if not gen.question or not gen.context_file:
+            raise UserError("--task pubmedqa needs --question and --context_file")
+        row = inference.pubmedqa_row(gen.question, gen.context_file)
+        scores = evaluate.score_pubmedqa(model, tokenizer, [row], loaded.script, loaded.context)[0]
+        total = sum(math.exp(v) for v in scores["loglik"].values())
+        print(f"answer: {scores['prediction']}")
+        for choice, value in scores["loglik"].items():
+            print(f"  p({choice}) = {math.exp(value) / total:.3f}")
+        prompt = pubmedqa.prompt(row, loaded.script.prompt_style) + " " + scores["prediction"]
+        if not loaded.script.include_long_answer:
+            return 0
+    elif prompt is None:
+        raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
+    if loaded.context is not None and len(tokenizer(prompt)["input_ids"]) + gen.max_new_tokens > loaded.context:
+        raise UserError(f"prompt plus max_new_tokens exceed the model's context of {loaded.context} tokens")
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    with torch.inference_mode():
+        generate(model, tokenizer, [prompt], gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed,
+                 top_k=gen.top_k, streamer=streamer)
+    return 0
+
+
+def serve_main(argv: list[str]) -> int:
+    """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]`."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UserError(message)
+
+    parser = Parser(prog="medsft serve", allow_abbrev=False)
+    parser.add_argument("model", help="a medsft run, an adapter or model folder, a hub id or smollm2-135m-instruct")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max_tokens_cap", type=int, default=1024, help="largest max_tokens a request may ask for")
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    import uvicorn
+
+    from medsft import inference, server
+
+    app = server.create_app(inference.load(args.model), args.max_tokens_cap)
+    print(f"medsft: serving {args.model} on http://{args.host}:{args.port} (OpenAI API under /v1)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "generate": generate_main, "serve": serve_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print(USAGE, file=sys.stderr)
         return 2
-    if "-h" in argv or "--help" in argv:
+    wants_help = "-h" in argv or "--help" in argv
+    if argv[0] == "generate" and wants_help:
+        _generate_parser().print_help()
+        return 0
+    if argv[0] == "serve" and wants_help:
+        try:
+            serve_main(["--help"])  # argparse prints the options and exits 0
+        except SystemExit as e:
+            return int(e.code or 0)
+    if wants_help:
         from medsft.config import RecipeParser
 
         print(USAGE + "\n\nEvery recipe key, with its default:")

@@ -94,7 +94,7 @@ def score_pubmedqa(model, tokenizer, rows: list[dict], args: MedsftArguments, ma
     results = []
     for row, s in zip(rows, scores):
         best = max(range(len(CHOICES)), key=lambda j: s[j])
-        results.append({"id": row["id"], "gold": row["final_decision"], "prediction": CHOICES[best], "loglik": dict(zip(CHOICES, s))})
+        results.append({"id": row["id"], "gold": row.get("final_decision"), "prediction": CHOICES[best], "loglik": dict(zip(CHOICES, s))})
     return results
 
 

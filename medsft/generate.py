@@ -1,4 +1,4 @@
-"""Text generation: the after-training samples (and the generate command and server build on it)."""
+"""Text generation: the after-training samples, the generate command and the server."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ CLINICAL_OPENINGS = (
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
-             top_p: float = 0.9, seed: int = 0, max_length: int | None = None) -> list[str]:
-    """One completion per prompt (the new text only). temperature 0 is greedy; otherwise prompt i samples under
-    seed + i, so the base and the tuned model draw with the same seeds whatever else ran before."""
+             top_p: float = 0.9, seed: int = 0, max_length: int | None = None, top_k: int = 0,
+             streamer=None) -> list[str]:
+    """One completion per prompt (the new text only), stopping at EOS. temperature 0 is greedy; otherwise prompt i
+    samples under seed + i, so the base and the tuned model draw with the same seeds whatever else ran before.
+    top_k 0 keeps every token; a transformers streamer receives the tokens as they come."""
     device = next(model.parameters()).device
+    sampling = temperature > 0
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=top_p if sampling else None,
+        top_k=top_k if sampling and top_k > 0 else None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
@@ -38,6 +42,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, tem
             ids = [tokenizer.eos_token_id]
         input_ids = torch.tensor([ids], device=device)
         torch.manual_seed(seed + i)
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+                             streamer=streamer)
         outputs.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
     return outputs

@@ -1,0 +1,60 @@
+"""`python -m medsft generate` as a user runs it, on the tiny model and on a tiny trained run."""
+
+import pytest
+
+from conftest import run_cli
+from test_cli_errors import one_line_error
+
+pytestmark = pytest.mark.slow
+
+
+def test_greedy_generation_streams_the_same_text_as_the_library(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from medsft.generate import generate
+    from medsft.models import load_tokenizer
+
+    proc = run_cli("generate", tiny_model, "Patient presents with fever", "--temperature", "0", "--max_new_tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model).eval(), load_tokenizer(str(tiny_model))
+    expected = generate(model, tok, ["Patient presents with fever"], max_new_tokens=8)[0]
+    assert proc.stdout.strip() == expected.strip() and expected.strip()
+
+
+def test_sampling_is_reproducible_by_seed(tiny_model):
+    runs = [run_cli("generate", tiny_model, "IMPRESSION:", "--temperature", "1.0", "--seed", seed, "--max_new_tokens", "12")
+            for seed in ("3", "3", "4")]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout != runs[2].stdout
+
+
+def test_pubmedqa_answer_from_a_trained_run(write_recipe, tmp_path):
+    recipe = write_recipe(max_steps=2, eval_after_train=False, include_long_answer=True)
+    assert run_cli(recipe).returncode == 0
+    abstract = tmp_path / "abstract.txt"
+    abstract.write_text("Heart rate 131 beats per minute at rest in a patient with fever.")
+    proc = run_cli("generate", tmp_path / "out", "--task", "pubmedqa", "--question", "Is the patient tachycardic?",
+                   "--context_file", abstract, "--max_new_tokens", "6", "--temperature", "0")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] in ("answer: yes", "answer: no", "answer: maybe")
+    probabilities = [float(line.split("=")[1]) for line in lines[1:4]]
+    assert [line.split("(")[1].split(")")[0] for line in lines[1:4]] == ["yes", "no", "maybe"]
+    assert sum(probabilities) == pytest.approx(1.0, abs=2e-3)
+    assert max(probabilities) == probabilities[["yes", "no", "maybe"].index(lines[0].split(": ")[1])]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("{missing}", "hello"), "medsft: error: {missing} holds no model"),
+    (("{model}", "hello", "--temperature", "-1"), "medsft: error: temperature must be between 0 and 5, got -1.0"),
+    (("{model}", "hello", "--max_new_tokens", "0"), "medsft: error: max_new_tokens must be at least 1, got 0"),
+    (("{model}", "hello", "--top_kk", "3"), "medsft: error: unrecognized arguments: --top_kk 3"),
+    (("{model}", "--task", "pubmedqa", "--question", "Q?", "--context_file", "{missing}/a.txt"),
+     "medsft: error: context_file not found: {missing}/a.txt"),
+])
+def test_bad_generate_input_is_one_line(tiny_model, tmp_path, args, expected):
+    missing = tmp_path / "nothing"
+    missing.mkdir()
+    fill = {"missing": missing, "model": tiny_model}
+    line = one_line_error(run_cli("generate", *(a.format(**fill) for a in args)))
+    assert line.startswith(expected.format(**fill))

@@ -1,0 +1,186 @@
+"""`python -m medsft serve` on a free localhost port with the tiny model, used as clients use it."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model, tmp_path_factory):
+    from medsft.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("served") / "tiny-chat"
+    shutil.copytree(tiny_model, path)
+    tokenizer = load_tokenizer(str(path))
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(chat_model):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medsft", "serve", str(chat_model), "--port", str(port), "--max_tokens_cap", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read())
+            time.sleep(0.2)
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def post(url, body, raw=False):
+    data = body if raw else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def greedy(chat_model, prompt, n):
+    from transformers import AutoModelForCausalLM
+
+    from medsft.generate import generate
+    from medsft.models import load_tokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(chat_model).eval(), load_tokenizer(str(chat_model))
+    return generate(model, tok, [prompt], max_new_tokens=n)[0]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server[0] + "/v1", api_key="unused")
+
+
+def test_binds_localhost_by_default(server):
+    assert "on http://127.0.0.1:" in server[1].stdout.readline()
+
+
+def test_completion_with_the_openai_client(client, chat_model):
+    out = client.completions.create(model="tiny-chat", prompt="Patient presents with fever", max_tokens=8, temperature=0)
+    assert out.choices[0].text == greedy(chat_model, "Patient presents with fever", 8)
+    assert out.choices[0].finish_reason in ("stop", "length") and out.usage.completion_tokens <= 8
+    assert [m.id for m in client.models.list()] == ["tiny-chat"]
+
+
+def test_streaming_completion_equals_the_whole(client):
+    whole = client.completions.create(model="tiny-chat", prompt="IMPRESSION:", max_tokens=12, temperature=0).choices[0].text
+    chunks = list(client.completions.create(model="tiny-chat", prompt="IMPRESSION:", max_tokens=12, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_chat_and_chat_streaming(client):
+    messages = [{"role": "user", "content": "Is the patient tachycardic?"}]
+    out = client.chat.completions.create(model="tiny-chat", messages=messages, max_tokens=6, temperature=0)
+    assert out.choices[0].message.role == "assistant" and isinstance(out.choices[0].message.content, str)
+    stream = client.chat.completions.create(model="tiny-chat", messages=messages, max_tokens=6, temperature=0, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text == out.choices[0].message.content
+
+
+def test_seeded_sampling_is_reproducible(client):
+    runs = [client.completions.create(model="tiny-chat", prompt="Plan:", max_tokens=10, temperature=1.0, seed=s).choices[0].text
+            for s in (5, 5, 6)]
+    assert runs[0] == runs[1] != runs[2]
+
+
+def test_stop_sequence_cuts_the_text(client):
+    whole = client.completions.create(model="tiny-chat", prompt="Patient", max_tokens=20, temperature=0).choices[0].text
+    stop = whole.strip()[3:5]
+    out = client.completions.create(model="tiny-chat", prompt="Patient", max_tokens=20, temperature=0, stop=[stop])
+    assert out.choices[0].text == whole[: whole.index(stop)] and out.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("body,status,param", [
+    (b"{not json", 400, "body"),
+    ({"model": "tiny-chat"}, 400, "prompt"),
+    ({"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
+    ({"prompt": "x", "max_tokens": 100000}, 400, "max_tokens"),
+    ({"prompt": "word " * 600, "max_tokens": 10}, 400, "prompt"),
+    ({"prompt": "x", "temperature": 5}, 400, "temperature"),
+    ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
+    ({"prompt": "x", "top_p": 0}, 400, "top_p"),
+])
+def test_bad_requests_name_the_field(server, body, status, param):
+    code, payload = post(server[0] + "/v1/completions", body, raw=isinstance(body, bytes))
+    assert code == status and payload["error"]["param"] == param, payload
+    assert post(server[0] + "/v1/completions", {"prompt": "still", "max_tokens": 2})[0] == 200  # still serving
+
+
+def test_health_answers_during_a_long_generation_and_requests_do_not_mix(server, chat_model):
+    url = server[0]
+    results = {}
+
+    def complete(key, prompt, n):
+        results[key] = (post(url + "/v1/completions", {"prompt": prompt, "max_tokens": n, "temperature": 0}), time.perf_counter())
+
+    long = threading.Thread(target=complete, args=("long", "History", 290))
+    start = time.perf_counter()
+    long.start()
+    time.sleep(0.2)
+    with urllib.request.urlopen(url + "/health", timeout=10) as r:
+        assert json.loads(r.read())["status"] == "ok"
+    health_at = time.perf_counter()
+    threads = [threading.Thread(target=complete, args=(p, p, 8)) for p in ("Fever", "Cough", "Rash")]
+    for t in threads:
+        t.start()
+    for t in threads + [long]:
+        t.join()
+    assert health_at < results["long"][1], "health waited for the generation"
+    assert health_at - start < 0.5 * (results["long"][1] - start)
+    for p in ("Fever", "Cough", "Rash"):
+        assert results[p][0][1]["choices"][0]["text"] == greedy(chat_model, p, 8)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)")
+def test_web_page_generates_in_a_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server[0] + "/")
+        page.fill("#prompt", "Patient presents with fever")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "12")
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('done') || "
+                               "document.getElementById('status').textContent.startsWith('stopped')", timeout=30000)
+        assert page.text_content("#completion").strip()
+        browser.close()
