@@ -41,7 +41,8 @@ class Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)  # an extra beside OpenAI's fields; 0 keeps every token
+    top_k: int = Field(default=0, ge=0)  # extras beside OpenAI's fields (as vLLM names them): 0 keeps every token,
+    min_tokens: int = Field(default=0, ge=0)  # and no EOS before min_tokens
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -104,6 +105,8 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
         max_tokens = req.max_tokens if req.max_tokens is not None else min(256, max_tokens_cap)
         if max_tokens > max_tokens_cap:
             raise ApiError(400, f"max_tokens {max_tokens} is above this server's cap of {max_tokens_cap}", "max_tokens")
+        if req.min_tokens > max_tokens:
+            raise ApiError(400, f"min_tokens {req.min_tokens} is above max_tokens {max_tokens}", "min_tokens")
         ids = tokenizer(prompt)["input_ids"] or [tokenizer.eos_token_id]
         if loaded.context is not None and len(ids) + max_tokens > loaded.context:
             raise ApiError(400, f"prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
@@ -113,7 +116,7 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
             raise ApiError(400, "stop takes at most 4 sequences", "stop")
         sampling = req.temperature > 0
         config = GenerationConfig(
-            max_new_tokens=max_tokens, do_sample=sampling,
+            max_new_tokens=max_tokens, min_new_tokens=req.min_tokens or None, do_sample=sampling,
             temperature=req.temperature if sampling else None, top_p=req.top_p if sampling else None,
             top_k=req.top_k if sampling and req.top_k > 0 else None,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -145,27 +145,31 @@ def test_bad_requests_name_the_field(server, body, status, param):
 
 def test_health_answers_during_a_long_generation_and_requests_do_not_mix(server, chat_model):
     url = server[0]
+    body = json.dumps({"prompt": "History", "max_tokens": 300, "min_tokens": 300, "temperature": 0, "stream": True}).encode()
+    req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
     results = {}
 
-    def complete(key, prompt, n):
-        results[key] = (post(url + "/v1/completions", {"prompt": prompt, "max_tokens": n, "temperature": 0}), time.perf_counter())
+    def complete(prompt):
+        results[prompt] = post(url + "/v1/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0})[1]
 
-    long = threading.Thread(target=complete, args=("long", "History", 290))
-    start = time.perf_counter()
-    long.start()
-    time.sleep(0.2)
-    with urllib.request.urlopen(url + "/health", timeout=10) as r:
-        assert json.loads(r.read())["status"] == "ok"
-    health_at = time.perf_counter()
-    threads = [threading.Thread(target=complete, args=(p, p, 8)) for p in ("Fever", "Cough", "Rash")]
+    with urllib.request.urlopen(req, timeout=120) as stream:
+        assert stream.readline().startswith(b"data: ")  # the long generation is under way
+        started = time.perf_counter()
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            assert json.loads(r.read())["status"] == "ok"
+        health_seconds = time.perf_counter() - started
+        threads = [threading.Thread(target=complete, args=(p,)) for p in ("Fever", "Cough", "Rash")]
+        for t in threads:
+            t.start()
+        rest = stream.read().decode()
+        generation_seconds = time.perf_counter() - started
+        assert rest.rstrip().endswith("data: [DONE]")
+        # a blocked event loop would have answered /health only when the 300 tokens were done
+        assert health_seconds < 0.5 * generation_seconds, (health_seconds, generation_seconds)
     for t in threads:
-        t.start()
-    for t in threads + [long]:
         t.join()
-    assert health_at < results["long"][1], "health waited for the generation"
-    assert health_at - start < 0.5 * (results["long"][1] - start)
-    for p in ("Fever", "Cough", "Rash"):
-        assert results[p][0][1]["choices"][0]["text"] == greedy(chat_model, p, 8)
+    for p in ("Fever", "Cough", "Rash"):  # queued behind the long one, each gets exactly its own text
+        assert results[p]["choices"][0]["text"] == greedy(chat_model, p, 8)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)")
