@@ -186,7 +186,9 @@ def generate_main(argv: list[str]) -> int:
         raise UserError('usage: python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T '
                         "--top_k K --top_p P --seed S] (or --task pubmedqa --question Q --context_file FILE)")
     name, prompt = positional[0], (positional[1] if len(positional) > 1 else None)
-    (gen,) = _generate_parser().parse_args_into_dataclasses(argv[len(positional):])
+    gen, rest = _generate_parser().parse_args_into_dataclasses(argv[len(positional):], return_remaining_strings=True)
+    if rest:
+        raise UserError(f"unrecognized arguments: {' '.join(rest)}; see python -m medsft generate --help")
     _quiet_libraries()
     console = Console(stderr=True)
     with console.status(f"loading {name}"):

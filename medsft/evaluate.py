@@ -12,6 +12,7 @@ from medsft import calibrate, data
 from medsft.config import MedsftArguments
 from medsft.generate import CLINICAL_OPENINGS, generate
 from medsft.metrics import classification_metrics, majority_baseline
+from medsft.tasks import pubmedqa
 from medsft.tasks.pubmedqa import CHOICES
 
 # track(batches, total) -> batches: how a caller shows progress (rich's track, a test's counter); identity by default.
@@ -28,8 +29,9 @@ def _batches(items: list, size: int):
 
 
 def _prompt_ids(row: dict, args: MedsftArguments, tokenizer, room: int | None) -> list[int]:
-    """The task's own prompt (the function training uses), cut from the left exactly as training cuts it."""
-    ids = tokenizer(data.format_row(row, args)["prompt"])["input_ids"]
+    """The PubMedQA prompt (the function training's format_row uses), cut from the left as training cuts it; the
+    row may lack a decision (a question asked through generate or the server)."""
+    ids = tokenizer(pubmedqa.prompt(row, args.prompt_style))["input_ids"]
     return ids if room is None else data.truncate_left(ids, room, tokenizer.bos_token_id)
 
 
