@@ -12,6 +12,8 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
        python -m medsft generate RUN_DIR_OR_MODEL --task pubmedqa --question Q --context_file ABSTRACT.txt
        python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]
+       python -m medsft merge RUN_DIR OUT_DIR
+       python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
 
 Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
 ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
@@ -242,7 +244,68 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_main, "eval": eval_main, "generate": generate_main, "serve": serve_main}
+def merge_main(argv: list[str]) -> int:
+    """`merge RUN_DIR OUT_DIR`: the adapter folded into the base weights, saved as a plain model + tokenizer."""
+    import tempfile
+    from pathlib import Path
+
+    from medsft import inference
+
+    if len(argv) != 2 or any(a.startswith("-") for a in argv):
+        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR")
+    run, out = Path(argv[0]), Path(argv[1])
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
+    if not (run / "adapter_config.json").is_file():
+        raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
+    _quiet_libraries()
+    loaded = inference.load(str(run))
+    model = loaded.model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(tmp)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    tmp.rename(out)  # all or nothing: an interrupted merge leaves no half-written OUT_DIR
+    print(f"merged {run} into {out}: loads with AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def preview_main(argv: list[str]) -> int:
+    """`preview RECIPE [-n 5] [--key value]`: the data exactly as training would see it; trains and writes nothing."""
+    import math
+
+    from rich.console import Console
+
+    from medsft import data, report, train
+    from medsft.config import parse_recipe
+
+    n = 5
+    if "-n" in argv:
+        i = argv.index("-n")
+        try:
+            n = int(argv[i + 1])
+        except (IndexError, ValueError):
+            raise UserError("-n needs a number of examples, e.g. -n 5") from None
+        argv = argv[:i] + argv[i + 2:]
+    _quiet_libraries()
+    recipe = parse_recipe(argv)
+    console = Console()
+    with console.status("loading tokenizer and data"):
+        prepared = train.prepare(recipe)
+    dataset, tokenizer, args = prepared.train_dataset, prepared.tokenizer, recipe.training
+    examples = []
+    for row in dataset.select(range(min(n, len(dataset)))):
+        pieces = [tokenizer.decode([t]) for t in row["input_ids"]]
+        examples.append((pieces, row["completion_mask"]))
+    summary = data.summarize(dataset, prepared.stats["train"])
+    steps = math.ceil(len(dataset) / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
+    report.preview(console, examples, summary, steps)
+    return 0
+
+
+COMMANDS = {"preview": preview_main, "train": train_main, "eval": eval_main, "generate": generate_main, "serve": serve_main, "merge": merge_main}
 
 
 def main(argv: list[str] | None = None) -> int:

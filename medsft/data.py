@@ -246,3 +246,19 @@ def encode(rows: list[dict[str, Any]], args: MedsftArguments, tokenizer, max_len
 
 def label_counts(rows: list[dict[str, Any]]) -> Counter:
     return Counter(r.get("final_decision") for r in rows)
+
+
+def summarize(dataset, stats: EncodeStats) -> dict[str, Any]:
+    """What training will see: token-length statistics, row fates, tokens in all and trained."""
+    import statistics
+
+    masks = dataset["completion_mask"] if dataset is not None else []
+    lengths = sorted(stats.lengths)
+    p95 = lengths[min(len(lengths) - 1, int(round(0.95 * (len(lengths) - 1))))] if lengths else 0
+    return {
+        "rows": stats.rows, "kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped,
+        "skipped": stats.skipped, "all_masked": sum(1 for m in masks if not any(m)),
+        "length": {"min": lengths[0] if lengths else 0, "median": statistics.median(lengths) if lengths else 0,
+                   "p95": p95, "max": lengths[-1] if lengths else 0},
+        "tokens": sum(lengths), "trained_tokens": sum(sum(m) for m in masks),
+    }

@@ -129,3 +129,24 @@ def eval_report(console: Console, results: dict) -> None:
         matrix.add_row(cls, *map(str, counts))
     console.print(matrix)
     samples(console, results.get("samples", []))
+
+
+def preview(console: Console, examples: list[tuple[list[str], list[int]]], summary: dict, steps_per_epoch: int) -> None:
+    """`medsft preview`: examples with trained tokens highlighted and masked ones dimmed, then the numbers."""
+    for i, (pieces, mask) in enumerate(examples):
+        text = Text()
+        for piece, trained in zip(pieces, mask):
+            text.append(piece, style="bold green" if trained else "dim")
+        console.print(Panel(text, title=f"training example {i + 1}: {sum(mask)} of {len(mask)} tokens trained", expand=True))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    length = summary["length"]
+    grid.add_row("rows", f"{summary['kept']} of {summary['rows']} kept")
+    grid.add_row("truncated", f"{summary['truncated']} (context shortened from the left so the answer fits)")
+    grid.add_row("dropped", f"{summary['dropped']} (the answer alone exceeds max_length)")
+    grid.add_row("skipped", f"{summary['skipped']} (the task could not format them)")
+    grid.add_row("every label masked", str(summary["all_masked"]))
+    grid.add_row("tokens a row", f"min {length['min']}, median {length['median']:g}, p95 {length['p95']}, max {length['max']}")
+    grid.add_row("per epoch", f"{steps_per_epoch} steps, {summary['tokens']:,} tokens, {summary['trained_tokens']:,} trained")
+    console.print(Panel(grid, title="medsft preview: nothing trained, nothing written", expand=False))
