@@ -75,6 +75,13 @@ def train_main(argv: list[str]) -> int:
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
     trainer, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
     report.train_summary(console, result, recipe.model.model_name_or_path)
+    if result.stopped_by is not None:
+        import signal
+
+        name = signal.Signals(result.stopped_by).name
+        console.print(f"[yellow]stopped by {name} after step {result.steps}; checkpoint saved in {recipe.training.output_dir}: "
+                      "resume with --resume_from_checkpoint true")
+        return 128 + result.stopped_by
     results = None
     if recipe.script.eval_after_train and prepared.splits["test"]:
         run = _run_info(recipe, prepared.splits, result.steps, result.seconds)

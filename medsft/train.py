@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from medsft import data, models
+from medsft import checkpoints, data, models
 from medsft.config import Recipe
 from medsft.errors import UserError
 
@@ -107,25 +107,30 @@ class TrainResult:
     tokens: int
     stats: dict[str, data.EncodeStats]
     log_history: list[dict] = field(default_factory=list)
+    stopped_by: int | None = None  # the signal that stopped training early (a checkpoint was saved)
 
 
 def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainResult]:
     args = recipe.training
     from transformers import PrinterCallback
 
-    trainer = build_trainer(recipe, prepared, callbacks)
+    resume = checkpoints.resolve(args.resume_from_checkpoint, args.output_dir)
+    stopper = checkpoints.StopOnSignal()
+    trainer = build_trainer(recipe, prepared, [*callbacks, stopper])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress callback shows them
+    if trainer.accelerator.is_main_process:  # first: a run killed mid-way is still recognised as this run
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     trainer.save_model(args.output_dir)
     step = trainer.state.global_step
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
     eval_loss = evals[-1] if evals else None
-    if eval_loss is None and prepared.eval_dataset is not None:  # the schedule did not evaluate the final weights
+    if eval_loss is None and prepared.eval_dataset is not None and stopper.received is None:  # not evaluated yet
         eval_loss = trainer.evaluate().get("eval_loss")
     if trainer.accelerator.is_main_process:
-        (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
         trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
@@ -138,6 +143,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
         tokens=trainer.state.num_input_tokens_seen,
         stats=prepared.stats,
         log_history=history,
+        stopped_by=stopper.received,
     )
     return trainer, result
 

@@ -1,0 +1,90 @@
+"""Checkpoints and resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+KEYS = dict(max_steps=40, save_steps=10, save_strategy="steps", save_total_limit=3, bf16=False, eval_after_train=False,
+            learning_rate=3e-3, synthetic_size=200, per_device_train_batch_size=2)
+
+
+def final(out):
+    import json
+
+    state = json.loads((out / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h][-1], load_file(out / "adapter_model.safetensors")
+
+
+def test_sigkill_between_checkpoints_then_resume_equals_an_uninterrupted_run(write_recipe, tmp_path):
+    reference = write_recipe("reference.yaml", output_dir=str(tmp_path / "reference"), **KEYS)
+    assert run_cli(reference).returncode == 0
+    recipe = write_recipe("killed.yaml", output_dir=str(tmp_path / "killed"), **KEYS)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medsft", str(recipe)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-10" / "trainer_state.json").is_file():  # checkpoint 10 complete, 20 not yet
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter_model.safetensors").exists(), "the kill came after the run finished"
+    resumed = run_cli(recipe, "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr
+    loss, weights = final(out)
+    ref_loss, ref_weights = final(tmp_path / "reference")
+    assert loss == pytest.approx(ref_loss, abs=1e-5)
+    assert weights.keys() == ref_weights.keys()
+    for name in weights:
+        assert (weights[name] - ref_weights[name]).abs().max() < 1e-5, name
+
+
+def test_a_half_written_checkpoint_is_skipped_with_a_warning(write_recipe, tmp_path):
+    recipe = write_recipe(**{**KEYS, "max_steps": 20})
+    assert run_cli(recipe).returncode == 0
+    out = tmp_path / "out"
+    broken = out / "checkpoint-30"  # newer than any real one, killed while writing: weights but no trainer state
+    broken.mkdir()
+    (broken / "adapter_model.safetensors").write_bytes((out / "checkpoint-20" / "adapter_model.safetensors").read_bytes()[:100])
+    from medsft import checkpoints
+
+    with pytest.warns(UserWarning, match="skipping .*checkpoint-30: no trainer_state.json"):
+        assert checkpoints.latest(str(out)) == str(out / "checkpoint-20")
+    proc = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", "24")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping" in proc.stderr and "checkpoint-30" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, sig):
+    from medsft import checkpoints
+
+    recipe = write_recipe(**{**KEYS, "max_steps": 400, "save_steps": 1000})
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medsft", str(recipe)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "recipe.yaml").is_file():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    time.sleep(3)  # into the training loop
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, stderr
+    assert f"stopped by {signal.Signals(sig).name} after step" in " ".join(stdout.split())
+    saved = checkpoints.latest(str(out))
+    assert saved is not None and checkpoints.problem(Path(saved)) is None
+    assert int(saved.rsplit("-", 1)[1]) < 400
+    resumed = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", str(int(saved.rsplit("-", 1)[1]) + 2))
+    assert resumed.returncode == 0, resumed.stderr
