@@ -49,7 +49,7 @@ def train_main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft import report, train
+    from medsft import report, tracking, train
     from medsft.config import parse_recipe
     from medsft.progress import RichProgress, eval_progress
 
@@ -73,6 +73,9 @@ def train_main(argv: list[str]) -> int:
     report.data_summary(console, prepared.stats, recipe.training.max_length)
 
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
+    tracked = tracking.enabled(recipe) and state.is_main_process
+    if tracked:
+        tracking.start(recipe)
     trainer, result = train.train(recipe, prepared, callbacks=[RichProgress(console)])
     report.train_summary(console, result, recipe.model.model_name_or_path)
     if result.stopped_by is not None:
@@ -81,6 +84,8 @@ def train_main(argv: list[str]) -> int:
         name = signal.Signals(result.stopped_by).name
         console.print(f"[yellow]stopped by {name} after step {result.steps}; checkpoint saved in {recipe.training.output_dir}: "
                       "resume with --resume_from_checkpoint true")
+        if tracked:
+            tracking.finish(None, None, recipe.training.output_dir)
         return 128 + result.stopped_by
     results = None
     if recipe.script.eval_after_train and prepared.splits["test"]:
@@ -91,6 +96,8 @@ def train_main(argv: list[str]) -> int:
         report.eval_report(console, results)
     if state.is_main_process:
         _write_plots(recipe.training.output_dir, result.log_history, results)
+    if tracked:
+        tracking.finish(results, result.eval_loss, recipe.training.output_dir)
     return _gate(recipe, result.eval_loss, results)
 
 

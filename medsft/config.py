@@ -71,6 +71,10 @@ class MedsftArguments:
         metadata={"help": "Prompts for the sample generations; default: a few clinical openings (report) or test items (pubmedqa)."},
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "Length of each sample generation."})
+    mlflow_tracking_uri: str | None = field(
+        default=None,
+        metadata={"help": "With report_to: mlflow, where runs go: a folder (default mlruns/) or a tracking server URI."},
+    )
     max_eval_loss: float | None = field(
         default=None, metadata={"help": "Quality gate: exit 3 when the final eval loss is above this."}
     )
