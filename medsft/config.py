@@ -268,6 +268,16 @@ def _check_hardware(merged: dict[str, Any]) -> None:
     distributed.check({**batch, **merged}, torch.cuda.is_available(), world_size)
 
 
+def _check_report_to(report_to: Any) -> None:
+    """transformers fails deep inside the trainer when a logger's package is missing; say it up front."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name, package, extra in (("mlflow", "mlflow", "."), ("tensorboard", "tensorboard", ".[tensorboard]")):
+        if name in names and importlib.util.find_spec(package) is None:
+            raise UserError(f"report_to: {name} needs the {package} package: pip install -e \"{extra}\"")
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
@@ -317,6 +327,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
         cli = {key: getattr(namespace, key) for key in cli_keys}
         merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
         _check_hardware(merged)
+        _check_report_to(merged.get("report_to"))
         try:
             # parse_dict builds the dataclasses from typed values; argparse would re-parse string defaults.
             script, training, model = parser.parser.parse_dict(merged)
