@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from medsft.errors import UserError
+from medsft.errors import OneLineErrors, UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft eval RECIPE.yaml [--model_name_or_path X] [--key value ...]
@@ -178,9 +178,8 @@ def _generate_parser():
 
     from medsft.inference import GenerateArguments
 
-    class Parser(HfArgumentParser):
-        def error(self, message):  # one line, exit 2, like every other bad input
-            raise UserError(message)
+    class Parser(OneLineErrors, HfArgumentParser):
+        pass
 
     return Parser(GenerateArguments, allow_abbrev=False, prog="medsft generate")
 
@@ -237,9 +236,8 @@ def serve_main(argv: list[str]) -> int:
     """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]`."""
     import argparse
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            raise UserError(message)
+    class Parser(OneLineErrors, argparse.ArgumentParser):
+        pass
 
     parser = Parser(prog="medsft serve", allow_abbrev=False)
     parser.add_argument("model", help="a medsft run, an adapter or model folder, a hub id or smollm2-135m-instruct")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from medsft.errors import UserError
+from medsft.errors import OneLineErrors, UserError
 
 
 @dataclass
@@ -202,9 +202,8 @@ class RecipeParser:
     def __init__(self):
         from trl import ModelConfig, SFTConfig, TrlParser
 
-        class Parser(TrlParser):
-            def error(self, message):  # argparse would print usage and exit; we want one line
-                raise UserError(message)
+        class Parser(OneLineErrors, TrlParser):
+            pass
 
         self.dataclasses = (MedsftArguments, SFTConfig, ModelConfig)
         self.parser = Parser(self.dataclasses, allow_abbrev=False, prog="medsft")

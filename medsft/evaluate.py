@@ -142,24 +142,23 @@ def sample_prompts(rows: list[dict], args: MedsftArguments, seed: int) -> list[d
 def calibrated(model, tokenizer, dev_rows: list[dict], predictions: list[dict], args: MedsftArguments,
                max_length: int | None, batch_size: int, track: Track) -> dict[str, Any]:
     """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the
-    calibration record: the offsets, the dev size and the plain argmax metrics."""
+    offsets and the dev size."""
     dev = score_pubmedqa(model, tokenizer, dev_rows, args, max_length, batch_size, track)
     offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev])
-    gold = [p["gold"] for p in predictions]
-    argmax = classification_metrics(gold, [p["prediction"] for p in predictions])
     for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets)):
         p["prediction"] = label
-    return {"offsets": offsets, "dev_items": len(dev), "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1")}}
+    return {"offsets": offsets, "dev_items": len(dev)}
 
 
 def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict], args: MedsftArguments,
                      max_length: int | None, batch_size: int = 8, seed: int = 0,
-                     track_for: Callable[[str], Track] = lambda name: _no_track,
+                     track_for: Callable[[str], Track] | None = None,
                      dev_rows: list[dict] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(eval_results.json's content, predictions.jsonl's rows): the base model (the adapter disabled: the same
     weights in memory, no second load) and the tuned model on the same items, and sample generations from both
     under the same seeds. Without an adapter: "base" alone. With `calibrate` (PubMedQA), each model's decisions
     use offsets fitted on dev_rows."""
+    track_for = track_for or (lambda name: _no_track)
     results: dict[str, Any] = {"task": args.task, "n": len(rows), "prompt_style": args.prompt_style, "models": {}}
     predictions: dict[str, list] = {}
     samples = sample_prompts(rows, args, seed)
@@ -170,6 +169,7 @@ def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict],
         metrics, predictions[name] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size, track_for(name))
         if args.task == "pubmedqa" and args.calibrate and dev_rows:
             record = calibrated(model, tokenizer, dev_rows, predictions[name], args, max_length, batch_size, track_for(f"{name} dev"))
+            record["argmax"] = {k: metrics[k] for k in ("accuracy", "macro_f1")}  # evaluate_split's, before the refit
             metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]])
             metrics["calibration"] = record
         results["models"][name] = metrics

@@ -167,7 +167,7 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
         async def events():
             if chat:
                 yield f"data: {json.dumps(body(None, None, first=True))}\n\n"
-            sent, pending, stopped = "", "", False
+            pending, stopped = "", False
             getter = None
             while not stopped:
                 getter = getter or asyncio.ensure_future(queue.get())
@@ -181,7 +181,6 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
                 ready = text if stopped else text[: max(0, len(text) - hold)]
                 if ready:
                     yield f"data: {json.dumps(body(ready, None))}\n\n"
-                    sent += ready
                     pending = pending[len(ready):]
             if not stopped and pending:
                 text, stopped = _cut_at_stop(pending, stops)

@@ -195,8 +195,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]]
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
         results, predictions = evaluate.before_and_after(
             model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length,
-            args.per_device_eval_batch_size, args.seed, **({"track_for": track_for} if track_for else {}),
-            dev_rows=splits["eval"],
+            args.per_device_eval_batch_size, args.seed, track_for=track_for, dev_rows=splits["eval"],
         )
     results = {"run": run or {}, **results}
     if write:
