@@ -8,9 +8,9 @@ import sys
 from medsft.errors import OneLineErrors, UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
-       python -m medsft eval RECIPE.yaml [--model_name_or_path X] [--key value ...]
-       python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
-       python -m medsft generate RUN_DIR_OR_MODEL --task pubmedqa --question Q --context_file ABSTRACT.txt
+       python -m medsft eval RUN_DIR_OR_RECIPE [--model_name_or_path X] [--key value ...]
+       python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--chat] [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
+       python -m medsft generate RUN_DIR_OR_MODEL --question Q --context_file ABSTRACT.txt [--task pubmedqa]
        python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]
        python -m medsft merge RUN_DIR OUT_DIR
        python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
@@ -88,11 +88,12 @@ def train_main(argv: list[str]) -> int:
             tracking.finish(None, None, recipe.training.output_dir)
         return 128 + result.stopped_by
     results = None
-    if recipe.script.eval_after_train and prepared.splits["test"]:
-        run = _run_info(recipe, prepared.splits, result.steps, result.seconds)
+    if recipe.script.eval_after_train and any(d.parts["test"] for d in prepared.datasets):
+        run = _run_info(recipe, prepared.datasets, result.steps, result.seconds)
+        out = recipe.training.output_dir if state.is_main_process else None
         with eval_progress(console) as track_for:
             model = trainer.accelerator.unwrap_model(trainer.model)
-            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.splits, state.is_main_process, run, track_for)
+            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.datasets, out, run, track_for)
         report.eval_report(console, results)
     if state.is_main_process:
         _write_plots(recipe.training.output_dir, result.log_history, results)
@@ -101,18 +102,15 @@ def train_main(argv: list[str]) -> int:
     return _gate(recipe, result.eval_loss, results)
 
 
-def _run_info(recipe, splits: dict[str, list], steps: int | None, seconds: float | None) -> dict:
+def _run_info(recipe, datasets, steps: int | None, seconds: float | None, adapter: bool | None = None) -> dict:
     """The header of eval_results.json and of the report: what produced the numbers."""
     from pathlib import Path
 
-    script, model = recipe.script, recipe.model
     return {
         "recipe": str(recipe.path),
-        "model": model.model_name_or_path,
-        "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file(),
-        "task": script.task,
-        "dataset": script.dataset_name,
-        "rows": {name: len(rows) for name, rows in splits.items()},
+        "model": recipe.model.model_name_or_path,
+        "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file() if adapter is None else adapter,
+        "datasets": {d.spec.name: {role: len(rows) for role, rows in d.parts.items()} for d in datasets},
         "steps": steps,
         "train_seconds": seconds,
     }
@@ -124,11 +122,14 @@ def _write_plots(output_dir: str, log_history: list[dict], results: dict | None)
     from medsft import plots
 
     out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     plots.loss_curves(log_history, out / "loss_curves.png")
-    if results and results["task"] == "pubmedqa":
-        name = "tuned" if "tuned" in results["models"] else "base"
-        matrix = results["models"][name]["confusion_matrix"]
-        plots.confusion_matrix(matrix, ["yes", "no", "maybe"], f"PubMedQA ({name})", out / "confusion_matrix.png")
+    choice = [e for e in (results or {}).get("evaluations", []) if "labels" in e]
+    for i, evaluation in enumerate(choice):
+        name = "tuned" if "tuned" in evaluation["models"] else "base"
+        matrix = evaluation["models"][name]["confusion_matrix"]
+        file = "confusion_matrix.png" if i == 0 else f"confusion_matrix_{evaluation['name']}.png"
+        plots.confusion_matrix(matrix, evaluation["labels"], f"{evaluation['name']} ({name})", out / file)
 
 
 def _gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = True) -> int:
@@ -146,30 +147,45 @@ def _gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = Tr
 
 
 def eval_main(argv: list[str]) -> int:
-    """Evaluate the recipe's trained run (base + adapter in output_dir) or, without one, its base model."""
+    """`eval RUN_DIR` or `eval RECIPE`: the trained run (base vs tuned on the test ids it recorded) or, without one
+    for this model and data, the base model alone, written to a folder of its own."""
+    from pathlib import Path
+
+    import yaml
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft import data, report, train
+    from medsft import data, mixture, report, splits, train
     from medsft.config import parse_recipe
     from medsft.progress import eval_progress
 
     _quiet_libraries()
+    if argv and Path(argv[0]).is_dir():
+        if not (Path(argv[0]) / train.RECIPE_FILE).is_file():
+            raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder or a recipe")
+        argv = [str(Path(argv[0]) / train.RECIPE_FILE), *argv[1:], "--output_dir", argv[0]]
     recipe = parse_recipe(argv)
     state = PartialState()
     console = Console(quiet=not state.is_main_process)
-    script, args = recipe.script, recipe.training
-    splits = data.split(data.load_rows(script, args.seed), script, args.seed)
+    run_dir = train.trained_run(recipe)
+    out = run_dir or train.eval_dir(recipe)
+    saved = splits.read_ids(str(run_dir)) if run_dir else None
+    datasets = data.load(mixture.specs(recipe.script, recipe.training), saved)
     with console.status("loading model"):
-        model, tokenizer = train.load_trained(recipe)
-    steps, seconds = train.saved_run_time(args.output_dir)
-    run = _run_info(recipe, splits, steps, seconds)
+        model, tokenizer = train.load_trained(recipe, run_dir)
+    steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)
+    run = _run_info(recipe, datasets, steps, seconds, adapter=bool(run_dir and (run_dir / "adapter_config.json").is_file()))
+    main = state.is_main_process
+    if main and run_dir is None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / train.EVAL_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        splits.write_ids(str(out), {d.spec.name: d.parts for d in datasets})
     with eval_progress(console) as track_for:
-        results = train.evaluate_run(recipe, model, tokenizer, splits, state.is_main_process, run, track_for)
+        results = train.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main else None, run, track_for)
     report.eval_report(console, results)
-    if state.is_main_process:
-        _write_plots(args.output_dir, [], results)
-    console.print(f"written to {args.output_dir}: eval_results.json, predictions.jsonl")
+    if main:
+        _write_plots(str(out), [], results)
+    console.print(f"written to {out}: eval_results.json, predictions.jsonl")
     return _gate(recipe, None, results, loss=False)  # no training here: only the accuracy threshold applies
 
 
@@ -185,45 +201,50 @@ def _generate_parser():
 
 
 def generate_main(argv: list[str]) -> int:
-    """`generate MODEL "prompt" [--key value]`: stream a completion; `--task pubmedqa` answers a question."""
+    """`generate MODEL "prompt" [--key value]`: stream a completion (`--chat`: as a user turn, rendered with the chat
+    template as training renders it); `--question` answers with the run's choice task and its probabilities."""
     import math
 
     import torch
     from rich.console import Console
     from transformers import TextStreamer
 
-    from medsft import evaluate, inference
+    from medsft import encode, evaluate, inference
     from medsft.generate import generate
-    from medsft.tasks import pubmedqa
 
     positional = [a for a in argv[:2] if not a.startswith("--")]
     if not positional:
-        raise UserError('usage: python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--max_new_tokens N --temperature T '
-                        "--top_k K --top_p P --seed S] (or --task pubmedqa --question Q --context_file FILE)")
+        raise UserError('usage: python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--chat --max_new_tokens N --temperature T '
+                        "--top_k K --top_p P --seed S] (or --question Q --context_file FILE)")
     name, prompt = positional[0], (positional[1] if len(positional) > 1 else None)
     gen, rest = _generate_parser().parse_args_into_dataclasses(argv[len(positional):], return_remaining_strings=True)
     if rest:
         raise UserError(f"unrecognized arguments: {' '.join(rest)}; see python -m medsft generate --help")
+    task = inference.question_task(gen.task) if gen.question is not None and gen.task else None
     _quiet_libraries()
     console = Console(stderr=True)
     with console.status(f"loading {name}"):
         loaded = inference.load(name)
     model, tokenizer = loaded.model, loaded.tokenizer
-    if gen.task == "pubmedqa":
-        if not gen.question or not gen.context_file:
-            raise UserError("--task pubmedqa needs --question and --context_file")
-        row = inference.pubmedqa_row(gen.question, gen.context_file)
-        scores = evaluate.score_pubmedqa(model, tokenizer, [row], loaded.script, loaded.context)[0]
+    if gen.question is not None:
+        task = task or inference.question_task(loaded.spec)
+        row = task.cli_row(gen.question, inference.read_context(gen.context_file))
+        scores = evaluate.score_choices(model, tokenizer, task, [row], loaded.context)[0]
         total = sum(math.exp(v) for v in scores["loglik"].values())
         print(f"answer: {scores['prediction']}")
         for choice, value in scores["loglik"].items():
             print(f"  p({choice}) = {math.exp(value) / total:.3f}")
-        prompt = pubmedqa.prompt(row, loaded.script.prompt_style) + " " + scores["prediction"]
-        if not loaded.script.include_long_answer:
+        if not task.continues():
             return 0
+        prompt = task.example(row).prompt + task.continuation(scores["prediction"])
     elif prompt is None:
         raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
-    if loaded.context is not None and len(tokenizer(prompt)["input_ids"]) + gen.max_new_tokens > loaded.context:
+    elif gen.chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError(f"--chat needs a chat template and {name} has none")
+        prompt = encode.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+    ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
+    if loaded.context is not None and len(ids) + gen.max_new_tokens > loaded.context:
         raise UserError(f"prompt plus max_new_tokens exceed the model's context of {loaded.context} tokens")
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode():
@@ -290,7 +311,7 @@ def preview_main(argv: list[str]) -> int:
 
     from rich.console import Console
 
-    from medsft import data, report, train
+    from medsft import data, encode, report, train
     from medsft.config import parse_recipe
 
     n = 5
@@ -310,7 +331,7 @@ def preview_main(argv: list[str]) -> int:
     examples = []
     for row in dataset.select(range(min(n, len(dataset)))):
         pieces = [tokenizer.decode([t]) for t in row["input_ids"]]
-        examples.append((pieces, row["completion_mask"]))
+        examples.append((pieces, [int(label != encode.IGNORE) for label in row["labels"]]))
     summary = data.summarize(dataset, prepared.stats["train"])
     steps = math.ceil(len(dataset) / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
     report.preview(console, examples, summary, steps)

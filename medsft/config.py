@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import json
 import os
 import types
 import typing
@@ -16,83 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from medsft.arguments import MedsftArguments
 from medsft.errors import OneLineErrors, UserError
-
-
-@dataclass
-class MedsftArguments:
-    """The task and its data; everything else in a recipe belongs to `SFTConfig` or `ModelConfig`."""
-
-    task: Literal["pubmedqa", "report"] = field(
-        default="pubmedqa", metadata={"help": "pubmedqa (abstract + question -> yes/no/maybe) or report (completion)."}
-    )
-    dataset_name: str = field(
-        default="synthetic",
-        metadata={"help": "Hub id, local .json/.jsonl/.csv/.parquet file or folder, or 'synthetic' (built in)."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub config, e.g. pqa_labeled."})
-    split_file: str | None = field(
-        default=None,
-        metadata={"help": "PubMedQA official split (splits.json); default: splits.json beside a local dataset file."},
-    )
-    fold: int = field(default=0, metadata={"help": "PubMedQA cross-validation fold used as the dev set (0-9)."})
-    text_field: str = field(default="text", metadata={"help": "report: the column holding the report text."})
-    section: str | None = field(
-        default=None,
-        metadata={"help": "report: a header such as 'IMPRESSION:'; prompt = text before it, completion = the section."},
-    )
-    include_long_answer: bool = field(
-        default=False, metadata={"help": "pubmedqa: train on the long answer after the yes/no/maybe decision."}
-    )
-    prompt_style: Literal["medsft", "lm_eval"] = field(
-        default="medsft", metadata={"help": "pubmedqa prompt: medsft's, or lm-evaluation-harness's exactly."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (seeded sample)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on eval rows (stratified sample)."})
-    synthetic_size: int = field(default=600, metadata={"help": "Rows made by the synthetic generator."})
-    scratch_config: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "GPT2Config fields for model_name_or_path: scratch-gpt2."}
-    )
-    eval_after_train: bool = field(
-        default=True, metadata={"help": "After training, evaluate base vs tuned model on the test split."}
-    )
-    max_test_samples: int | None = field(
-        default=None, metadata={"help": "Cap on test items (stratified sample; PubMedQA's test file is ordered by label)."}
-    )
-    calibrate: bool = field(
-        default=False,
-        metadata={"help": "pubmedqa: decide with per-choice offsets fitted on the dev split (the raw argmax is reported too)."},
-    )
-    num_samples: int = field(
-        default=3, metadata={"help": "Sample generations shown base vs tuned after evaluation (0: none)."}
-    )
-    sample_prompts: list[str] | None = field(
-        default=None,
-        metadata={"help": "Prompts for the sample generations; default: a few clinical openings (report) or test items (pubmedqa)."},
-    )
-    sample_max_new_tokens: int = field(default=64, metadata={"help": "Length of each sample generation."})
-    mlflow_tracking_uri: str | None = field(
-        default=None,
-        metadata={"help": "With report_to: mlflow, where runs go: a folder (default mlruns/) or a tracking server URI."},
-    )
-    max_eval_loss: float | None = field(
-        default=None, metadata={"help": "Quality gate: exit 3 when the final eval loss is above this."}
-    )
-    min_accuracy: float | None = field(
-        default=None, metadata={"help": "Quality gate: exit 3 when PubMedQA test accuracy (0-1) is below this."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that holds a different run."}
-    )
-
-    def __post_init__(self):
-        if isinstance(self.scratch_config, str):
-            try:
-                self.scratch_config = json.loads(self.scratch_config)
-            except json.JSONDecodeError as e:
-                raise UserError(f"scratch_config must be a JSON mapping: {e}") from None
-        if not 0 <= self.fold <= 9:
-            raise UserError(f"fold must be between 0 and 9, got {self.fold}")
 
 
 @dataclass
@@ -102,6 +26,7 @@ class Recipe:
     training: Any  # trl.SFTConfig
     model: Any  # trl.ModelConfig
     explicit: list[str]  # keys set by the recipe, the command line or the hardware defaults
+    given: list[str] = field(default_factory=list)  # keys set by the recipe or the command line
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as it ran: every key that was set, with its final value, re-runnable as a recipe."""
@@ -188,7 +113,9 @@ def _coerce(value: Any, hint: Any) -> Any:
         inner = args[0] if args else Any
         if isinstance(value, list):
             return [_coerce(v, inner) for v in value]
-        return _coerce(value, inner)  # e.g. lora_target_modules: all-linear
+        if isinstance(value, (dict, set, tuple)):
+            raise TypeError
+        return [_coerce(value, inner)]  # a scalar is a list of one (lora_target_modules: all-linear), never sliced
     if origin is dict or hint is dict:
         if isinstance(value, dict):
             return value
@@ -232,12 +159,13 @@ class RecipeParser:
         return checked
 
 
-# TRL infers completion-only loss from "prompt"/"completion" columns; medsft hands it token ids with a
-# completion_mask instead, so the loss mask must be asked for. Non-padding token counts feed tokens/s.
+# medsft tokenizes itself (the answer is never cut), so TRL's own inference of the loss mask from the columns
+# never runs: completion-only and assistant-only loss are medsft's defaults. Non-padding token counts feed tokens/s.
 # Batches of similar lengths pad little: 1.3-1.5x the examples/s of random batches on PubMedQA abstracts.
 # LoRA leaves no parameter unused, so DDP's search for them (transformers' default) is a wasted graph walk a step.
 DEFAULTS = {
     "completion_only_loss": True,
+    "assistant_only_loss": True,
     "include_num_input_tokens_seen": "non_padding",
     "train_sampling_strategy": "group_by_length",
     "ddp_find_unused_parameters": False,
@@ -325,6 +253,8 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
         merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        if merged.get("packing") and merged.get("max_length", 1) is None:
+            raise UserError("packing needs max_length: rows are packed to that many tokens")
         _check_hardware(merged)
         _check_report_to(merged.get("report_to"))
         try:
@@ -334,4 +264,24 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise
         except (ValueError, TypeError) as e:
             raise UserError(" ".join(str(e).split())) from None
-    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged))
+    given = [*config, *cli]
+    _check_data_keys({key: merged[key] for key in given})
+    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given)
+
+
+# TRL data keys that have no meaning once medsft has tokenized the rows itself: refused rather than ignored.
+REFUSED = {
+    "dataset_kwargs": "medsft prepares the dataset itself (formatting, truncation, loss masks); remove it",
+    "truncation_mode": "medsft never cuts the answer: it shortens the prompt from the left and splits long texts "
+                       "into max_length pieces; remove it",
+}
+
+
+def _check_data_keys(given: dict[str, Any]) -> None:
+    for key, why in REFUSED.items():
+        if key in given:
+            raise UserError(f"{key}: {why}")
+    if given.get("packing_strategy") == "wrapped":
+        raise UserError("packing_strategy: wrapped lets a packed row attend across documents; use bfd "
+                        "(medsft splits long texts into max_length pieces itself)")
+

@@ -1,19 +1,18 @@
-"""Evaluation: PubMedQA choice log-likelihoods and metrics, report perplexity. Returns data; report.py renders it."""
+"""Evaluation: choice log-likelihoods and their metrics, perplexity, samples. Returns data; report.py renders it."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
-from medsft import calibrate, data
-from medsft.config import MedsftArguments
-from medsft.generate import CLINICAL_OPENINGS, generate
+from medsft import calibrate, encode
+from medsft.generate import generate
 from medsft.metrics import classification_metrics, majority_baseline
-from medsft.tasks import pubmedqa
-from medsft.tasks.pubmedqa import CHOICES
+from medsft.tasks import Task
 
 # track(batches, total) -> batches: how a caller shows progress (rich's track, a test's counter); identity by default.
 Track = Callable[[Iterable, int], Iterable]
@@ -23,16 +22,19 @@ def _no_track(batches: Iterable, total: int) -> Iterable:
     return batches
 
 
+@dataclass
+class Settings:
+    max_length: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+    num_samples: int = 3
+    sample_prompts: list[str] | None = None
+    sample_max_new_tokens: int = 64
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _prompt_ids(row: dict, args: MedsftArguments, tokenizer, room: int | None) -> list[int]:
-    """The PubMedQA prompt (the function training's format_row uses), cut from the left as training cuts it; the
-    row may lack a decision (a question asked through generate or the server)."""
-    ids = tokenizer(pubmedqa.prompt(row, args.prompt_style))["input_ids"]
-    return ids if room is None else data.truncate_left(ids, room, tokenizer.bos_token_id)
 
 
 @torch.no_grad()
@@ -62,119 +64,125 @@ def _log_probs(model, sequences: list[list[int]], positions: list[list[int]], pa
             k += n
 
 
-def _continuation_logliks(model, sequences: list[list[int]], n_last: list[int], pad_id: int, batch_size: int,
-                          track: Track = _no_track) -> list[float]:
-    """Summed log-probability of the last n_last[i] tokens of each sequence given what precedes them."""
-    positions = [list(range(len(s) - n - 1, len(s) - 1)) for s, n in zip(sequences, n_last)]
+def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int,
+                   track: Track = _no_track) -> list[float]:
+    """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
+    positions = [[t - 1 for t in ts] for ts in targets]
     out = [0.0] * len(sequences)
     for i, lp in _log_probs(model, sequences, positions, pad_id, batch_size, track):
-        targets = torch.tensor(sequences[i][len(sequences[i]) - n_last[i] :])
-        out[i] = lp.gather(-1, targets.unsqueeze(-1)).sum().item()
+        ids = torch.tensor([sequences[i][t] for t in targets[i]])
+        out[i] = lp.gather(-1, ids.unsqueeze(-1)).sum().item()
     return out
 
 
-def score_pubmedqa(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 8,
-                   track: Track = _no_track) -> list[dict[str, Any]]:
+def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[int]:
+    """The row's prompt as training tokenizes it, shortened from the left as training shortens it (the question
+    and answer cue kept). An item whose cue alone exceeds the room is still scored, cut plainly."""
+    example = task.example(row)
+    ids = encode.prompt_ids(tokenizer, example.prompt)
+    if room is None or len(ids) <= room:
+        return ids
+    keep = encode.protected(tokenizer, example.prompt, example.cue, ids) if isinstance(example.prompt, str) else 0
+    return encode.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or encode.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+
+
+def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 8,
+                  track: Track = _no_track) -> list[dict[str, Any]]:
     """Per item: id, gold, prediction (argmax of summed log-likelihood) and each choice's log-likelihood.
 
-    Each choice is scored after the prompt with a leading space, as lm-evaluation-harness does. When every choice
-    is one token (SmolLM2, GPT-2), one forward pass per prompt scores all three from the same next-token
+    Each choice is scored as its continuation after the prompt (" yes", " B"), as lm-evaluation-harness does.
+    When every choice is one token, one forward pass per prompt scores all of them from the same next-token
     distribution; otherwise each choice is its own sequence."""
-    choice_ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in CHOICES]
-    longest = max(map(len, choice_ids))
-    prompts = [_prompt_ids(r, args, tokenizer, None if max_length is None else max_length - longest) for r in rows]
+    labels = [task.row_labels(r) for r in rows]
+    cont = {c: tokenizer(task.continuation(c), add_special_tokens=False)["input_ids"] for ls in labels for c in ls}
+    longest = max(map(len, cont.values()))
+    room = None if max_length is None else max_length - longest
+    prompts = [scoring_prompt(task, r, tokenizer, room) for r in rows]
     pad = tokenizer.pad_token_id
     if longest == 1:
         scores: list[list[float]] = [[] for _ in prompts]
-        last = [[len(p) - 1] for p in prompts]
-        for i, lp in _log_probs(model, prompts, last, pad, batch_size, track):
-            scores[i] = lp[0, [c[0] for c in choice_ids]].tolist()
+        for i, lp in _log_probs(model, prompts, [[len(p) - 1] for p in prompts], pad, batch_size, track):
+            scores[i] = lp[0, [cont[c][0] for c in labels[i]]].tolist()
     else:
-        sequences = [p + c for p in prompts for c in choice_ids]
-        flat = _continuation_logliks(model, sequences, [len(c) for _ in prompts for c in choice_ids], pad, batch_size, track)
-        scores = [flat[i * len(CHOICES) : (i + 1) * len(CHOICES)] for i in range(len(prompts))]
+        sequences = [p + cont[c] for p, ls in zip(prompts, labels) for c in ls]
+        targets = [list(range(len(p), len(p) + len(cont[c]))) for p, ls in zip(prompts, labels) for c in ls]
+        flat = iter(_token_logliks(model, sequences, targets, pad, batch_size, track))
+        scores = [[next(flat) for _ in ls] for ls in labels]
     results = []
-    for row, s in zip(rows, scores):
-        best = max(range(len(CHOICES)), key=lambda j: s[j])
-        results.append({"id": row["id"], "gold": row.get("final_decision"), "prediction": CHOICES[best], "loglik": dict(zip(CHOICES, s))})
+    for row, ls, s in zip(rows, labels, scores):
+        best = max(range(len(ls)), key=lambda j: s[j])
+        results.append({"id": row["id"], "gold": task.gold(row), "prediction": ls[best], "loglik": dict(zip(ls, s))})
     return results
 
 
-def perplexity(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 4,
+def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
                track: Track = _no_track) -> float:
-    """Token-weighted perplexity of the completions (EOS included) given their prompts."""
-    sequences, n_last = [], []
+    """Token-weighted perplexity of the trained tokens (completions, assistant turns, whole texts; EOS included),
+    the rows tokenized exactly as training tokenizes them."""
+    encoder = encode.Encoder(tokenizer, max_length)
+    sequences, targets = [], []
     for row in rows:
-        example = data.format_row(row, args)
-        if example is None:
-            continue
-        encoded, status = data.encode_example(example, tokenizer, max_length, lm=data.is_language_modelling(args))
-        if status != "dropped":
-            sequences.append(encoded["input_ids"])
-            n_last.append(min(sum(encoded["completion_mask"]), len(encoded["input_ids"]) - 1))
-    scores = _continuation_logliks(model, sequences, n_last, tokenizer.pad_token_id, batch_size, track)
-    return math.exp(-sum(scores) / max(sum(n_last), 1))
+        example = task.example(row)
+        for piece in (encoder(example)[0] if example is not None else []):
+            trained = [t for t, label in enumerate(piece["labels"]) if label != encode.IGNORE and t > 0]
+            if trained:
+                sequences.append(piece["input_ids"])
+                targets.append(trained)
+    scores = _token_logliks(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)
+    return math.exp(-sum(scores) / max(sum(map(len, targets)), 1))
 
 
-def evaluate_split(model, tokenizer, rows: list[dict], args: MedsftArguments, max_length: int | None, batch_size: int = 8,
+def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
                    track: Track = _no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics for the model as it is, and its predictions (one dict per item)."""
-    if args.task == "pubmedqa":
-        predictions = score_pubmedqa(model, tokenizer, rows, args, max_length, batch_size, track)
-        gold = [p["gold"] for p in predictions]
-        return classification_metrics(gold, [p["prediction"] for p in predictions]), predictions
-    return {"perplexity": perplexity(model, tokenizer, rows, args, max_length, batch_size, track)}, []
+    """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity)."""
+    if task.choices:
+        predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+        gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
+        return classification_metrics(gold, predicted, task.labels()), predictions
+    return {"perplexity": perplexity(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)}, []
 
 
-def sample_prompts(rows: list[dict], args: MedsftArguments, seed: int) -> list[dict[str, str]]:
-    """[{prompt, gold?}]: the recipe's prompts, else clinical openings for whole-note reports, else a stratified
-    handful of test items with their reference answer."""
-    if args.num_samples <= 0:
-        return []
-    if args.sample_prompts:
-        return [{"prompt": p} for p in args.sample_prompts[: args.num_samples]]
-    if data.is_language_modelling(args):
-        return [{"prompt": p} for p in CLINICAL_OPENINGS[: args.num_samples]]
-    examples = [data.format_row(r, args) for r in data.stratified_sample(rows, args.num_samples, seed)]
-    return [{"prompt": e["prompt"], "gold": e["completion"]} for e in examples if e]
-
-
-def calibrated(model, tokenizer, dev_rows: list[dict], predictions: list[dict], args: MedsftArguments,
-               max_length: int | None, batch_size: int, track: Track) -> dict[str, Any]:
+def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: list[dict], settings: Settings,
+               track: Track) -> dict[str, Any]:
     """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the
     offsets and the dev size."""
-    dev = score_pubmedqa(model, tokenizer, dev_rows, args, max_length, batch_size, track)
-    offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev])
-    for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets)):
+    dev = score_choices(model, tokenizer, task, dev_rows, settings.max_length, settings.batch_size, track)
+    offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev], task.labels())
+    for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets, task.labels())):
         p["prediction"] = label
     return {"offsets": offsets, "dev_items": len(dev)}
 
 
-def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict], args: MedsftArguments,
-                     max_length: int | None, batch_size: int = 8, seed: int = 0,
-                     track_for: Callable[[str], Track] | None = None,
-                     dev_rows: list[dict] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(eval_results.json's content, predictions.jsonl's rows): the base model (the adapter disabled: the same
-    weights in memory, no second load) and the tuned model on the same items, and sample generations from both
-    under the same seeds. Without an adapter: "base" alone. With `calibrate` (PubMedQA), each model's decisions
-    use offsets fitted on dev_rows."""
+def before_and_after(model, tokenizer, dataset, settings: Settings,
+                     track_for: Callable[[str], Track] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split: the base model
+    (the adapter disabled: the same weights in memory, no second load) and the tuned model on the same items, and
+    sample generations from both under the same seeds. Without an adapter: "base" alone. With `calibrate`, each
+    model decides with offsets fitted on the dev rows."""
     track_for = track_for or (lambda name: _no_track)
-    results: dict[str, Any] = {"task": args.task, "n": len(rows), "prompt_style": args.prompt_style, "models": {}}
+    task, spec, parts = dataset.task, dataset.spec, dataset.parts
+    rows = parts["test"]
+    result: dict[str, Any] = {"name": spec.name, "task": task.name, "n": len(rows), "models": {}}
+    if "prompt_style" in task.options:
+        result["prompt_style"] = spec.prompt_style
+    if task.choices:
+        result["labels"] = task.labels()
     predictions: dict[str, list] = {}
-    samples = sample_prompts(rows, args, seed)
-    # Greedy for PubMedQA, where the decision is the argmax; seeded sampling for free text, which greedy loops.
-    temperature = 0.0 if args.task == "pubmedqa" else 0.7
+    samples = task.samples(rows, settings.num_samples, settings.seed, settings.sample_prompts)
+    prompts = [encode.prompt_ids(tokenizer, s.pop("input")) for s in samples]
+    temperature = 0.0 if task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
+    prefix = f"{spec.name} " if spec.name != task.name else ""
 
     def run(name: str) -> None:
-        metrics, predictions[name] = evaluate_split(model, tokenizer, rows, args, max_length, batch_size, track_for(name))
-        if args.task == "pubmedqa" and args.calibrate and dev_rows:
-            record = calibrated(model, tokenizer, dev_rows, predictions[name], args, max_length, batch_size, track_for(f"{name} dev"))
+        metrics, predictions[name] = evaluate_split(model, tokenizer, task, rows, settings, track_for(prefix + name))
+        if task.choices and spec.calibrate and parts["eval"]:
+            record = calibrated(model, tokenizer, task, parts["eval"], predictions[name], settings, track_for(f"{prefix}{name} dev"))
             record["argmax"] = {k: metrics[k] for k in ("accuracy", "macro_f1")}  # evaluate_split's, before the refit
-            metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]])
+            metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]], task.labels())
             metrics["calibration"] = record
-        results["models"][name] = metrics
-        texts = generate(model, tokenizer, [s["prompt"] for s in samples], args.sample_max_new_tokens, temperature,
-                         seed=seed, max_length=max_length)
+        result["models"][name] = metrics
+        texts = generate(model, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed,
+                         max_length=settings.max_length)
         for sample, text in zip(samples, texts):
             sample[name] = text
 
@@ -187,13 +195,13 @@ def before_and_after(model, tokenizer, rows: list[dict], train_rows: list[dict],
     else:
         run("base")
     model.train(was_training)
-    if args.task == "pubmedqa":
-        results["majority_baseline"] = majority_baseline(train_rows, [r["final_decision"] for r in rows])
-    results["samples"] = samples
+    if task.choices:
+        result["majority_baseline"] = majority_baseline([task.gold(r) for r in parts["train"]], [task.gold(r) for r in rows], task.labels())
+    result["samples"] = samples
     rows_out = []
     for i, row in enumerate(predictions.get("base", [])):
         item = {"id": row["id"], "gold": row["gold"]}
         for name, preds in predictions.items():
             item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
         rows_out.append(item)
-    return results, rows_out
+    return result, rows_out

@@ -5,23 +5,16 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from medsft import data
-
-# Openings of the kind a clinician dictates; the report task continues them when the recipe names no prompts.
-CLINICAL_OPENINGS = (
-    "Patient presents with fever and a persistent cough",
-    "HISTORY OF PRESENT ILLNESS: The patient is a 67-year-old male with chest pain",
-    "IMPRESSION:",
-)
+from medsft import encode
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 0.9, seed: int = 0, max_length: int | None = None, top_k: int = 0,
              streamer=None) -> list[str]:
-    """One completion per prompt (the new text only), stopping at EOS. temperature 0 is greedy; otherwise prompt i
-    samples under seed + i, so the base and the tuned model draw with the same seeds whatever else ran before.
-    top_k 0 keeps every token; a transformers streamer receives the tokens as they come."""
+    """One completion per prompt (text, or token ids such as a rendered chat), the new text only, stopping at EOS.
+    temperature 0 is greedy; otherwise prompt i samples under seed + i, so the base and the tuned model draw with
+    the same seeds whatever else ran before. top_k 0 keeps every token; a streamer receives tokens as they come."""
     device = next(model.parameters()).device
     sampling = temperature > 0
     config = GenerationConfig(
@@ -35,9 +28,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, tem
     )
     outputs = []
     for i, prompt in enumerate(prompts):
-        ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
         if max_length is not None:  # leave room for the answer, cut the prompt as training cuts it
-            ids = data.truncate_left(ids, max(1, max_length - max_new_tokens), tokenizer.bos_token_id)
+            ids = encode.fit_prompt(ids, 0, max(1, max_length - max_new_tokens), tokenizer.bos_token_id) or ids[-1:]
         if not ids:  # an empty prompt on a tokenizer without BOS: start from EOS, the document separator
             ids = [tokenizer.eos_token_id]
         input_ids = torch.tensor([ids], device=device)

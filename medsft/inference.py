@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from medsft import models
-from medsft.config import MedsftArguments
+from medsft.arguments import DataSpec
 from medsft.errors import UserError
 
 
@@ -21,9 +21,10 @@ class GenerateArguments:
     top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     seed: int = field(default=0, metadata={"help": "Sampling seed: the same seed gives the same text."})
-    task: Literal["text", "pubmedqa"] = field(default="text", metadata={"help": "pubmedqa: answer --question about --context_file."})
-    question: str | None = field(default=None, metadata={"help": "pubmedqa: the question."})
-    context_file: str | None = field(default=None, metadata={"help": "pubmedqa: a text file holding the abstract."})
+    chat: bool = field(default=False, metadata={"help": "Send the prompt as a user turn through the chat template."})
+    question: str | None = field(default=None, metadata={"help": "Answer this question with a choice task's scoring."})
+    context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
+    task: str | None = field(default=None, metadata={"help": "The choice task --question uses (default: the run's own)."})
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -41,7 +42,7 @@ class Loaded:
     model: Any
     tokenizer: Any
     name: str
-    script: MedsftArguments  # the run's task settings (prompt style), or the defaults for a plain model
+    spec: DataSpec  # the run's first dataset (its task and prompt style), or the defaults for a plain model
     context: int | None  # longest sequence the model takes
 
 
@@ -51,15 +52,15 @@ def load(name: str) -> Loaded:
     from transformers import AutoModelForCausalLM
 
     path = Path(name).expanduser()
-    script = MedsftArguments()
+    spec = DataSpec()
     try:
         if (path / "recipe.yaml").is_file():
-            from medsft import train
+            from medsft import mixture, train
             from medsft.config import parse_recipe
 
             recipe = parse_recipe([str(path / "recipe.yaml"), "--output_dir", str(path)])
-            model, tokenizer = train.load_trained(recipe)
-            script = recipe.script
+            model, tokenizer = train.load_trained(recipe, path)
+            spec = mixture.specs(recipe.script, recipe.training)[0]
         elif (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
@@ -76,11 +77,27 @@ def load(name: str) -> Loaded:
         raise UserError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
     model.eval()
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return Loaded(model, tokenizer, name, script, context)
+    return Loaded(model, tokenizer, name, spec, context)
 
 
-def pubmedqa_row(question: str, context_file: str) -> dict[str, Any]:
+def question_task(spec: DataSpec | str):
+    """The choice task `generate --question` answers with: the run's own, or one named by --task."""
+    from medsft import tasks
+
+    if isinstance(spec, str):
+        if spec not in tasks.TASKS:
+            raise UserError(f"--task {spec} is not a task; tasks are {', '.join(tasks.NAMES)}")
+        spec = DataSpec(task=spec)
+    task = tasks.get(spec)
+    if not task.choices:
+        raise UserError(f"--question needs a choice task and {task.name} is not one; name one with --task (e.g. --task pubmedqa)")
+    return task
+
+
+def read_context(context_file: str | None) -> str:
+    if context_file is None:
+        return ""
     path = Path(context_file).expanduser()
     if not path.is_file():
         raise UserError(f"context_file not found: {path}")
-    return {"id": "cli", "question": question, "contexts": [path.read_text().strip()], "labels": [], "final_decision": None}
+    return path.read_text().strip()

@@ -81,9 +81,10 @@ def train_tokenizer(texts: list[str], vocab_size: int = 8192):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special, pad_token=special)
 
 
-def build_scratch(texts: list[str], scratch_config: dict[str, Any] | None, max_length: int | None):
-    """A randomly initialised GPT-2 of the recipe's shape and a tokenizer trained on the training text."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+def build_scratch(texts: list[str], scratch_config: dict[str, Any] | None, max_length: int | None, seed: int = 0):
+    """A randomly initialised GPT-2 of the recipe's shape (initialised under the recipe's seed) and a tokenizer
+    trained on the training text."""
+    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
 
     cfg = dict(scratch_config or {})
     tokenizer = train_tokenizer(texts, int(cfg.pop("vocab_size", 8192)))
@@ -101,6 +102,7 @@ def build_scratch(texts: list[str], scratch_config: dict[str, Any] | None, max_l
     unknown = sorted(set(cfg) - set(GPT2Config().to_dict()))
     if unknown:
         raise UserError(f"scratch_config: unknown GPT2Config field '{unknown[0]}'")
+    set_seed(seed)
     return GPT2LMHeadModel(config), tokenizer
 
 
@@ -115,3 +117,29 @@ def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = 
     if tokenizer.pad_token is None:  # GPT-2 has none; padded positions are masked by attention, not by token id
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def configure_tokenizer(tokenizer, args) -> None:
+    """SFTConfig's tokenizer keys, applied before medsft tokenizes (TRL would apply them after): chat_template_path
+    (a .jinja file, or a tokenizer whose template is copied), eos_token and pad_token (tokens of the vocabulary)."""
+    vocab = tokenizer.get_vocab()
+    if args.chat_template_path:
+        path = Path(args.chat_template_path).expanduser()
+        if path.suffix in (".jinja", ".j2"):
+            if not path.is_file():
+                raise UserError(f"chat_template_path not found: {path}")
+            tokenizer.chat_template = path.read_text()
+        else:
+            source = load_tokenizer(str(path) if path.exists() else args.chat_template_path)
+            if not getattr(source, "chat_template", None):
+                raise UserError(f"chat_template_path {args.chat_template_path} has no chat template")
+            if source.eos_token not in vocab:
+                raise UserError(f"chat_template_path {args.chat_template_path}: its end-of-turn token {source.eos_token!r} "
+                                "is not in this model's vocabulary; give a .jinja template written for this tokenizer")
+            tokenizer.chat_template, tokenizer.eos_token = source.chat_template, source.eos_token
+    for key in ("eos_token", "pad_token"):
+        token = getattr(args, key)
+        if token is not None:
+            if token not in vocab:
+                raise UserError(f"{key} {token!r} is not in the tokenizer's vocabulary; name one of its tokens")
+            setattr(tokenizer, key, token)

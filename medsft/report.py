@@ -7,16 +7,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from medsft.data import EncodeStats
+from medsft.encode import EncodeStats
 
 
 def data_summary(console: Console, stats: dict[str, EncodeStats], max_length: int | None) -> None:
     for split, s in stats.items():
         line = f"[bold]{split}[/]: {s.kept} rows"
+        if s.split:
+            line += f", {s.split} long texts split into {s.pieces} pieces of at most {max_length} tokens"
         if s.truncated:
             line += f", {s.truncated} with the context shortened to fit max_length {max_length}"
         if s.dropped:
-            line += f", [yellow]{s.dropped} dropped[/] (the answer alone exceeds max_length {max_length})"
+            line += f", [yellow]{s.dropped} dropped[/] (the answer or the question cannot fit max_length {max_length})"
         if s.skipped:
             line += f", [yellow]{s.skipped} skipped[/] (the task could not format them)"
         console.print(line)
@@ -46,15 +48,16 @@ def _delta(tuned: float, base: float, scale: float = 100.0) -> str:
     return f"[{colour}]{d:+.1f}[/]"
 
 
-def header(console: Console, run: dict, n: int) -> None:
+def header(console: Console, run: dict, evaluated: str) -> None:
     """What produced these numbers: recipe, model, data, steps, time."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("recipe", str(run.get("recipe", "-")))
     grid.add_row("model", str(run.get("model", "-")) + (" + LoRA" if run.get("adapter") else ""))
-    sizes = ", ".join(f"{k} {v}" for k, v in run.get("rows", {}).items())
-    grid.add_row("data", f"{run.get('dataset', '-')} ({run.get('task', '-')}): {sizes}; {n} evaluated")
+    for name, sizes in run.get("datasets", {}).items():
+        grid.add_row("data", f"{name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    grid.add_row("evaluated", evaluated)
     if run.get("steps") is not None:
         grid.add_row("steps", str(run["steps"]))
     if run.get("train_seconds") is not None:
@@ -76,59 +79,63 @@ def samples(console: Console, items: list[dict]) -> None:
         console.print(Panel(Group(Text(shown, style="italic"), table), title="sample generation", expand=True))
 
 
-def eval_report(console: Console, results: dict) -> None:
-    """Header panel, the metrics table (base / tuned / delta / majority), per-class rows, the confusion matrix and
-    the sample generations."""
-    models = results["models"]
-    header(console, results.get("run", {}), results["n"])
-    title = f"{results['task']} evaluation on {results['n']} items"
-    if results["task"] != "pubmedqa":
-        table = Table(title=title)
-        table.add_column("model")
-        table.add_column("perplexity", justify="right")
-        for name, m in models.items():
-            table.add_row(name, f"{m['perplexity']:.2f}")
-        console.print(table)
-        samples(console, results.get("samples", []))
-        return
-    table = Table(title=title)
+def _choice_table(console: Console, evaluation: dict) -> None:
+    models, labels = evaluation["models"], evaluation["labels"]
+    majority = evaluation.get("majority_baseline")
+    table = Table(title=f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items")
     table.add_column("metric")
     for name in models:
         table.add_column(name, justify="right")
     if "tuned" in models:
         table.add_column("delta", justify="right")
-    table.add_column(f"majority ({results['majority_baseline']['label']})", justify="right")
-    for key, label in (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %")):
-        cells = [f"{m[key] * 100:.1f}" for m in models.values()]
+    table.add_column(f"majority ({majority['label']})" if majority else "majority", justify="right")
+
+    def row(label: str, get, style=None, baseline: str = "") -> None:
+        cells = [f"{get(m) * 100:.1f}" for m in models.values()]
         if "tuned" in models:
-            cells.append(_delta(models["tuned"][key], models["base"][key]))
-        table.add_row(label, *cells, f"{results['majority_baseline'][key] * 100:.1f}")
+            cells.append(_delta(get(models["tuned"]), get(models["base"])))
+        table.add_row(label, *cells, baseline, style=style)
+
+    for key, label in (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %")):
+        row(label, lambda m, k=key: m[k], baseline=f"{majority[key] * 100:.1f}" if majority else "-")
     calibrations = {name: m["calibration"] for name, m in models.items() if "calibration" in m}
     if len(calibrations) == len(models):
         for key, label in (("accuracy", "accuracy % (argmax)"), ("macro_f1", "macro-F1 % (argmax)")):
-            cells = [f"{c['argmax'][key] * 100:.1f}" for c in calibrations.values()]
-            if "tuned" in models:
-                cells.append(_delta(calibrations["tuned"]["argmax"][key], calibrations["base"]["argmax"][key]))
-            table.add_row(label, *cells, "", style="dim")
+            row(label, lambda m, k=key: m["calibration"]["argmax"][k], style="dim")
         table.caption = "decision offsets fitted on {} dev items: {}".format(
             next(iter(calibrations.values()))["dev_items"],
-            "; ".join(f"{name} no {c['offsets']['no']:+.1f} maybe {c['offsets']['maybe']:+.1f}" for name, c in calibrations.items()),
+            "; ".join(name + " " + " ".join(f"{c} {o:+.1f}" for c, o in list(r["offsets"].items())[1:])
+                      for name, r in calibrations.items()),
         )
-    for cls in ("yes", "no", "maybe"):
-        cells = [f"{m['per_class'][cls]['f1'] * 100:.1f}" for m in models.values()]
-        if "tuned" in models:
-            cells.append(_delta(models["tuned"]["per_class"][cls]["f1"], models["base"]["per_class"][cls]["f1"]))
-        table.add_row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", *cells, "")
+    for cls in labels:
+        row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"])
     console.print(table)
     final = "tuned" if "tuned" in models else "base"
     matrix = Table(title=f"confusion matrix ({final}): rows gold, columns predicted")
     matrix.add_column("gold \\ predicted")
-    for cls in ("yes", "no", "maybe"):
+    for cls in labels:
         matrix.add_column(cls, justify="right")
-    for cls, counts in zip(("yes", "no", "maybe"), models[final]["confusion_matrix"]):
+    for cls, counts in zip(labels, models[final]["confusion_matrix"]):
         matrix.add_row(cls, *map(str, counts))
     console.print(matrix)
-    samples(console, results.get("samples", []))
+
+
+def eval_report(console: Console, results: dict) -> None:
+    """Header panel, then per dataset: the metrics table (base / tuned / delta / majority), per-class rows and the
+    confusion matrix for choice tasks, perplexity otherwise, and the sample generations."""
+    evaluations = results["evaluations"]
+    header(console, results.get("run", {}), ", ".join(f"{e['name']} ({e['n']} test items)" for e in evaluations))
+    for evaluation in evaluations:
+        if "labels" in evaluation:
+            _choice_table(console, evaluation)
+        else:
+            table = Table(title=f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items")
+            table.add_column("model")
+            table.add_column("perplexity", justify="right")
+            for name, m in evaluation["models"].items():
+                table.add_row(name, f"{m['perplexity']:.2f}")
+            console.print(table)
+        samples(console, evaluation.get("samples", []))
 
 
 def preview(console: Console, examples: list[tuple[list[str], list[int]]], summary: dict, steps_per_epoch: int) -> None:
@@ -143,8 +150,9 @@ def preview(console: Console, examples: list[tuple[list[str], list[int]]], summa
     grid.add_column()
     length = summary["length"]
     grid.add_row("rows", f"{summary['kept']} of {summary['rows']} kept")
+    grid.add_row("split", f"{summary['split']} (long texts split into {summary['pieces']} pieces of at most max_length)")
     grid.add_row("truncated", f"{summary['truncated']} (context shortened from the left so the answer fits)")
-    grid.add_row("dropped", f"{summary['dropped']} (the answer alone exceeds max_length)")
+    grid.add_row("dropped", f"{summary['dropped']} (the answer or the question cannot fit max_length)")
     grid.add_row("skipped", f"{summary['skipped']} (the task could not format them)")
     grid.add_row("every label masked", str(summary["all_masked"]))
     grid.add_row("tokens a row", f"min {length['min']}, median {length['median']:g}, p95 {length['p95']}, max {length['max']}")

@@ -93,25 +93,28 @@ def _case(i: int, rng: random.Random) -> dict[str, Any]:
     return {"id": f"syn-{i:05d}", "label": label, "question": question, "sections": sections, "long": long_answer}
 
 
-def generate(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`n` raw rows for `task` ("pubmedqa" in the hub schema, "report" as {id, text, specialty})."""
+def _cases(n: int, seed: int):
     rng = random.Random(seed)
+    return [_case(i, rng) for i in range(n)]
+
+
+def pubmedqa_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` PubMedQA-style questions in the hub schema, each answerable from its note."""
     rows = []
-    for i in range(n):
-        case = _case(i, rng)
+    for case in _cases(n, seed):
         s = case["sections"]
-        if task == "pubmedqa":
-            context = [s["CHIEF COMPLAINT"], s["HISTORY OF PRESENT ILLNESS"], s["FINDINGS"]]
-            rows.append(
-                {
-                    "pubid": case["id"],
-                    "question": case["question"],
-                    "context": {"contexts": context, "labels": ["COMPLAINT", "HISTORY", "FINDINGS"]},
-                    "long_answer": case["long"],
-                    "final_decision": case["label"],
-                }
-            )
-        else:
-            text = "\n".join(f"{header}: {body}" for header, body in s.items())
-            rows.append({"id": case["id"], "text": text, "specialty": "General Medicine"})
+        rows.append({
+            "pubid": case["id"],
+            "question": case["question"],
+            "context": {"contexts": [s["CHIEF COMPLAINT"], s["HISTORY OF PRESENT ILLNESS"], s["FINDINGS"]],
+                        "labels": ["COMPLAINT", "HISTORY", "FINDINGS"]},
+            "long_answer": case["long"],
+            "final_decision": case["label"],
+        })
     return rows
+
+
+def report_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` notes as {id, text, specialty}, with section headers."""
+    return [{"id": case["id"], "text": "\n".join(f"{header}: {body}" for header, body in case["sections"].items()),
+             "specialty": "General Medicine"} for case in _cases(n, seed)]

@@ -9,7 +9,7 @@ from typing import Any
 
 from medsft.config import Recipe
 
-ARTIFACTS = ("eval_results.json", "predictions.jsonl", "loss_curves.png", "confusion_matrix.png", "recipe.yaml")
+ARTIFACTS = ("eval_results.json", "predictions.jsonl", "loss_curves.png", "confusion_matrix.png", "recipe.yaml", "split_ids.json")
 
 
 def enabled(recipe: Recipe) -> bool:
@@ -41,10 +41,13 @@ def finish(results: dict | None, eval_loss: float | None, output_dir: str) -> No
 
     if eval_loss is not None:
         mlflow.log_metric("final/eval_loss", eval_loss)
-    for name, metrics in (results or {}).get("models", {}).items():
-        for key in ("accuracy", "macro_f1", "perplexity"):
-            if key in metrics:
-                mlflow.log_metric(f"test/{name}_{key}", metrics[key])
+    evaluations = (results or {}).get("evaluations", [])
+    for evaluation in evaluations:
+        prefix = "test/" + (f"{evaluation['name']}/" if len(evaluations) > 1 else "")
+        for name, metrics in evaluation["models"].items():
+            for key in ("accuracy", "macro_f1", "perplexity"):
+                if key in metrics:
+                    mlflow.log_metric(f"{prefix}{name}_{key}", metrics[key])
     for name in ARTIFACTS:
         path = Path(output_dir) / name
         if path.is_file():

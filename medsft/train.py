@@ -9,13 +9,25 @@ from typing import Any
 
 import yaml
 
-from medsft import checkpoints, data, models
+from medsft import checkpoints, data, encode, mixture, models, splits
 from medsft.config import Recipe
 from medsft.errors import UserError
 
 RECIPE_FILE = "recipe.yaml"
+EVAL_FILE = "evaluation.yaml"  # marks a folder holding an evaluation without training
 # Keys that make two runs different runs; anything else (steps, logging, resume) may change between restarts.
-IDENTITY = ("task", "dataset_name", "dataset_config", "model_name_or_path", "use_peft", "section", "prompt_style")
+IDENTITY = ("task", "dataset_name", "dataset_config", "data_files", "dataset_mixture", "model_name_or_path", "use_peft",
+            "section", "prompt_style", "prompt_template", "completion_template")
+
+
+def differs(recipe: Recipe, saved: Path) -> str | None:
+    """The first identity key on which the run recorded in `saved` (a recipe.yaml) differs from this recipe."""
+    previous = yaml.safe_load(saved.read_text()) or {}
+    current = recipe.resolved()
+    for key in IDENTITY:
+        if previous.get(key) != current.get(key):
+            return f"{key}: {previous.get(key)!r} there, {current.get(key)!r} now"
+    return None
 
 
 def check_output_dir(recipe: Recipe) -> None:
@@ -26,57 +38,95 @@ def check_output_dir(recipe: Recipe) -> None:
     saved = out / RECIPE_FILE
     if not saved.is_file():
         raise UserError(f"output_dir {out} is not empty and holds no medsft run; choose another output_dir or pass --overwrite_output_dir true")
-    previous = yaml.safe_load(saved.read_text()) or {}
-    current = recipe.resolved()
-    for key in IDENTITY:
-        if previous.get(key) != current.get(key):
-            raise UserError(
-                f"output_dir {out} holds a different run ({key}: {previous.get(key)!r} there, {current.get(key)!r} now); "
-                "choose another output_dir or pass --overwrite_output_dir true"
-            )
+    why = differs(recipe, saved)
+    if why:
+        raise UserError(f"output_dir {out} holds a different run ({why}); choose another output_dir or pass --overwrite_output_dir true")
+
+
+def trained_run(recipe: Recipe) -> Path | None:
+    """output_dir when it holds a trained run of this recipe's model and data (what `eval` scores), else None."""
+    out = Path(recipe.training.output_dir)
+    weights = (out / "adapter_config.json").is_file() or (out / "config.json").is_file()
+    if weights and (out / RECIPE_FILE).is_file() and differs(recipe, out / RECIPE_FILE) is None:
+        return out
+    return None
+
+
+def eval_dir(recipe: Recipe) -> Path:
+    """Where an evaluation without a trained run writes: the output_dir the command line names (new, empty or an
+    earlier evaluation), else outputs/eval/<run>-<model>; a training output_dir is never touched."""
+    out = Path(recipe.training.output_dir)
+    if "output_dir" in recipe.given and out.suffix != ".yaml":
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVAL_FILE).is_file())):
+            raise UserError(f"output_dir {out} holds something other than a medsft evaluation; name a new or empty folder")
+        return out
+    model = str(recipe.model.model_name_or_path).rstrip("/").split("/")[-1]
+    return out.parent / "eval" / f"{out.name}-{model}"
 
 
 @dataclass
 class Prepared:
     model: Any  # a path for from_pretrained, or a model object (scratch)
     tokenizer: Any
-    splits: dict[str, list[dict]]
+    datasets: list[data.Dataset]
     train_dataset: Any
     eval_dataset: Any
-    stats: dict[str, data.EncodeStats] = field(default_factory=dict)
+    stats: dict[str, encode.EncodeStats] = field(default_factory=dict)
 
 
-def prepare(recipe: Recipe) -> Prepared:
+def no_training_rows(stats: encode.EncodeStats, max_length: int | None) -> UserError:
+    if stats.rows == 0:
+        return UserError("no training rows: every dataset is test-only or has weight 0")
+    if stats.dropped == 0:
+        return UserError(f"none of the {stats.rows} training rows could be formatted by the task "
+                         "(e.g. a section that is in no note); check the task's keys")
+    return UserError(f"max_length {max_length} is too small to hold any answer: all {stats.rows} training rows were "
+                     f"dropped ({stats.dropped} too long for their answer and question, {stats.skipped} unformattable); raise max_length")
+
+
+def load_tokenizer(recipe: Recipe, name: str):
+    tokenizer = models.load_tokenizer(name, recipe.model.model_revision, recipe.training.trust_remote_code)
+    models.configure_tokenizer(tokenizer, recipe.training)
+    return tokenizer
+
+
+def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
     """Everything training needs, loaded and formatted exactly as training will see it; writes nothing."""
     script, args, model_args = recipe.script, recipe.training, recipe.model
-    rows = data.load_rows(script, args.seed)
-    splits = data.split(rows, script, args.seed)
+    datasets = data.load(mixture.specs(script, args), saved)
     if model_args.model_name_or_path == models.SCRATCH:
-        texts = [data.format_row(r, script) for r in splits["train"]]
-        texts = [t["prompt"] + t["completion"] for t in texts if t]
-        model, tokenizer = models.build_scratch(texts, script.scratch_config, args.max_length)
+        model, tokenizer = models.build_scratch(data.texts(datasets), script.scratch_config, args.max_length, args.seed)
+        models.configure_tokenizer(tokenizer, args)
     else:
         model = models.resolve(model_args.model_name_or_path)
-        tokenizer = models.load_tokenizer(model, model_args.model_revision, args.trust_remote_code)
-    train_dataset, train_stats = data.encode(splits["train"], script, tokenizer, args.max_length)
+        tokenizer = load_tokenizer(recipe, model)
+    if "assistant_only_loss" in recipe.given and args.assistant_only_loss and not any(
+            data.needs_chat_template(data.examples(d, "train")) for d in datasets):
+        raise UserError("assistant_only_loss: true needs conversational data (messages, or prompt/completion message lists)")
+    encoder = encode.Encoder(tokenizer, args.max_length, args.completion_only_loss is not False, args.assistant_only_loss)
+    train_dataset, train_stats = data.encoded(datasets, "train", encoder, args.dataset_num_proc, args.seed)
     if train_dataset is None:
-        raise UserError(
-            f"max_length {args.max_length} is too small to hold any answer: all {train_stats.rows} training rows "
-            f"were dropped ({train_stats.dropped} too long, {train_stats.skipped} unformattable); raise max_length"
-        )
+        raise no_training_rows(train_stats, args.max_length)
     eval_dataset, eval_stats = None, None
-    if args.eval_strategy != "no" and splits["eval"]:
-        eval_dataset, eval_stats = data.encode(splits["eval"], script, tokenizer, args.max_length)
+    if args.eval_strategy != "no" and any(d.parts["eval"] for d in datasets):
+        eval_dataset, eval_stats = data.encoded(datasets, "eval", encoder, args.dataset_num_proc, args.seed)
     stats = {"train": train_stats} | ({"eval": eval_stats} if eval_stats else {})
-    return Prepared(model, tokenizer, splits, train_dataset, eval_dataset, stats)
+    return Prepared(model, tokenizer, datasets, train_dataset, eval_dataset, stats)
 
 
 def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
+    import copy
+
     from trl import get_peft_config, get_quantization_config
 
-    from medsft.trainer import MedsftTrainer
+    from medsft.trainer import MedsftTrainer, packed_rows
 
-    args, model_args = recipe.training, recipe.model
+    model_args = recipe.model
+    # medsft tokenized the rows, applied the chat template and built the loss mask: TRL must not redo any of it.
+    args = copy.copy(recipe.training)
+    args.assistant_only_loss, args.chat_template_path, args.eos_token = False, None, None
+    if args.padding_free and not args.packing:
+        args.max_length = None  # every row fits already; TRL refuses padding_free with a max_length it cannot enforce
     if isinstance(prepared.model, str):
         init = dict(
             revision=model_args.model_revision,
@@ -85,7 +135,7 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
             dtype=model_args.dtype or "float32",  # bf16 autocast wants fp32 master weights
         )
         args.model_init_kwargs = {**init, **(args.model_init_kwargs or {})}
-    return MedsftTrainer(
+    trainer = MedsftTrainer(
         model=prepared.model,
         args=args,
         train_dataset=prepared.train_dataset,
@@ -95,6 +145,9 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
         quantization_config=get_quantization_config(model_args),  # QLoRA; CUDA only, refused on CPU up front
         callbacks=list(callbacks),
     )
+    if args.packing and not args.padding_free:
+        trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)
+    return trainer
 
 
 @dataclass
@@ -121,6 +174,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     if trainer.accelerator.is_main_process:  # first: a run killed mid-way is still recognised as this run
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        splits.write_ids(args.output_dir, {d.spec.name: d.parts for d in prepared.datasets})
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
@@ -160,29 +214,31 @@ def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
     return state.get("global_step"), (runtimes[-1] if runtimes else None)
 
 
-def load_trained(recipe: Recipe):
-    """(model, tokenizer) for evaluation: base + the adapter in output_dir when there is one, else the base."""
+def load_trained(recipe: Recipe, run: Path | None):
+    """(model, tokenizer) for evaluation: the run's full model, or the base + the run's adapter, with the run's
+    tokenizer (its chat template and EOS); without a run, the base model."""
     from transformers import AutoModelForCausalLM
 
-    out = Path(recipe.training.output_dir)
     model_args = recipe.model
-    if (out / "config.json").is_file():  # a full fine-tune or a scratch model saved as a whole
-        return AutoModelForCausalLM.from_pretrained(out), models.load_tokenizer(str(out))
+    if run is not None and (run / "config.json").is_file():  # a full fine-tune or a scratch model saved as a whole
+        return AutoModelForCausalLM.from_pretrained(run), load_tokenizer(recipe, str(run))
     path = models.resolve(model_args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(
         path, revision=model_args.model_revision, trust_remote_code=recipe.training.trust_remote_code, dtype="float32"
     )
-    if (out / "adapter_config.json").is_file():
-        from peft import PeftModel
+    if run is None:
+        return model, load_tokenizer(recipe, path)
+    from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, out)
-    return model, models.load_tokenizer(path, model_args.model_revision, recipe.training.trust_remote_code)
+    tokenizer_from = str(run) if (run / "tokenizer_config.json").is_file() else path
+    return PeftModel.from_pretrained(model, run), load_tokenizer(recipe, tokenizer_from)
 
 
-def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]], write: bool,
+def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset], out: str | None,
                  run: dict | None = None, track_for=None) -> dict:
-    """Score the test split before and after; write eval_results.json (with `run`, what produced it) and
-    predictions.jsonl into output_dir. track_for(model_name) gives a progress wrapper for the batches."""
+    """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
+    and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
+    progress wrapper for the batches."""
     import json
 
     import torch
@@ -192,15 +248,20 @@ def evaluate_run(recipe: Recipe, model, tokenizer, splits: dict[str, list[dict]]
     args = recipe.training
     device = "cuda" if torch.cuda.is_available() and not args.use_cpu else "cpu"
     model.to(device)
+    settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
+                                 recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
+    evaluations, predictions = [], []
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
-        results, predictions = evaluate.before_and_after(
-            model, tokenizer, splits["test"], splits["train"], recipe.script, args.max_length,
-            args.per_device_eval_batch_size, args.seed, track_for=track_for, dev_rows=splits["eval"],
-        )
-    results = {"run": run or {}, **results}
-    if write:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
-        (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+        for dataset in datasets:
+            if not dataset.parts["test"]:
+                continue
+            result, rows = evaluate.before_and_after(model, tokenizer, dataset, settings, track_for)
+            evaluations.append(result)
+            predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
+    results = {"run": run or {}, "evaluations": evaluations}
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
     return results

@@ -1,11 +1,18 @@
-"""PubMedQA: abstract + question -> yes / no / maybe (and optionally the long answer)."""
+"""PubMedQA: abstract + question -> yes / no / maybe (and optionally the long answer), on the official split."""
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+from medsft.tasks.base import Example, Task
 
 CHOICES = ("yes", "no", "maybe")
 REQUIRED = ("question", "contexts", "final_decision")
+# The official 500 test PMIDs and 10 folds of the other 500 (public, MIT): the hub copy gets the same split.
+SPLIT_FILE = Path(__file__).with_name("pubmedqa_split.json")
 
 
 def normalize(raw: dict[str, Any], key: str | None = None) -> dict[str, Any]:
@@ -47,16 +54,22 @@ def normalize(raw: dict[str, Any], key: str | None = None) -> dict[str, Any]:
     return row
 
 
+def question_cue(row: dict[str, Any], style: str = "medsft") -> str:
+    if style == "lm_eval":
+        return "\nQuestion: " + row["question"] + "\nAnswer:"
+    return f"\n\nQuestion: {row['question']}\nAnswer (yes, no or maybe):"
+
+
 def prompt(row: dict[str, Any], style: str = "medsft") -> str:
     if style == "lm_eval":  # lm-evaluation-harness pubmedqa doc_to_text, character for character
-        return "Abstract: " + "\n".join(row["contexts"]) + "\nQuestion: " + row["question"] + "\nAnswer:"
+        return "Abstract: " + "\n".join(row["contexts"]) + question_cue(row, style)
     labels = row.get("labels") or []
     if len(labels) == len(row["contexts"]):
         sections = [f"{label.capitalize()}: {text}" for label, text in zip(labels, row["contexts"])]
     else:
         sections = list(row["contexts"])
     # The question comes last so that left-truncation of a long abstract never removes it.
-    return "Abstract:\n" + "\n".join(sections) + f"\n\nQuestion: {row['question']}\nAnswer (yes, no or maybe):"
+    return "Abstract:\n" + "\n".join(sections) + question_cue(row, style)
 
 
 def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: bool = False) -> dict[str, str]:
@@ -64,3 +77,42 @@ def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: 
     if include_long_answer and row.get("long_answer"):
         completion += ". " + row["long_answer"]
     return {"prompt": prompt(row, style), "completion": completion}
+
+
+@cache
+def official_ids() -> dict[str, Any]:
+    return json.loads(SPLIT_FILE.read_text())
+
+
+class PubMedQA(Task):
+    name = "pubmedqa"
+    options = ("prompt_style", "calibrate", "include_long_answer")
+    choices = True
+    split_sizes = (0.05, 0.5)  # PubMedQA's own proportions where the ids are not the official ones: 450 / 50 / 500
+
+    def row(self, raw, key):
+        return normalize(raw, key)
+
+    def example(self, row):
+        formatted = format_row(row, self.spec.prompt_style, self.spec.include_long_answer)
+        return Example(formatted["prompt"], formatted["completion"], cue=question_cue(row, self.spec.prompt_style))
+
+    def labels(self):
+        return list(CHOICES)
+
+    def gold(self, row):
+        return row.get("final_decision")
+
+    def continues(self):
+        return self.spec.include_long_answer
+
+    def cli_row(self, question, context):
+        return {"id": "cli", "question": question, "contexts": [context], "labels": [], "final_decision": None}
+
+    def official_split(self):
+        return official_ids()
+
+    def synthetic(self, n, seed):
+        from medsft import synthetic
+
+        return synthetic.pubmedqa_rows(n, seed)

@@ -1,0 +1,215 @@
+"""Formatted examples -> token ids and labels, as training and evaluation both see them.
+
+The answer is never cut. A string prompt that does not fit is shortened from the left down to its cue (the
+question and answer cue), keeping a leading BOS; a conversation loses its oldest turns. A row whose answer or cue
+cannot fit is dropped and counted. Language modelling keeps all the text: a long row is split into max_length
+pieces. Chats are rendered with the tokenizer's chat template to ids directly (one BOS, as the server does);
+assistant turns are trained through their end-of-turn token, and the EOS ends every string completion.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from medsft.tasks import Example
+
+IGNORE = -100
+
+
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """The chat template rendered straight to ids: never text tokenized again, which doubles a template's BOS."""
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                              return_dict=False))
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
+    return chat_ids(tokenizer, prompt, True) if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
+
+
+def protected(tokenizer, prompt: str, cue: str, ids: list[int]) -> int:
+    """How many tokens at the end of `ids` (the tokenized prompt) spell the cue."""
+    if not cue or not prompt.endswith(cue):
+        return 0
+    start = len(prompt) - len(cue)
+    if tokenizer.is_fast:
+        offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+        first = next((k for k, (_, end) in enumerate(offsets) if end > start), len(ids))
+        return len(ids) - first
+    return len(tokenizer(cue, add_special_tokens=False)["input_ids"])
+
+
+def fit_prompt(ids: list[int], keep: int, room: int, bos_token_id: int | None) -> list[int] | None:
+    """The last `room` tokens of a prompt with a leading BOS kept; None when the last `keep` tokens do not fit."""
+    if len(ids) <= room:
+        return ids
+    bos = 1 if ids and ids[0] == bos_token_id else 0
+    if room - bos < max(keep, 1):
+        return None
+    return ids[:bos] + ids[len(ids) - (room - bos) :]
+
+
+def through_eos(mask: list[int], ids: list[int], eos: int) -> list[int]:
+    """Each trained span ends at its last EOS: a chat template's newline after the end-of-turn token is not trained."""
+    out, k = list(mask), 0
+    while k < len(out):
+        if not out[k]:
+            k += 1
+            continue
+        end = k
+        while end < len(out) and out[end]:
+            end += 1
+        last = max((j for j in range(k, end) if ids[j] == eos), default=None)
+        if last is not None:
+            out[last + 1 : end] = [0] * (end - last - 1)
+        k = end
+    return out
+
+
+@dataclass
+class Encoder:
+    tokenizer: object
+    max_length: int | None
+    completion_only: bool = True
+    assistant_only: bool = True
+    generation_markers: bool = field(default=False)
+
+    def __post_init__(self):
+        from trl.chat_template_utils import has_generation_markers
+
+        template = getattr(self.tokenizer, "chat_template", None)
+        self.generation_markers = bool(template) and has_generation_markers(template)
+
+    def __call__(self, example: Example) -> tuple[list[dict], str]:
+        """([{input_ids, labels}, ...], status): status is ok, truncated, split (several pieces) or dropped."""
+        if example.messages is not None:
+            return self._conversation(example.messages)
+        if isinstance(example.prompt, list):
+            return self._chat_pair(example.prompt, example.completion)
+        tok = self.tokenizer
+        if example.text:
+            ids = tok(example.completion)["input_ids"] + [tok.eos_token_id]
+            step = self.max_length or len(ids)
+            pieces = [ids[i : i + step] for i in range(0, len(ids), step)]
+            return [self._row(p, [1] * len(p)) for p in pieces], ("split" if len(pieces) > 1 else "ok")
+        prompt = tok(example.prompt)["input_ids"] if example.prompt else []
+        completion = tok(example.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        status = "ok"
+        if self.max_length is not None and len(prompt) + len(completion) > self.max_length:
+            keep = protected(tok, example.prompt, example.cue, prompt) if example.prompt else 0
+            prompt = fit_prompt(prompt, keep, self.max_length - len(completion), tok.bos_token_id)
+            if prompt is None:
+                return [], "dropped"
+            status = "truncated"
+        trained = [0 if self.completion_only else 1] * len(prompt) + [1] * len(completion)
+        return [self._row(prompt + completion, trained)], status
+
+    def _row(self, ids: list[int], trained: list[int]) -> dict:
+        return {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, trained)]}
+
+    def _chat_pair(self, prompt: list[dict], completion: list[dict]) -> tuple[list[dict], str]:
+        status = "ok"
+        while True:
+            head = chat_ids(self.tokenizer, prompt, True)
+            ids = chat_ids(self.tokenizer, prompt + completion)
+            if self.max_length is None or len(ids) <= self.max_length:
+                break
+            prompt, status = _drop_oldest_turn(prompt), "truncated"
+            if prompt is None:
+                return [], "dropped"
+        start = next((k for k, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
+        mask = [0 if self.completion_only else 1] * start + [1] * (len(ids) - start)
+        if self.completion_only:
+            mask = through_eos(mask, ids, self.tokenizer.eos_token_id)
+        return [self._row(ids, mask)], status
+
+    def _conversation(self, messages: list[dict]) -> tuple[list[dict], str]:
+        status = "ok"
+        while True:
+            ids = chat_ids(self.tokenizer, messages)
+            if self.max_length is None or len(ids) <= self.max_length:
+                break
+            messages, status = _drop_oldest_turn(messages, keep_last=1), "truncated"
+            if messages is None or not any(m["role"] == "assistant" for m in messages):
+                return [], "dropped"
+        mask = self._assistant_mask(messages, ids) if self.assistant_only else [1] * len(ids)
+        if not any(mask):
+            return [], "dropped"
+        return [self._row(ids, mask)], status
+
+    def _assistant_mask(self, messages: list[dict], ids: list[int]) -> list[int]:
+        tok = self.tokenizer
+        if self.generation_markers:  # the template marks the assistant tokens itself
+            mask = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)["assistant_masks"]
+        else:  # each assistant turn is what its rendering adds to the conversation before it
+            mask = [0] * len(ids)
+            for i, message in enumerate(messages):
+                if message["role"] != "assistant":
+                    continue
+                before, through = chat_ids(tok, messages[:i], True) if i else [], chat_ids(tok, messages[: i + 1])
+                if ids[: len(through)] != through or through[: len(before)] != before:
+                    raise ValueError("the chat template renders a turn differently once later turns follow, so the "
+                                     "assistant tokens cannot be located; use a template with {% generation %} markers "
+                                     "(chat_template_path) or assistant_only_loss: false")
+                mask[len(before) : len(through)] = [1] * (len(through) - len(before))
+        return through_eos(list(mask), ids, tok.eos_token_id)
+
+
+def _drop_oldest_turn(messages: list[dict], keep_last: int = 1) -> list[dict] | None:
+    """The conversation without its oldest non-system turn (and any assistant turn left leading); None when only
+    the system message and the last `keep_last` messages remain."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(system) :]
+    if len(rest) <= keep_last + 1:
+        return None
+    rest = rest[1:]
+    while rest and rest[0]["role"] == "assistant" and len(rest) > keep_last:
+        rest = rest[1:]
+    return system + rest
+
+
+@dataclass
+class EncodeStats:
+    rows: int = 0
+    kept: int = 0  # rows that train (a split row counts once)
+    truncated: int = 0  # context shortened so the answer fits
+    dropped: int = 0  # the answer or the question/answer cue cannot fit in max_length
+    skipped: int = 0  # the task could not format the row (e.g. the named section is absent)
+    split: int = 0  # long texts split into max_length pieces
+    pieces: int = 0  # the rows those became
+    lengths: list[int] = field(default_factory=list)
+
+
+def _encode_batch(batch: dict, indices: list[int], encoder: Encoder) -> dict:
+    out = {"input_ids": [], "labels": [], "status": [], "source": []}
+    for text, index in zip(batch["example"], indices):
+        rows, status = encoder(Example(**json.loads(text))) if text else ([], "skipped")
+        for row in rows or [{"input_ids": [], "labels": []}]:
+            out["input_ids"].append(row["input_ids"])
+            out["labels"].append(row["labels"])
+            out["status"].append(status)
+            out["source"].append(index)
+    return out
+
+
+def encode(examples: list[Example | None], encoder: Encoder, num_proc: int | None = None):
+    """Examples (None: unformattable) -> (datasets.Dataset of input_ids / labels or None, EncodeStats).
+    num_proc > 1 tokenizes in that many processes (SFTConfig's dataset_num_proc)."""
+    from datasets import Dataset
+
+    source = Dataset.from_dict({"example": [json.dumps(asdict(e)) if e is not None else "" for e in examples]})
+    encoded = source.map(_encode_batch, batched=True, with_indices=True, fn_kwargs={"encoder": encoder}, remove_columns=["example"],
+                         num_proc=num_proc if num_proc and num_proc > 1 and len(examples) > 1 else None)
+    status, sources = encoded["status"], encoded["source"]
+    stats = EncodeStats(rows=len(examples))
+    for name in ("dropped", "skipped", "truncated"):
+        setattr(stats, name, status.count(name))
+    stats.pieces = status.count("split")
+    stats.split = len({src for src, s in zip(sources, status) if s == "split"})
+    stats.kept = stats.rows - stats.dropped - stats.skipped
+    keep = [i for i, s in enumerate(status) if s not in ("dropped", "skipped")]
+    if not keep:
+        return None, stats
+    kept = encoded.select(keep).remove_columns(["status", "source"])
+    stats.lengths = [len(x) for x in kept["input_ids"]]
+    return kept, stats

@@ -1,0 +1,144 @@
+"""What a task is: a row's schema, its formatting (the one function training and evaluation share), its choices
+and scoring when it is a classification, and its split rules. Everything task-specific lives in its module."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from medsft.errors import UserError
+
+# DataFields keys that only some tasks read; a task refuses those it does not use rather than ignoring them.
+TASK_OPTIONS = (
+    "prompt_style", "calibrate", "include_long_answer", "section", "prompt_template", "completion_template",
+    "question_field", "options_field", "option_fields", "answer_field", "choice_labels", "include_option_text",
+    "explanation_field", "dataset_text_field",
+)
+
+
+@dataclass
+class Example:
+    """One formatted row. `prompt` (masked) + `completion` (trained): strings, or message lists (conversational).
+    `messages` instead: a whole conversation. `cue`: the end of a string prompt that truncation must never cut
+    (the question and the answer cue); `text`: language modelling, long rows are split rather than cut."""
+
+    prompt: str | list[dict] = ""
+    completion: str | list[dict] = ""
+    messages: list[dict] | None = None
+    cue: str = ""
+    text: bool = False
+
+
+class Task:
+    name: ClassVar[str]
+    options: ClassVar[tuple[str, ...]] = ()  # the TASK_OPTIONS this task reads
+    choices: ClassVar[bool] = False  # a classification scored by the log-likelihood of each choice
+    split_sizes: ClassVar[tuple[float, float]] = (0.05, 0.1)  # (dev, test) carved where the data has neither
+
+    def __init__(self, spec):
+        self.spec = spec
+        defaults = {f.name: f.default for f in fields(spec)}
+        for key in TASK_OPTIONS:
+            if key not in self.options and getattr(spec, key) != defaults[key]:
+                raise UserError(f"{key} does nothing for task {self.name}; remove it (or choose a task that reads it)")
+
+    # --- rows ---------------------------------------------------------------------------------------------------
+    def row(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        """A source row in the task's schema, with an "id". KeyError(field) for a missing field, ValueError(why)."""
+        return {**raw, "id": str(raw["id"]) if raw.get("id") is not None else key}
+
+    def prepare(self, rows: list[dict]) -> list[dict]:
+        """All rows at once, after `row` (e.g. to drop duplicates)."""
+        return rows
+
+    def example(self, row: dict[str, Any]) -> Example | None:
+        """The row formatted; None when the task cannot format it (it is skipped and counted)."""
+        raise NotImplementedError
+
+    def samples(self, rows: list[dict], n: int, seed: int, prompts: list[str] | None = None) -> list[dict]:
+        """[{input, prompt, gold?}] for the sample generations: the recipe's prompts, else a stratified handful of
+        test items (input: the prompt as the model gets it, a string or messages; prompt: its text; gold: the
+        reference), else the opening words of test texts."""
+        if n <= 0:
+            return []
+        if prompts:
+            return [{"input": p, "prompt": p} for p in prompts[:n]]
+        out = []
+        for example in (self.example(r) for r in stratified_sample(rows, n, seed, self.gold)):
+            if example is None:
+                continue
+            if example.messages is not None:
+                last = max((i for i, m in enumerate(example.messages) if m["role"] == "assistant"), default=None)
+                if last:
+                    out.append({"input": example.messages[:last], "prompt": example.messages[last - 1]["content"],
+                                "gold": example.messages[last]["content"]})
+            elif example.text:
+                opening = " ".join(example.completion.split()[:12])
+                out.append({"input": opening, "prompt": opening})
+            elif isinstance(example.prompt, list):
+                out.append({"input": example.prompt, "prompt": example.prompt[-1]["content"],
+                            "gold": "".join(m["content"] for m in example.completion)})
+            else:
+                out.append({"input": example.prompt, "prompt": example.prompt, "gold": example.completion})
+        return out
+
+    def synthetic(self, n: int, seed: int) -> list[dict]:
+        raise UserError(f"dataset_name: synthetic is built for the pubmedqa and report tasks, not {self.name}")
+
+    # --- classification -----------------------------------------------------------------------------------------
+    def labels(self) -> list[str]:
+        """Every label, in the order of the metrics tables."""
+        raise NotImplementedError
+
+    def row_labels(self, row: dict) -> list[str]:
+        """The labels this row offers."""
+        return self.labels()
+
+    def continuation(self, label: str) -> str:
+        """What follows the prompt when `label` is the answer (scored, and the start of the trained completion)."""
+        return " " + label
+
+    def gold(self, row: dict) -> str | None:
+        return None
+
+    def continues(self) -> bool:
+        """Whether the trained completion goes on after the choice (an explanation the model can write)."""
+        return False
+
+    def cli_row(self, question: str, context: str) -> dict:
+        """A row for `medsft generate --question`."""
+        raise UserError(f"task {self.name} does not answer --question")
+
+    # --- splits -------------------------------------------------------------------------------------------------
+    def official_split(self) -> dict[str, Any] | None:
+        """{"test": ids, "folds": [ids, ...]} known for this task's data, used where the data has no test split."""
+        return None
+
+
+def stratified_sample(rows: list[dict], n: int, seed: int, label=lambda r: None) -> list[dict]:
+    """n rows keeping the label proportions (a test file may be sorted by label: never take its first n)."""
+    if n >= len(rows):
+        return list(rows)
+    rng = random.Random(seed)
+    groups: dict[Any, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(label(r), []).append(r)
+    picked = []
+    for _, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        picked += rng.sample(group, min(round(n * len(group) / len(rows)), len(group)))
+    rng.shuffle(picked)
+    return picked[:n]
+
+
+def render(template: str, row: dict, what: str) -> str:
+    """`template` with {field} placeholders filled from the row; KeyError(field) when the row lacks one."""
+    try:
+        return template.format_map(_Fields(row))
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{what} {template!r} is not a valid template: {e}") from None
+
+
+class _Fields(dict):
+    def __missing__(self, key):
+        raise KeyError(key)
