@@ -1,12 +1,14 @@
-"""medsft's PubMedQA evaluation against lm-evaluation-harness on the same model and items, side by side.
+"""medsft's choice scoring against lm-evaluation-harness on the same model and items, side by side.
 
     pip install -e ".[bench]"
-    python bench/eval_speed.py [--limit N] [--batch 8] [--compare OUTPUT_DIR/predictions.jsonl]
+    python bench/eval_speed.py [--benchmark medqa|pubmedqa] [--limit N] [--batch 8] [--compare OUTPUT_DIR/predictions.jsonl]
 
-Both score the official test split (all 500 items, or a stratified `--limit`) with lm-eval's pubmedqa prompt:
-medsft with `prompt_style: lm_eval` (fp32, and bf16 autocast), lm-eval through its `hf` model with a local task
-YAML whose `dataset_path: json` points at a JSONL of the same items (nothing is downloaded). Prints accuracy,
-macro-F1, per-item agreement with lm-eval and the wall-time ratio.
+medqa: MedQA-USMLE's 1273 test items (`../shared/data/mcq/medqa.jsonl`), lm-eval's `medqa_4options` prompt.
+pubmedqa: PubMedQA's official 500 test items, lm-eval's `pubmedqa` prompt.
+Both sides score the same items with lm-eval's prompt: medsft through its own data layer and task (`prompt_style:
+lm_eval`), in fp32 and with bf16 autocast; lm-eval through its `hf` model with a local task YAML whose
+`dataset_path: json` points at a JSONL of the same items (nothing is downloaded). Prints accuracy, macro-F1, per-item
+agreement with lm-eval and the wall-time ratio.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import json
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,13 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medsft import data, evaluate, metrics, models  # noqa: E402
-from medsft.config import MedsftArguments  # noqa: E402
-from medsft.tasks.pubmedqa import CHOICES  # noqa: E402
+from medsft.arguments import DataSpec  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
+SHARED = ROOT.parent / "shared" / "data"
+BENCHMARKS = {
+    "medqa": {
+        "spec": DataSpec(task="medqa", data_files={"test": str(SHARED / "mcq" / "medqa.jsonl")}, prompt_style="lm_eval"),
+        "item": lambda r: {"id": r["id"], "question": r["question"], "options": r["options"], "answer": r["answer"]},
+        "choices": ["A", "B", "C", "D"],
+        "target": 'doc["answer"]',
+        # lm-eval's medqa_4options doc_to_text (preprocess_medqa.py), over this file's field names
+        "text": 'answers = "".join(f"{k}. {v}\\n" for k, v in doc["options"].items())\n'
+                '    return f"Question: {doc[\'question\']}\\n{answers}Answer:"',
+    },
+    "pubmedqa": {
+        "spec": DataSpec(task="pubmedqa", dataset_name=str(SHARED / "pubmedqa" / "ori_pqal.json"), prompt_style="lm_eval"),
+        "item": lambda r: {"id": r["id"], "QUESTION": r["question"], "CONTEXTS": r["contexts"], "answer": r["final_decision"]},
+        "choices": ["yes", "no", "maybe"],
+        "target": 'doc["answer"]',
+        # lm-eval's pubmedqa doc_to_text
+        "text": 'return "Abstract: " + "\\n".join(doc["CONTEXTS"]) + "\\nQuestion: " + doc["QUESTION"] + "\\nAnswer:"',
+    },
+}
 
 TASK_YAML = """\
-task: pubmedqa_local
+task: medsft_local
 dataset_path: json
 dataset_kwargs:
   data_files:
@@ -39,8 +58,8 @@ dataset_kwargs:
 test_split: test
 output_type: multiple_choice
 doc_to_text: !function prompt.doc_to_text
-doc_to_target: final_decision
-doc_to_choice: ["yes", "no", "maybe"]
+doc_to_target: !function prompt.doc_to_target
+doc_to_choice: {choices}
 metric_list:
   - metric: acc
     aggregation: mean
@@ -49,75 +68,81 @@ metadata:
   version: 1.0
 """
 
-# lm-eval's pubmedqa doc_to_text, restated: "Abstract: " + contexts joined by newlines + question + "Answer:".
-PROMPT_PY = textwrap.dedent('''\
-    def doc_to_text(doc):
-        return "Abstract: " + "\\n".join(doc["CONTEXTS"]) + "\\nQuestion: " + doc["QUESTION"] + "\\nAnswer:"
-''')
+PROMPT_PY = """\
+CHOICES = {choices}
 
 
-def test_rows(limit: int | None) -> list[dict]:
-    args = MedsftArguments(dataset_name=str(DATA), prompt_style="lm_eval", max_test_samples=limit)
-    return data.split(data.load_rows(args, seed=0), args, seed=0)["test"]
+def doc_to_text(doc):
+    {text}
 
 
-def run_lm_eval(model_path: str, rows: list[dict], batch: int, workdir: Path) -> tuple[list[str], float]:
+def doc_to_target(doc):
+    return CHOICES.index({target})
+"""
+
+
+def run_lm_eval(model_path: str, bench: dict, rows: list[dict], batch: int, workdir: Path) -> tuple[list[str], float]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    items = workdir / "pubmedqa_test.jsonl"
-    items.write_text("".join(json.dumps({"id": r["id"], "QUESTION": r["question"], "CONTEXTS": r["contexts"],
-                                         "final_decision": r["final_decision"]}) + "\n" for r in rows))
-    (workdir / "pubmedqa_local.yaml").write_text(TASK_YAML.format(data=items))
-    (workdir / "prompt.py").write_text(PROMPT_PY)
+    items = workdir / "items.jsonl"
+    items.write_text("".join(json.dumps(bench["item"](r)) + "\n" for r in rows))
+    (workdir / "medsft_local.yaml").write_text(TASK_YAML.format(data=items, choices=json.dumps(bench["choices"])))
+    (workdir / "prompt.py").write_text(PROMPT_PY.format(choices=bench["choices"], text=bench["text"], target=bench["target"]))
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_path},dtype=float32", tasks=["pubmedqa_local"],
+        model="hf", model_args=f"pretrained={model_path},dtype=float32", tasks=["medsft_local"],
         task_manager=TaskManager(include_path=str(workdir)), batch_size=batch, device="cpu", log_samples=True,
     )
     seconds = time.perf_counter() - start
-    samples = sorted(out["samples"]["pubmedqa_local"], key=lambda s: s["doc_id"])
-    predictions = [CHOICES[max(range(3), key=lambda j: s["filtered_resps"][j][0])] for s in samples]
-    return predictions, seconds
+    samples = sorted(out["samples"]["medsft_local"], key=lambda s: s["doc_id"])
+    choices = bench["choices"]
+    return [choices[max(range(len(choices)), key=lambda j: s["filtered_resps"][j][0])] for s in samples], seconds
 
 
-def run_medsft(model, tokenizer, rows: list[dict], batch: int, bf16: bool) -> tuple[list[str], float]:
-    args = MedsftArguments(prompt_style="lm_eval")
+def run_medsft(model, tokenizer, dataset, batch: int, bf16: bool) -> tuple[list[str], float]:
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        results = evaluate.score_pubmedqa(model, tokenizer, rows, args, max_length=None, batch_size=batch)
+        results = evaluate.score_choices(model, tokenizer, dataset.task, dataset.parts["test"], None, batch)
     return [r["prediction"] for r in results], time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=None, help="stratified subset of the 500 test items")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="medqa")
+    parser.add_argument("--limit", type=int, default=None, help="stratified subset of the test items")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--compare", type=Path, default=None,
                         help="predictions.jsonl of `python -m medsft eval ... --prompt_style lm_eval`: its base predictions "
                              "are compared with lm-eval's item by item")
     args = parser.parse_args()
-    if not DATA.is_file():
-        sys.exit(f"needs the PubMedQA data at {DATA}")
+    bench = BENCHMARKS[args.benchmark]
+    spec = bench["spec"]
+    spec.name, spec.max_test_samples = args.benchmark, args.limit
+    try:
+        dataset = data.load([spec])[0]
+    except Exception as e:
+        sys.exit(f"needs the data in {SHARED}: {e}")
     from transformers import AutoModelForCausalLM
 
-    rows = test_rows(args.limit)
-    gold = [r["final_decision"] for r in rows]
+    rows = dataset.parts["test"]
+    gold = [dataset.task.gold(r) for r in rows]
+    labels = dataset.task.labels()
     path = models.resolve("smollm2-135m-instruct")
     tokenizer = models.load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
 
     with tempfile.TemporaryDirectory() as tmp:
-        lm_preds, lm_seconds = run_lm_eval(path, rows, args.batch, Path(tmp))
-    ours = {"medsft fp32": run_medsft(model, tokenizer, rows, args.batch, False),
-            "medsft bf16": run_medsft(model, tokenizer, rows, args.batch, True)}
+        lm_preds, lm_seconds = run_lm_eval(path, bench, rows, args.batch, Path(tmp))
+    ours = {"medsft fp32": run_medsft(model, tokenizer, dataset, args.batch, False),
+            "medsft bf16": run_medsft(model, tokenizer, dataset, args.batch, True)}
 
-    print(f"\n{len(rows)} PubMedQA test items, SmolLM2-135M-Instruct, lm-eval prompt, threads {torch.get_num_threads()}")
+    print(f"\n{len(rows)} {args.benchmark} test items, SmolLM2-135M-Instruct, lm-eval prompt, threads {torch.get_num_threads()}")
     print(f"{'':14s} {'accuracy':>9s} {'macro-F1':>9s} {'agree w/ lm-eval':>17s} {'seconds':>8s} {'speed-up':>9s}")
-    m = metrics.classification_metrics(gold, lm_preds)
+    m = metrics.classification_metrics(gold, lm_preds, labels)
     print(f"{'lm-eval':14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {'':>17s} {lm_seconds:8.1f} {1.0:9.2f}")
     for name, (preds, seconds) in ours.items():
-        m = metrics.classification_metrics(gold, preds)
+        m = metrics.classification_metrics(gold, preds, labels)
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{name:14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%} {seconds:8.1f} {lm_seconds / seconds:9.2f}")
     if args.compare:
@@ -126,7 +151,7 @@ def main():
         if missing:
             sys.exit(f"{args.compare} lacks {len(missing)} of these items (first: {missing[0]})")
         preds = [by_id[r["id"]] for r in rows]
-        m = metrics.classification_metrics(gold, preds)
+        m = metrics.classification_metrics(gold, preds, labels)
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{'medsft eval':14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%}   ({args.compare})")
 

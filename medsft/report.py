@@ -82,7 +82,8 @@ def samples(console: Console, items: list[dict]) -> None:
 def _choice_table(console: Console, evaluation: dict) -> None:
     models, labels = evaluation["models"], evaluation["labels"]
     majority = evaluation.get("majority_baseline")
-    table = Table(title=f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items")
+    title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
+    table = Table(title=title, min_width=len(title))
     table.add_column("metric")
     for name in models:
         table.add_column(name, justify="right")
@@ -111,7 +112,8 @@ def _choice_table(console: Console, evaluation: dict) -> None:
         row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"])
     console.print(table)
     final = "tuned" if "tuned" in models else "base"
-    matrix = Table(title=f"confusion matrix ({final}): rows gold, columns predicted")
+    title = f"confusion matrix ({final}): rows gold, columns predicted"
+    matrix = Table(title=title, min_width=len(title))
     matrix.add_column("gold \\ predicted")
     for cls in labels:
         matrix.add_column(cls, justify="right")
@@ -129,7 +131,8 @@ def eval_report(console: Console, results: dict) -> None:
         if "labels" in evaluation:
             _choice_table(console, evaluation)
         else:
-            table = Table(title=f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items")
+            title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
+            table = Table(title=title, min_width=len(title))
             table.add_column("model")
             table.add_column("perplexity", justify="right")
             for name, m in evaluation["models"].items():

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import GenerationConfig, TextStreamer
 
+from medsft import encode
 from medsft.inference import Loaded
 
 PAGE = Path(__file__).with_name("page.html")
@@ -99,7 +100,7 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
         message = "missing" if first.get("type") == "missing" else first.get("msg", "invalid value")
         return await api_error(request, ApiError(400, f"{param}: {message}", param))
 
-    def prepare(req: Sampling, prompt: str) -> tuple[list[int], GenerationConfig, list[str]]:
+    def prepare(req: Sampling, prompt: str | list[int]) -> tuple[list[int], GenerationConfig, list[str]]:
         if req.model not in (None, served, loaded.name):
             raise ApiError(404, f"model '{req.model}' is not served here; this server serves '{served}'", "model", "model_not_found")
         max_tokens = req.max_tokens if req.max_tokens is not None else min(256, max_tokens_cap)
@@ -107,7 +108,7 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
             raise ApiError(400, f"max_tokens {max_tokens} is above this server's cap of {max_tokens_cap}", "max_tokens")
         if req.min_tokens > max_tokens:
             raise ApiError(400, f"min_tokens {req.min_tokens} is above max_tokens {max_tokens}", "min_tokens")
-        ids = tokenizer(prompt)["input_ids"] or [tokenizer.eos_token_id]
+        ids = (tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt) or [tokenizer.eos_token_id]
         if loaded.context is not None and len(ids) + max_tokens > loaded.context:
             raise ApiError(400, f"prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
                                 f"context of {loaded.context} tokens", "prompt")
@@ -135,7 +136,7 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
         eos = bool(new) and new[-1] == tokenizer.eos_token_id
         return tokenizer.decode(new, skip_special_tokens=True), len(new), eos
 
-    async def respond(req: Sampling, prompt: str, chat: bool):
+    async def respond(req: Sampling, prompt: str | list[int], chat: bool):
         ids, config, stops = prepare(req, prompt)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
@@ -205,11 +206,11 @@ def create_app(loaded: Loaded, max_tokens_cap: int = 1024) -> FastAPI:
         @app.post("/v1/chat/completions")
         async def chat_completions(req: ChatRequest):
             messages = [m.model_dump() for m in req.messages]
-            try:
-                prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            try:  # rendered to ids exactly as training renders chats: one BOS, never the text tokenized again
+                ids = encode.chat_ids(tokenizer, messages, add_generation_prompt=True)
             except Exception as e:  # the template's own checks (roles, alternation) are the client's to fix
                 raise ApiError(400, f"messages: {e}", "messages") from None
-            return await respond(req, prompt, chat=True)
+            return await respond(req, ids, chat=True)
 
     @app.get("/v1/models")
     async def list_models():

@@ -61,11 +61,13 @@ def read_file(path: Path) -> list[tuple[str | None, dict]] | None:
             return None  # e.g. PubMedQA's test_ground_truth.json, {pmid: label}: not rows
         raise UserError(f"dataset {path} must hold a list of rows or an object of rows keyed by id")
     if path.suffix in (".csv", ".parquet"):
-        from datasets import load_dataset
+        import pyarrow.csv
+        import pyarrow.parquet
 
         try:
-            return [(None, r) for r in load_dataset(path.suffix[1:], data_files=str(path), split="train").to_list()]
-        except Exception as e:  # pyarrow and pandas raise many types for a malformed file
+            table = pyarrow.parquet.read_table(path) if path.suffix == ".parquet" else pyarrow.csv.read_csv(path)
+            return [(None, r) for r in table.to_pylist()]
+        except Exception as e:  # pyarrow raises many types for a malformed file
             raise UserError(f"dataset {path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     raise UserError(f"dataset {path}: unsupported file type; use one of {', '.join(SUFFIXES)}")
 

@@ -100,9 +100,6 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
     else:
         model = models.resolve(model_args.model_name_or_path)
         tokenizer = load_tokenizer(recipe, model)
-    if "assistant_only_loss" in recipe.given and args.assistant_only_loss and not any(
-            data.needs_chat_template(data.examples(d, "train")) for d in datasets):
-        raise UserError("assistant_only_loss: true needs conversational data (messages, or prompt/completion message lists)")
     encoder = encode.Encoder(tokenizer, args.max_length, args.completion_only_loss is not False, args.assistant_only_loss)
     train_dataset, train_stats = data.encoded(datasets, "train", encoder, args.dataset_num_proc, args.seed)
     if train_dataset is None:

@@ -27,16 +27,12 @@ def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer Llama with a BPE tokenizer trained here on synthetic text: seconds to build, nothing downloaded."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medsft import data, models, synthetic
-    from medsft.config import MedsftArguments
+    from medsft import models, synthetic
+    from medsft.tasks import pubmedqa, report
 
-    texts = []
-    for task in ("pubmedqa", "report"):
-        args = MedsftArguments(task=task)
-        for raw in synthetic.generate(task, 300, seed=1):
-            row = data.pubmedqa.normalize(raw) if task == "pubmedqa" else data.report.normalize(raw)
-            example = data.format_row(row, args)
-            texts.append(example["prompt"] + example["completion"])
+    texts = [pubmedqa.prompt(pubmedqa.normalize(raw)) + " " + raw["final_decision"] for raw in synthetic.pubmedqa_rows(300, 1)]
+    texts += [raw["text"] for raw in synthetic.report_rows(300, 1)]
+    texts += ["Question: Which drug?\nA. aspirin\nB. heparin\nC. insulin\nD. morphine\nAnswer: B"] * 20
     tokenizer = models.train_tokenizer(texts, vocab_size=600)
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -54,6 +50,33 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+# ChatML whose turns end in the tokenizer's EOS: the end-of-turn token that assistant turns are trained through.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with a chat template."""
+    import shutil
+
+    from medsft.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-chat") / "model"
+    shutil.copytree(tiny_model, path)
+    tokenizer = load_tokenizer(str(path))
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 

@@ -5,9 +5,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from medsft import data, evaluate
-from medsft.config import MedsftArguments
+from medsft.arguments import DataSpec
 from medsft.generate import generate
 from medsft.models import load_tokenizer
+from medsft.tasks import get
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,10 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
     base, tok = model_and_tokenizer
     # init_lora_weights=False: a nonzero adapter, so the tuned model really differs from the base
     model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    rows = data.load_rows(MedsftArguments(synthetic_size=40), seed=3)
-    args = MedsftArguments(num_samples=2, sample_max_new_tokens=6)
+    spec = DataSpec(task="pubmedqa", dataset_name="synthetic", name="pubmedqa")
+    rows = data.rows(spec, get(spec))["train"][:40]
+    dataset = data.Dataset(spec, get(spec), {"train": rows, "eval": [], "test": rows})
+    settings = evaluate.Settings(max_length=256, batch_size=16, num_samples=2, sample_max_new_tokens=6)
     batches: dict[str, int] = {}
 
     def track_for(name):
@@ -58,7 +61,7 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
 
         return track
 
-    results, predictions = evaluate.before_and_after(model, tok, rows, rows, args, 256, batch_size=16, track_for=track_for)
+    results, predictions = evaluate.before_and_after(model, tok, dataset, settings, track_for=track_for)
     assert batches == {"base": 3, "tuned": 3}  # 40 items in batches of 16
     assert len(predictions) == 40 and set(results["models"]) == {"base", "tuned"}
     assert len(results["samples"]) == 2
@@ -71,11 +74,18 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
 
 
 def test_report_samples_default_to_clinical_openings():
-    args = MedsftArguments(task="report", num_samples=2)
-    prompts = evaluate.sample_prompts([], args, seed=0)
-    assert [p["prompt"] for p in prompts] == [
+    task = get(DataSpec(task="report"))
+    assert [p["prompt"] for p in task.samples([], 2, seed=0)] == [
         "Patient presents with fever and a persistent cough",
         "HISTORY OF PRESENT ILLNESS: The patient is a 67-year-old male with chest pain",
     ]
-    assert evaluate.sample_prompts([], MedsftArguments(task="report", sample_prompts=["A", "B"], num_samples=1), 0) == [{"prompt": "A"}]
-    assert evaluate.sample_prompts([], MedsftArguments(task="report", num_samples=0), 0) == []
+    assert task.samples([], 1, 0, ["A", "B"]) == [{"input": "A", "prompt": "A"}]
+    assert task.samples([], 0, 0) == []
+
+
+def test_conversation_samples_end_before_the_last_assistant_turn():
+    task = get(DataSpec(task="messages"))
+    row = task.row({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                                 {"role": "user", "content": "Dose?"}, {"role": "assistant", "content": "5 mg"}]}, "0")
+    [sample] = task.samples([row], 1, seed=0)
+    assert sample["input"] == row["messages"][:3] and sample["prompt"] == "Dose?" and sample["gold"] == "5 mg"

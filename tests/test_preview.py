@@ -24,7 +24,7 @@ def test_preview_counts_and_writes_nothing(write_recipe, tmp_path):
     assert "training example 1:" in out and "training example 2:" in out and "training example 3:" not in out
     assert "rows 3 of 4 kept" in out
     assert "truncated 1 (context shortened" in out
-    assert "dropped 1 (the answer alone exceeds max_length)" in out
+    assert "dropped 1 (the answer or the question cannot fit max_length)" in out
     assert "every label masked 0" in out
     assert "per epoch 2 steps" in out  # 3 rows, batch 2
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written

@@ -28,7 +28,7 @@ def test_mlflow_run_reads_back_params_losses_and_eval_metrics(write_recipe, tmp_
     import json
 
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert run.data.metrics["test/tuned_accuracy"] == pytest.approx(results["models"]["tuned"]["accuracy"])
-    assert run.data.metrics["test/base_macro_f1"] == pytest.approx(results["models"]["base"]["macro_f1"])
+    assert run.data.metrics["test/tuned_accuracy"] == pytest.approx(results["evaluations"][0]["models"]["tuned"]["accuracy"])
+    assert run.data.metrics["test/base_macro_f1"] == pytest.approx(results["evaluations"][0]["models"]["base"]["macro_f1"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"eval_results.json", "predictions.jsonl", "loss_curves.png", "recipe.yaml"} <= artifacts

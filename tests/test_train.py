@@ -52,12 +52,15 @@ def test_cli_end_to_end(write_recipe, tmp_path):
     weights = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in k and torch.count_nonzero(v) > 0 for k, v in weights.items())
     # training ends with base vs tuned on the test split, written and rendered
-    results = json.loads((out / "eval_results.json").read_text())
+    [results] = json.loads((out / "eval_results.json").read_text())["evaluations"]
     assert results["task"] == "pubmedqa" and set(results["models"]) == {"base", "tuned"}
     assert results["n"] == sum(sum(row) for row in results["models"]["tuned"]["confusion_matrix"])
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == results["n"]
-    assert set(predictions[0]) == {"id", "gold", "base_prediction", "base_loglik", "tuned_prediction", "tuned_loglik"}
+    assert set(predictions[0]) == {"dataset", "id", "gold", "base_prediction", "base_loglik", "tuned_prediction", "tuned_loglik"}
+    # the run recorded its split, and the ids scored are its test ids
+    ids = json.loads((out / "split_ids.json").read_text())["pubmedqa"]
+    assert sorted(p["id"] for p in predictions) == sorted(ids["test"]) and not set(ids["test"]) & set(ids["train"])
     assert "accuracy %" in proc.stdout and "confusion matrix" in proc.stdout
     # the eval command reloads base + adapter from output_dir and gives the same tuned predictions
     again = run_cli("eval", path)

@@ -73,7 +73,7 @@ def prompt(row: dict[str, Any], style: str = "medsft") -> str:
 
 
 def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: bool = False) -> dict[str, str]:
-    completion = " " + row["final_decision"]
+    completion = " " + row["final_decision"] if row.get("final_decision") else ""  # none for a question asked live
     if include_long_answer and row.get("long_answer"):
         completion += ". " + row["long_answer"]
     return {"prompt": prompt(row, style), "completion": completion}
