@@ -27,6 +27,7 @@ class Recipe:
     model: Any  # trl.ModelConfig
     explicit: list[str]  # keys set by the recipe, the command line or the hardware defaults
     given: list[str] = field(default_factory=list)  # keys set by the recipe or the command line
+    cli: list[str] = field(default_factory=list)  # keys set on the command line
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as it ran: every key that was set, with its final value, re-runnable as a recipe."""
@@ -266,7 +267,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise UserError(" ".join(str(e).split())) from None
     given = [*config, *cli]
     _check_data_keys({key: merged[key] for key in given})
-    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given)
+    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli))
 
 
 # TRL data keys that have no meaning once medsft has tokenized the rows itself: refused rather than ignored.

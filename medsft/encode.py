@@ -49,6 +49,10 @@ def fit_prompt(ids: list[int], keep: int, room: int, bos_token_id: int | None) -
     return ids[:bos] + ids[len(ids) - (room - bos) :]
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def through_eos(mask: list[int], ids: list[int], eos: int) -> list[int]:
     """Each trained span ends at its last EOS: a chat template's newline after the end-of-turn token is not trained."""
     out, k = list(mask), 0
@@ -117,7 +121,7 @@ class Encoder:
             prompt, status = _drop_oldest_turn(prompt), "truncated"
             if prompt is None:
                 return [], "dropped"
-        start = next((k for k, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
+        start = common_prefix(head, ids)
         mask = [0 if self.completion_only else 1] * start + [1] * (len(ids) - start)
         if self.completion_only:
             mask = through_eos(mask, ids, self.tokenizer.eos_token_id)
@@ -147,11 +151,13 @@ class Encoder:
                 if message["role"] != "assistant":
                     continue
                 before, through = chat_ids(tok, messages[:i], True) if i else [], chat_ids(tok, messages[: i + 1])
-                if ids[: len(through)] != through or through[: len(before)] != before:
+                # Where they diverge, not where `before` ends: a token may merge across the boundary (": " + "5").
+                start, end = common_prefix(before, ids), common_prefix(through, ids)
+                if end <= start or start < len(before) - 2:
                     raise ValueError("the chat template renders a turn differently once later turns follow, so the "
                                      "assistant tokens cannot be located; use a template with {% generation %} markers "
                                      "(chat_template_path) or assistant_only_loss: false")
-                mask[len(before) : len(through)] = [1] * (len(through) - len(before))
+                mask[start:end] = [1] * (end - start)
         return through_eos(list(mask), ids, tok.eos_token_id)
 
 

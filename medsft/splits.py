@@ -118,8 +118,7 @@ def cap(task: Task, spec, parts: dict[str, list[dict]]) -> dict[str, list[dict]]
     if spec.max_train_samples is not None:
         parts["train"] = random.Random(spec.split_seed).sample(parts["train"], min(spec.max_train_samples, len(parts["train"])))
     gold = task.gold if task.choices else (lambda r: None)
-    for role in ("eval", "test"):
-        limit = getattr(spec, f"max_{role}_samples")
+    for role, limit in (("eval", spec.max_eval_samples), ("test", spec.max_test_samples)):
         if limit is not None:
             parts[role] = stratified_sample(parts[role], limit, spec.split_seed, gold)
     return parts
