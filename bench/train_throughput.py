@@ -1,6 +1,7 @@
-"""Training throughput on the real PubMedQA data, measured side by side in one run.
+"""Training throughput on real data, measured side by side in one run.
 
     python bench/train_throughput.py [--samples 192] [--rounds 1] [--batch 8]     # ~15 minutes on 2 cores
+    python bench/train_throughput.py --variants lm-grouped,lm-packed,lm-padding-free --samples 256
 
 Each variant trains one epoch over the same `samples` training rows (official train split), so every variant sees
 the same examples whatever order its sampler picks. Length grouping needs a few batches per mega-batch
@@ -10,6 +11,10 @@ them alike; medians are reported:
   plain-trl  a hand-written TRL script: prompt/completion rows, SFTTrainer tokenizes, same settings
   padded     the seed scripts' way: every example padded to max_length
   raw        the reference: a raw PyTorch + peft loop (forward with labels, backward, AdamW) on the same token ids
+Language modelling (recipes/scratch_gpt2_reports.yaml on MTSamples, notes split into max_length pieces):
+  lm-grouped       packing false: pieces in length-grouped batches, padded to the longest of each batch
+  lm-packed        packing true: pieces packed best-fit into max_length rows, each row attending within its documents
+  lm-padding-free  packing true, padding_free true: TRL's flattening of the whole batch into one row
 Prints trained (non-padding) tokens/s, examples/s, the ratios, and model FLOP/s as a fraction of this machine's
 matmul peak measured in the same run (bf16 and fp32).
 """
@@ -33,10 +38,12 @@ from medsft import train  # noqa: E402
 from medsft.config import parse_recipe  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
+NOTES = ROOT.parent / "shared" / "data" / "reports" / "mtsamples.jsonl"
 
 
-def recipe_for(samples: int, batch: int, out: str, **overrides):
-    args = [str(ROOT / "recipes" / "pubmedqa_lora.yaml"), "--dataset_name", str(DATA), "--num_train_epochs", "1"]
+def recipe_for(samples: int, batch: int, out: str, recipe: str = "pubmedqa_lora", **overrides):
+    data = NOTES if recipe == "scratch_gpt2_reports" else DATA
+    args = [str(ROOT / "recipes" / f"{recipe}.yaml"), "--dataset_name", str(data), "--num_train_epochs", "1"]
     args += ["--max_train_samples", str(samples)]
     args += ["--per_device_train_batch_size", str(batch), "--output_dir", out, "--overwrite_output_dir", "true"]
     args += ["--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true"]
@@ -45,8 +52,8 @@ def recipe_for(samples: int, batch: int, out: str, **overrides):
     return parse_recipe(args)
 
 
-def measure_medsft(samples, batch, out, **overrides) -> StepTimer:
-    recipe = recipe_for(samples, batch, out, **overrides)
+def measure_medsft(samples, batch, out, recipe_name="pubmedqa_lora", **overrides) -> StepTimer:
+    recipe = recipe_for(samples, batch, out, recipe_name, **overrides)
     timer = StepTimer(warmup=0)
     trainer = train.build_trainer(recipe, train.prepare(recipe), callbacks=[timer])
     trainer.train()
@@ -61,10 +68,12 @@ def measure_plain_trl(samples, batch, out) -> StepTimer:
 
     from medsft import data, models
 
+    from medsft import mixture
+
     recipe = recipe_for(samples, batch, out)  # only to read the same rows, split and hyper-parameters
-    script, a = recipe.script, recipe.training
-    rows = data.split(data.load_rows(script, a.seed), script, a.seed)["train"]
-    dataset = Dataset.from_list([data.format_row(r, script) for r in rows])
+    a = recipe.training
+    [source] = data.load(mixture.specs(recipe.script, a))
+    dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in data.examples(source, "train")])
     config = SFTConfig(
         output_dir=out, num_train_epochs=1, per_device_train_batch_size=batch, learning_rate=a.learning_rate,
         lr_scheduler_type=a.lr_scheduler_type, warmup_steps=a.warmup_steps, max_length=a.max_length,
@@ -92,15 +101,13 @@ def measure_raw(samples, batch, out) -> StepTimer:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from medsft import data, models
+    from medsft import models
 
     recipe = recipe_for(samples, batch, out)
-    script, a, m = recipe.script, recipe.training, recipe.model
+    a, m = recipe.training, recipe.model
     path = models.resolve(m.model_name_or_path)
     tokenizer = models.load_tokenizer(path)
-    rows = data.split(data.load_rows(script, a.seed), script, a.seed)["train"]
-    encoded, _ = data.encode(rows, script, tokenizer, a.max_length)
-    examples = list(encoded)
+    examples = list(train.prepare(recipe).train_dataset)  # the same token ids and labels medsft trains on
     random.Random(a.seed).shuffle(examples)
     groups = [sorted(examples[i : i + 4 * batch], key=lambda e: len(e["input_ids"])) for i in range(0, len(examples), 4 * batch)]
     batches = [g[j : j + batch] for g in groups for j in range(0, len(g), batch)]
@@ -121,8 +128,7 @@ def measure_raw(samples, batch, out) -> StepTimer:
             n = len(e["input_ids"])
             ids[r, :n] = torch.tensor(e["input_ids"])
             attention[r, :n] = 1
-            mask = torch.tensor(e["completion_mask"], dtype=torch.bool)
-            labels[r, :n] = torch.where(mask, ids[r, :n], -100)
+            labels[r, :n] = torch.tensor(e["labels"])
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
@@ -141,8 +147,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--variants", default="medsft,plain-trl,padded,raw", help="comma-separated subset to run")
     args = parser.parse_args()
-    if not DATA.is_file():
-        sys.exit(f"needs the PubMedQA data at {DATA}")
+    if not DATA.is_file() or not NOTES.is_file():
+        sys.exit(f"needs the PubMedQA and MTSamples data at {DATA.parent.parent}")
 
     import datasets
     import transformers
@@ -156,6 +162,10 @@ def main():
         "plain-trl": lambda: measure_plain_trl(args.samples, args.batch, out),
         "padded": lambda: measure_medsft(args.samples, args.batch, out, pad_to_multiple_of=512, train_sampling_strategy="random"),
         "raw": lambda: measure_raw(args.samples, args.batch, out),
+        "lm-grouped": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="false"),
+        "lm-packed": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="true"),
+        "lm-padding-free": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="true",
+                                                  padding_free="true"),
     }
     variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     tok_rate = {k: [] for k in variants}
@@ -171,6 +181,14 @@ def main():
             ex_rate[name].append(args.batch * len(timer.times) / seconds)
             print(f"round {r + 1} {name:10s} {tok_rate[name][-1]:8.1f} tokens/s {ex_rate[name][-1]:6.3f} examples/s", flush=True)
 
+    lm = [k for k in variants if k.startswith("lm-")]
+    if lm:
+        best = max(lm, key=lambda k: median_rate(tok_rate[k]))
+        print("\nlanguage modelling, trained tokens/s relative to the fastest (" + best + "): " +
+              ", ".join(f"{k} {median_rate(tok_rate[k]) / median_rate(tok_rate[best]):.2f}" for k in lm))
+        variants = {k: v for k, v in variants.items() if k not in lm}
+        if not variants:
+            return
     med = {k: median_rate(v) for k, v in tok_rate.items()}
     med_ex = {k: median_rate(v) for k, v in ex_rate.items()}
     peak = {k: median_rate(v) for k, v in peaks.items()}

@@ -44,7 +44,23 @@ def test_pubmedqa_answer_from_a_trained_run(write_recipe, tmp_path):
     assert max(probabilities) == probabilities[["yes", "no", "maybe"].index(lines[0].split(": ")[1])]
 
 
+def test_chat_prompt_is_rendered_as_training_renders_it(tiny_chat_model):
+    from transformers import AutoModelForCausalLM
+
+    from medsft.encode import chat_ids
+    from medsft.generate import generate
+    from medsft.models import load_tokenizer
+
+    proc = run_cli("generate", tiny_chat_model, "Fever?", "--chat", "--temperature", "0", "--max_new_tokens", "6")
+    assert proc.returncode == 0, proc.stderr
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_chat_model).eval(), load_tokenizer(str(tiny_chat_model))
+    ids = chat_ids(tok, [{"role": "user", "content": "Fever?"}], add_generation_prompt=True)
+    assert proc.stdout.strip() == generate(model, tok, [ids], max_new_tokens=6)[0].strip()
+
+
 @pytest.mark.parametrize("args,expected", [
+    (("{model}", "hello", "--chat"), "medsft: error: --chat needs a chat template and {model} has none"),
+    (("{model}", "--question", "Q?", "--task", "report"), "medsft: error: --question needs a choice task and report is not one"),
     (("{missing}", "hello"), "medsft: error: {missing} holds no model"),
     (("{model}", "hello", "--temperature", "-1"), "medsft: error: temperature must be between 0 and 5, got -1.0"),
     (("{model}", "hello", "--max_new_tokens", "0"), "medsft: error: max_new_tokens must be at least 1, got 0"),

@@ -188,3 +188,30 @@ def test_web_page_generates_in_a_browser(server):
                                "document.getElementById('status').textContent.startsWith('stopped')", timeout=30000)
         assert page.text_content("#completion").strip()
         browser.close()
+
+
+def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
+    """A Llama-style template that writes the BOS itself, on a tokenizer that also adds one: rendering the template
+    to text and tokenizing it again (the old server) doubled the BOS; the server now uses training's ids."""
+    from fastapi.testclient import TestClient
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoModelForCausalLM
+
+    from medsft import encode, server
+    from medsft.inference import Loaded
+    from medsft.arguments import DataSpec
+    from medsft.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    bos = tok.bos_token_id
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, bos)])
+    tok.chat_template = "{{ bos_token }}" + CHATML
+    messages = [{"role": "user", "content": "Fever?"}]
+    ids = encode.chat_ids(tok, messages, add_generation_prompt=True)
+    assert ids[0] == bos and ids[1] != bos  # one BOS, from the template
+    assert tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))["input_ids"][:2] == [bos, bos]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    client = TestClient(server.create_app(Loaded(model, tok, "tiny", DataSpec(), 512)))
+    reply = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2, "temperature": 0})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["prompt_tokens"] == len(ids)

@@ -11,7 +11,7 @@ from medsft.errors import UserError
 
 # DataFields keys that only some tasks read; a task refuses those it does not use rather than ignoring them.
 TASK_OPTIONS = (
-    "prompt_style", "calibrate", "include_long_answer", "section", "prompt_template", "completion_template",
+    "prompt_style", "calibrate", "include_long_answer", "section", "prompt_template", "completion_template", "chat", "system_prompt",
     "question_field", "options_field", "option_fields", "answer_field", "choice_labels", "include_option_text",
     "explanation_field", "dataset_text_field",
 )
@@ -132,7 +132,8 @@ def stratified_sample(rows: list[dict], n: int, seed: int, label=lambda r: None)
 
 
 def render(template: str, row: dict, what: str) -> str:
-    """`template` with {field} placeholders filled from the row; KeyError(field) when the row lacks one."""
+    """`template` with {field} placeholders filled from the row (a list of texts renders one item a line);
+    KeyError(field) when the row lacks one."""
     try:
         return template.format_map(_Fields(row))
     except (ValueError, IndexError) as e:
@@ -140,5 +141,9 @@ def render(template: str, row: dict, what: str) -> str:
 
 
 class _Fields(dict):
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        return "\n".join(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else value
+
     def __missing__(self, key):
         raise KeyError(key)

@@ -24,13 +24,15 @@ def cue_template(template: str) -> str:
 
 class Template(Task):
     name = "template"
-    options = ("prompt_template", "completion_template")
+    options = ("prompt_template", "completion_template", "chat", "system_prompt")
 
     def __init__(self, spec):
         super().__init__(spec)
         if not spec.prompt_template or not spec.completion_template:
             raise UserError("task template needs prompt_template and completion_template, e.g. "
                             "prompt_template: \"Question: {question}\\nAnswer:\" and completion_template: \" {answer}\"")
+        if spec.system_prompt and not spec.chat:
+            raise UserError("system_prompt needs chat: true (it is the system turn of a conversation)")
 
     def row(self, raw, key):
         render(self.spec.prompt_template, raw, "prompt_template")  # KeyError names a field the row lacks
@@ -39,5 +41,8 @@ class Template(Task):
 
     def example(self, row):
         prompt = render(self.spec.prompt_template, row, "prompt_template")
-        cue = render(cue_template(self.spec.prompt_template), row, "prompt_template")
-        return Example(prompt, render(self.spec.completion_template, row, "completion_template"), cue=cue)
+        completion = render(self.spec.completion_template, row, "completion_template")
+        if self.spec.chat:  # TRL's conversational "messages": trained on the assistant turn only
+            system = [{"role": "system", "content": self.spec.system_prompt}] if self.spec.system_prompt else []
+            return Example(messages=[*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": completion}])
+        return Example(prompt, completion, cue=render(cue_template(self.spec.prompt_template), row, "prompt_template"))
