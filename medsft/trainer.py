@@ -102,7 +102,7 @@ class MedsftTrainer(SFTTrainer):
         if mode == "train":
             if "attention_mask" in inputs:
                 local = inputs["attention_mask"].sum()
-            else:  # padding-free rows carry position_ids instead
-                local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            else:  # packed and padding-free rows carry position_ids instead (pads only at row ends)
+                local = torch.tensor(inputs["position_ids"].numel(), device=inputs["position_ids"].device)
             self._total_train_tokens += gather(local).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
