@@ -1,14 +1,17 @@
 """medsft's choice scoring against lm-evaluation-harness on the same model and items, side by side.
 
     pip install -e ".[bench]"
-    python bench/eval_speed.py [--benchmark medqa|pubmedqa] [--limit N] [--batch 8] [--compare OUTPUT_DIR/predictions.jsonl]
+    python bench/eval_speed.py [--benchmark medqa|pubmedqa] [--limit N] [--batch 8] [--lm-eval-cache FILE]
+    python bench/eval_speed.py --benchmark medqa --compare OUTPUT_DIR/predictions.jsonl   # a `medsft eval` vs lm-eval
 
 medqa: MedQA-USMLE's 1273 test items (`../shared/data/mcq/medqa.jsonl`), lm-eval's `medqa_4options` prompt.
 pubmedqa: PubMedQA's official 500 test items, lm-eval's `pubmedqa` prompt.
 Both sides score the same items with lm-eval's prompt: medsft through its own data layer and task (`prompt_style:
 lm_eval`), in fp32 and with bf16 autocast; lm-eval through its `hf` model with a local task YAML whose
 `dataset_path: json` points at a JSONL of the same items (nothing is downloaded). Prints accuracy, macro-F1, per-item
-agreement with lm-eval and the wall-time ratio.
+agreement with lm-eval and the wall-time ratio. `--compare` instead compares the base-model predictions of a
+`python -m medsft eval` run (the CLI, its recipe's settings) with lm-eval's, item by item. `--lm-eval-cache` keeps
+lm-eval's predictions in a file and reuses them (its run takes ~18 minutes for MedQA on 2 cores).
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--compare", type=Path, default=None,
                         help="predictions.jsonl of `python -m medsft eval ... --prompt_style lm_eval`: its base predictions "
-                             "are compared with lm-eval's item by item")
+                             "of this benchmark are compared with lm-eval's item by item")
+    parser.add_argument("--lm-eval-cache", type=Path, default=None, help="lm-eval's predictions: read if present, else written")
     args = parser.parse_args()
     bench = BENCHMARKS[args.benchmark]
     spec = bench["spec"]
@@ -132,10 +136,18 @@ def main():
     tokenizer = models.load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        lm_preds, lm_seconds = run_lm_eval(path, bench, rows, args.batch, Path(tmp))
-    ours = {"medsft fp32": run_medsft(model, tokenizer, dataset, args.batch, False),
-            "medsft bf16": run_medsft(model, tokenizer, dataset, args.batch, True)}
+    cache = args.lm_eval_cache
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        lm_preds, lm_seconds = [saved["predictions"][r["id"]] for r in rows], saved["seconds"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            lm_preds, lm_seconds = run_lm_eval(path, bench, rows, args.batch, Path(tmp))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"seconds": lm_seconds, "predictions": {r["id"]: p for r, p in zip(rows, lm_preds)}}))
+    ours = {} if args.compare else {"medsft fp32": run_medsft(model, tokenizer, dataset, args.batch, False),
+                                    "medsft bf16": run_medsft(model, tokenizer, dataset, args.batch, True)}
 
     print(f"\n{len(rows)} {args.benchmark} test items, SmolLM2-135M-Instruct, lm-eval prompt, threads {torch.get_num_threads()}")
     print(f"{'':14s} {'accuracy':>9s} {'macro-F1':>9s} {'agree w/ lm-eval':>17s} {'seconds':>8s} {'speed-up':>9s}")
@@ -146,7 +158,8 @@ def main():
         agree = sum(a == b for a, b in zip(preds, lm_preds)) / len(rows)
         print(f"{name:14s} {m['accuracy'] * 100:9.1f} {m['macro_f1'] * 100:9.1f} {agree:17.1%} {seconds:8.1f} {lm_seconds / seconds:9.2f}")
     if args.compare:
-        by_id = {p["id"]: p["base_prediction"] for p in map(json.loads, args.compare.read_text().splitlines())}
+        by_id = {p["id"]: p["base_prediction"] for p in map(json.loads, args.compare.read_text().splitlines())
+                 if p.get("dataset", args.benchmark) == args.benchmark}
         missing = [r["id"] for r in rows if r["id"] not in by_id]
         if missing:
             sys.exit(f"{args.compare} lacks {len(missing)} of these items (first: {missing[0]})")

@@ -56,7 +56,7 @@ def eval_dir(recipe: Recipe) -> Path:
     """Where an evaluation without a trained run writes: the output_dir the command line names (new, empty or an
     earlier evaluation), else outputs/eval/<run>-<model>; a training output_dir is never touched."""
     out = Path(recipe.training.output_dir)
-    if "output_dir" in recipe.cli:
+    if "output_dir" in recipe.cli and not (out / RECIPE_FILE).is_file():  # not a run folder: this evaluation's own
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVAL_FILE).is_file())):
             raise UserError(f"output_dir {out} holds something other than a medsft evaluation; name a new or empty folder")
         return out

@@ -70,3 +70,38 @@ def test_report_section_split_does_not_match_inside_longer_header():
     assert example == {"prompt": text[: text.index("Inguinal") - 1], "completion": " Inguinal hernia, right."}
     assert report.format_row({"text": "no headers here"}, "IMPRESSION:") is None
     assert report.format_row({"text": text}) == {"prompt": "", "completion": text}
+
+
+MCQ = {"question": "A 30-year-old man has a cough. ", "options": {"A": "asthma", "B": "flu", "C": "TB", "D": "cold"},
+       "answer_idx": "C", "subject": "clinical_knowledge"}
+
+
+@pytest.mark.parametrize("task, expected", [
+    # lm-evaluation-harness medqa_4options (preprocess_medqa.doc_to_text)
+    ("medqa", "Question: A 30-year-old man has a cough. \nA. asthma\nB. flu\nC. TB\nD. cold\nAnswer:"),
+    # lm-evaluation-harness medmcqa (utils_medmcqa.doc_to_text)
+    ("medmcqa", "Question: A 30-year-old man has a cough. \nChoices:\nA. asthma\nB. flu\nC. TB\nD. cold\nAnswer:"),
+    # lm-evaluation-harness mmlu: the subject's description, then "{{question.strip()}}\nA. ..." (_default_template_yaml)
+    ("mmlu", "The following are multiple choice questions (with answers) about clinical knowledge.\n\n"
+             "A 30-year-old man has a cough.\nA. asthma\nB. flu\nC. TB\nD. cold\nAnswer:"),
+])
+def test_lm_eval_multiple_choice_prompts_are_exact(task, expected):
+    from medsft.arguments import DataSpec
+    from medsft.tasks import get
+
+    preset = get(DataSpec(task=task, prompt_style="lm_eval"))
+    example = preset.example(preset.row(MCQ, "0"))
+    assert example.prompt == expected and example.completion == " C"
+
+
+def test_multiple_choice_answers_as_label_index_or_text():
+    from medsft.arguments import DataSpec
+    from medsft.tasks import get
+
+    task = get(DataSpec(task="multiple_choice"))
+    for answer in ("C", 2, "TB"):
+        assert task.row({**MCQ, "answer_idx": answer}, "0")["answer"] == "C"
+    columns = get(DataSpec(task="multiple_choice", option_fields=["opa", "opb", "opc"], answer_field="cop", options_field=None))
+    row = columns.row({"question": "Q?", "opa": "x", "opb": "y", "opc": "z", "cop": 1}, "0")
+    assert row["options"] == {"A": "x", "B": "y", "C": "z"} and row["answer"] == "B"
+    assert columns.example(row).prompt == "Question: Q?\nA. x\nB. y\nC. z\nAnswer (A, B or C):"
