@@ -54,8 +54,11 @@ def recipe_for(samples: int, batch: int, out: str, recipe: str = "pubmedqa_lora"
 
 def measure_medsft(samples, batch, out, recipe_name="pubmedqa_lora", **overrides) -> StepTimer:
     recipe = recipe_for(samples, batch, out, recipe_name, **overrides)
+    from transformers import PrinterCallback
+
     timer = StepTimer(warmup=0)
     trainer = train.build_trainer(recipe, train.prepare(recipe), callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     return timer
 

@@ -76,7 +76,7 @@ class Encoder:
     max_length: int | None
     completion_only: bool = True
     assistant_only: bool = True
-    generation_markers: bool = field(default=False)
+    generation_markers: bool = field(init=False, default=False)
 
     def __post_init__(self):
         from trl.chat_template_utils import has_generation_markers
@@ -94,7 +94,8 @@ class Encoder:
         if example.text:
             ids = tok(example.completion)["input_ids"] + [tok.eos_token_id]
             step = self.max_length or len(ids)
-            pieces = [ids[i : i + step] for i in range(0, len(ids), step)]
+            # A last piece of one token (the EOS, say) would train nothing: nothing precedes it in its row.
+            pieces = [p for i, p in enumerate(ids[i : i + step] for i in range(0, len(ids), step)) if i == 0 or len(p) > 1]
             return [self._row(p, [1] * len(p)) for p in pieces], ("split" if len(pieces) > 1 else "ok")
         prompt = tok(example.prompt)["input_ids"] if example.prompt else []
         completion = tok(example.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -133,7 +134,7 @@ class Encoder:
             ids = chat_ids(self.tokenizer, messages)
             if self.max_length is None or len(ids) <= self.max_length:
                 break
-            messages, status = _drop_oldest_turn(messages, keep_last=1), "truncated"
+            messages, status = _drop_oldest_turn(messages, keep_last=2), "truncated"
             if messages is None or not any(m["role"] == "assistant" for m in messages):
                 return [], "dropped"
         mask = self._assistant_mask(messages, ids) if self.assistant_only else [1] * len(ids)

@@ -91,9 +91,9 @@ def assign(task: Task, spec, source: dict[str, list[dict]], saved: dict[str, lis
 
 
 def own_splits(task: Task, spec, source: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    for key in ("train_split", "eval_split", "test_split"):
+    for key, default in (("train_split", "train"), ("eval_split", None), ("test_split", "test")):
         name = getattr(spec, key)
-        if name is not None and name not in source and (key != "train_split" or name != "train") and (key != "test_split" or name != "test"):
+        if name is not None and name not in source and name != default:  # a default may be absent: carved below
             raise UserError(f"{key} {name!r} is not a split of dataset {spec.name}; it has {', '.join(source)}")
     dev = spec.eval_split or next((n for n in DEV_NAMES if n in source), None)
     parts = {"train": list(source.get(spec.train_split, [])) if spec.train_split else [],

@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from medsft import models, synthetic
-    from medsft.tasks import pubmedqa, report
+    from medsft.tasks import pubmedqa
 
     texts = [pubmedqa.prompt(pubmedqa.normalize(raw)) + " " + raw["final_decision"] for raw in synthetic.pubmedqa_rows(300, 1)]
     texts += [raw["text"] for raw in synthetic.report_rows(300, 1)]

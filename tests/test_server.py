@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import CHATML, ROOT
 
 pytestmark = pytest.mark.slow
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -29,15 +26,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def chat_model(tiny_model, tmp_path_factory):
-    from medsft.models import load_tokenizer
-
-    path = tmp_path_factory.mktemp("served") / "tiny-chat"
-    shutil.copytree(tiny_model, path)
-    tokenizer = load_tokenizer(str(path))
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(path)
-    return path
+def chat_model(tiny_chat_model):
+    return tiny_chat_model
 
 
 @pytest.fixture(scope="module")
