@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from medsft import limits
 from medsft.arguments import MedsftArguments
 from medsft.errors import OneLineErrors, UserError
 
@@ -254,6 +255,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
         merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        limits.check(merged)
         if merged.get("packing") and merged.get("max_length", 1) is None:
             raise UserError("packing needs max_length: rows are packed to that many tokens")
         _check_hardware(merged)
