@@ -11,7 +11,7 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft eval RUN_DIR_OR_RECIPE [--model_name_or_path X] [--key value ...]
        python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--chat] [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
        python -m medsft generate RUN_DIR_OR_MODEL --question Q --context_file ABSTRACT.txt [--task pubmedqa]
-       python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]
+       python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [--max_batch 8 ...]
        python -m medsft merge RUN_DIR OUT_DIR
        python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
 
@@ -254,24 +254,52 @@ def generate_main(argv: list[str]) -> int:
 
 
 def serve_main(argv: list[str]) -> int:
-    """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--max_tokens_cap 1024]`."""
+    """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [limits]`."""
     import argparse
+    import ipaddress
+
+    from medsft.server import ServeOptions
 
     class Parser(OneLineErrors, argparse.ArgumentParser):
         pass
 
+    def positive(kind):
+        def parse(text):
+            value = kind(text)
+            if value <= 0:
+                raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+            return value
+        return parse
+
+    defaults = ServeOptions()
     parser = Parser(prog="medsft serve", allow_abbrev=False)
     parser.add_argument("model", help="a medsft run, an adapter or model folder, a hub id or smollm2-135m-instruct")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max_tokens_cap", type=int, default=1024, help="largest max_tokens a request may ask for")
+    parser.add_argument("--api_key", default=os.environ.get("MEDSFT_API_KEY"),
+                        help="require Authorization: Bearer KEY on every endpoint but /health and / (or MEDSFT_API_KEY)")
+    parser.add_argument("--max_tokens_cap", type=positive(int), default=defaults.max_tokens_cap, help="largest max_tokens a request may ask for")
+    parser.add_argument("--max_batch", type=positive(int), default=defaults.max_batch, help="requests decoded together (1: one at a time)")
+    parser.add_argument("--max_queue", type=positive(int), default=defaults.max_queue, help="requests that may wait; more get 429")
+    parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
+    parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
+    parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
     args = parser.parse_args(argv)
     _quiet_libraries()
     import uvicorn
 
     from medsft import inference, server
 
-    app = server.create_app(inference.load(args.model), args.max_tokens_cap)
+    options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
+                           args.timeout, args.api_key or None)
+    app = server.create_app(inference.load(args.model), options)
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and options.api_key is None:
+        print(f"medsft: warning: serving on {args.host} without an API key: anyone who can reach it can use it "
+              "(set --api_key or MEDSFT_API_KEY)", file=sys.stderr, flush=True)
     print(f"medsft: serving {args.model} on http://{args.host}:{args.port} (OpenAI API under /v1)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -65,7 +65,7 @@ def tiny_chat_model(tiny_model, tmp_path_factory) -> Path:
 
     from medsft.models import load_tokenizer
 
-    path = tmp_path_factory.mktemp("tiny-chat") / "model"
+    path = tmp_path_factory.mktemp("chat") / "tiny-chat"
     shutil.copytree(tiny_model, path)
     tokenizer = load_tokenizer(str(path))
     tokenizer.chat_template = CHATML

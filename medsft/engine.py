@@ -1,0 +1,169 @@
+"""Batched generation for the server: one worker thread decodes every request in its batch a token a step.
+
+Requests wait in a bounded queue; the worker takes up to `max_batch` of them, prefills them together (left-padded)
+and decodes them together with one KV cache, so concurrent requests share each forward pass. Each row has its own
+sampling settings and its own seeded `torch.Generator`, so a request's sampled text does not depend on what it was
+batched with. Between steps the worker drops rows that are finished, cancelled (their client went away), past their
+deadline or stopped by a stop string, so a disconnected client frees the worker within one step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Job:
+    """One request: its prompt ids and settings; the worker fills in the result and calls `on_event`."""
+
+    ids: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_new_tokens: int = 0
+    seed: int | None = None
+    stops: list[str] = field(default_factory=list)
+    deadline: float = float("inf")  # time.monotonic() after which generation stops ("length")
+    on_event: Callable[[str, bool], None] = lambda text, done: None  # streamed text; done=True once at the end
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0  # characters of `text` already handed to on_event
+    finish_reason: str | None = None  # stop (EOS or a stop string), length, cancelled, expired (never started), error: ...
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch = max_batch
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.steps = 0  # decoding forward passes run so far (prefills included)
+        self.tokens = 0  # tokens generated so far
+        self.busy_seconds = 0.0
+        self.device = next(model.parameters()).device
+        threading.Thread(target=self._loop, name="medsft-engine", daemon=True).start()
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; queue.Full when the queue is full (the server answers 429)."""
+        self.queue.put_nowait(job)
+
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [self.queue.get()]
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            live = [j for j in jobs if not self._expired(j)]
+            start = time.perf_counter()
+            try:
+                if live:
+                    self.run(live)
+            except Exception as e:  # noqa: BLE001 - a failed batch must not stop the worker: its jobs end, the next run
+                for job in live:
+                    if job.finish_reason is None:
+                        job.finish_reason = "error: " + (str(e).splitlines() or [type(e).__name__])[0]
+                        job.on_event("", True)
+            self.busy_seconds += time.perf_counter() - start
+
+    def _expired(self, job: Job) -> bool:
+        """A job whose client left, or whose deadline passed, while it waited: never started."""
+        if job.cancelled.is_set() or time.monotonic() > job.deadline:
+            job.finish_reason = "cancelled" if job.cancelled.is_set() else "expired"
+            job.on_event("", True)
+            return True
+        return False
+
+    @torch.inference_mode()
+    def run(self, jobs: list[Job]) -> None:
+        """Decode `jobs` together until each is finished; rows leave the batch as they finish."""
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(j.ids) for j in jobs)
+        ids = torch.full((len(jobs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, job in enumerate(jobs):
+            ids[row, width - len(job.ids) :] = torch.tensor(job.ids)
+            mask[row, width - len(job.ids) :] = 1
+        generators = [self._generator(j) for j in jobs]
+        cache = DynamicCache()
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        active = list(range(len(jobs)))
+        while active:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            self.steps += 1
+            chosen = [self._next(jobs[i], logits[row], generators[i]) for row, i in enumerate(active)]
+            keep = [row for row, i in enumerate(active) if not self._advance(jobs[i], chosen[row])]
+            self.tokens += len(active)
+            if not keep:
+                return
+            if len(keep) < len(active):
+                cache.batch_select_indices(torch.tensor(keep, device=self.device))
+                mask, positions = mask[keep], positions[keep]
+                chosen = [chosen[row] for row in keep]
+                active = [active[row] for row in keep]
+            ids = torch.tensor(chosen, device=self.device).unsqueeze(-1)
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+
+    def _generator(self, job: Job) -> torch.Generator | None:
+        if job.temperature <= 0:
+            return None
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(job.seed if job.seed is not None else torch.seed())
+        return generator
+
+    def _next(self, job: Job, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        if len(job.tokens) < job.min_new_tokens:
+            logits[self.tokenizer.eos_token_id] = float("-inf")
+        if generator is None:
+            return int(logits.argmax())
+        logits = logits / job.temperature
+        if job.top_k > 0:
+            kth = torch.topk(logits, min(job.top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if job.top_p < 1.0:
+            order = logits.argsort(descending=True)
+            cumulative = logits[order].softmax(-1).cumsum(-1)
+            drop = cumulative - logits[order].softmax(-1) > job.top_p  # keep the smallest prefix reaching top_p
+            logits[order[drop]] = float("-inf")
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+
+    def _advance(self, job: Job, token: int) -> bool:
+        """Record one token; stream what is final; True when the job is finished."""
+        eos = token == self.tokenizer.eos_token_id
+        if not eos:
+            job.tokens.append(token)
+        job.text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
+        hits = [job.text.find(s) for s in job.stops if s and s in job.text]
+        if hits:
+            job.text, job.finish_reason = job.text[: min(hits)], "stop"
+        elif eos:
+            job.finish_reason = "stop"
+        elif job.cancelled.is_set():
+            job.finish_reason = "cancelled"
+        elif len(job.tokens) >= job.max_new_tokens or time.monotonic() > job.deadline:
+            job.finish_reason = "length"
+        done = job.finish_reason is not None
+        # Hold back what may still turn into a stop string, and a half-decoded character.
+        ready = len(job.text) if done else max(job.sent, len(job.text) - max((len(s) for s in job.stops), default=1) + 1)
+        if not done and job.text.endswith("\ufffd"):
+            ready = min(ready, len(job.text) - 1)
+        if ready > job.sent or done:
+            job.on_event(job.text[job.sent : ready], done)
+            job.sent = max(job.sent, ready)
+        return done
