@@ -41,7 +41,7 @@ def rows(spec: DataSpec, task: Task) -> dict[str, list[dict]]:
         out[split] = []
         for n, (key, raw) in enumerate(raws, 1):
             where = f"dataset {label}" + (f" split {split}" if len(source) > 1 else "") + f" row {n}"
-            where += f" (id {key})" if ":" not in key else ""
+            where += f" (id {key})" if key != sources.content_key(raw) else ""
             if not isinstance(raw, dict):
                 raise UserError(f"{where} is not a JSON object")
             raw = _columns(raw, spec.columns, where)

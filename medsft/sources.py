@@ -2,11 +2,13 @@
 mapping, folders saved with `save_to_disk`, and the built-in synthetic generator.
 
 `load(spec, task)` returns {split name: [(key, raw row)]}. A single file, or files whose names say no split, form
-the "train" split (the `datasets` convention). `key` is unique within the dataset: the id of a JSON object keyed
-by id (the original PubMedQA release), else "<split>:<position>"."""
+the "train" split (the `datasets` convention). `key` is the id of a JSON object keyed by id (the original PubMedQA
+release), else a hash of the row's content: the same row has the same key in any file, split or order, so the ids
+a run records (split_ids.json) still name its rows when the data is reordered or split another way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -72,9 +74,12 @@ def read_file(path: Path) -> list[tuple[str | None, dict]] | None:
     raise UserError(f"dataset {path}: unsupported file type; use one of {', '.join(SUFFIXES)}")
 
 
+def content_key(row: dict) -> str:
+    return hashlib.sha1(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _keyed(splits: dict[str, list[tuple[str | None, dict]]]) -> dict[str, Rows]:
-    return {name: [(key if key is not None else f"{name}:{i}", row) for i, (key, row) in enumerate(rows)]
-            for name, rows in splits.items()}
+    return {name: [(key if key is not None else content_key(row), row) for key, row in rows] for name, rows in splits.items()}
 
 
 def _files(paths: dict[str, list[Path]]) -> dict[str, Rows]:
