@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from medsft import calibrate, encode
+from medsft import calibrate, encode, stats
 from medsft.generate import generate
 from medsft.metrics import classification_metrics, majority_baseline
 from medsft.tasks import Task
@@ -115,21 +115,33 @@ def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: in
     return results
 
 
-def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
-               track: Track = _no_track) -> float:
-    """Token-weighted perplexity of the trained tokens (completions, assistant turns, whole texts; EOS included),
-    the rows tokenized exactly as training tokenizes them."""
+def item_logliks(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
+                 track: Track = _no_track) -> tuple[list[float], list[int]]:
+    """Per row: the summed log-likelihood of its trained tokens (completions, assistant turns, whole texts; EOS
+    included), tokenized exactly as training tokenizes it, and how many tokens that is."""
     encoder = encode.Encoder(tokenizer, max_length)
-    sequences, targets = [], []
-    for row in rows:
+    sequences, targets, owner = [], [], []
+    for i, row in enumerate(rows):
         example = task.example(row)
         for piece in (encoder(example)[0] if example is not None else []):
             trained = [t for t, label in enumerate(piece["labels"]) if label != encode.IGNORE and t > 0]
             if trained:
                 sequences.append(piece["input_ids"])
                 targets.append(trained)
+                owner.append(i)
     scores = _token_logliks(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)
-    return math.exp(-sum(scores) / max(sum(map(len, targets)), 1))
+    logliks, tokens = [0.0] * len(rows), [0] * len(rows)
+    for i, score, target in zip(owner, scores, targets):
+        logliks[i] += score
+        tokens[i] += len(target)
+    return logliks, tokens
+
+
+def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
+               track: Track = _no_track) -> float:
+    """Token-weighted perplexity of the rows' trained tokens."""
+    logliks, tokens = item_logliks(model, tokenizer, task, rows, max_length, batch_size, track)
+    return math.exp(-sum(logliks) / max(sum(tokens), 1))
 
 
 def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
@@ -139,7 +151,12 @@ def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Set
         predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
         return classification_metrics(gold, predicted, task.labels()), predictions
-    return {"perplexity": perplexity(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)}, []
+    logliks, tokens = item_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+    metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
+    if rows:
+        metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
+    return metrics, [{"id": r["id"], "gold": None, "prediction": None, "loglik": ll, "tokens": n}
+                     for r, ll, n in zip(rows, logliks, tokens)]
 
 
 def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: list[dict], settings: Settings,
@@ -151,6 +168,28 @@ def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: 
     for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets, task.labels())):
         p["prediction"] = label
     return {"offsets": offsets, "dev_items": len(dev)}
+
+
+def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]], majority: dict | None,
+                seed: int) -> dict[str, Any]:
+    """Paired tests on the same items: tuned vs base, and each model vs the majority baseline (choice tasks: exact
+    McNemar and a paired bootstrap of macro-F1; perplexity: a paired bootstrap of the ratio)."""
+    out: dict[str, Any] = {}
+    if not task.choices:
+        if {"base", "tuned"} <= set(predictions):
+            base, tuned = predictions["base"], predictions["tuned"]
+            out["tuned_vs_base"] = stats.paired_perplexity([p["loglik"] for p in base], [p["loglik"] for p in tuned],
+                                                           [p["tokens"] for p in base], seed)
+        return out
+    gold = [task.gold(r) for r in rows]
+    runs = {name: [p["prediction"] for p in preds] for name, preds in predictions.items()}
+    if majority is not None:
+        runs["majority"] = [majority["label"]] * len(rows)
+        majority["ci"] = stats.classification_intervals(gold, runs["majority"], task.labels(), seed)
+    for second, first in (("tuned", "base"), ("tuned", "majority"), ("base", "majority")):
+        if first in runs and second in runs:
+            out[f"{second}_vs_{first}"] = stats.paired(gold, runs[first], runs[second], task.labels(), seed)
+    return out
 
 
 def before_and_after(model, tokenizer, dataset, settings: Settings,
@@ -180,6 +219,9 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
             record["argmax"] = {k: metrics[k] for k in ("accuracy", "macro_f1")}  # evaluate_split's, before the refit
             metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]], task.labels())
             metrics["calibration"] = record
+        if task.choices and rows:
+            gold, predicted = [p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]]
+            metrics["ci"] = stats.classification_intervals(gold, predicted, task.labels(), settings.seed)
         result["models"][name] = metrics
         texts = generate(model, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed,
                          max_length=settings.max_length)
@@ -197,6 +239,8 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     model.train(was_training)
     if task.choices:
         result["majority_baseline"] = majority_baseline([task.gold(r) for r in parts["train"]], [task.gold(r) for r in rows], task.labels())
+    if rows:
+        result["tests"] = comparisons(task, rows, predictions, result.get("majority_baseline"), settings.seed)
     result["samples"] = samples
     rows_out = []
     for i, row in enumerate(predictions.get("base", [])):

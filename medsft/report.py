@@ -42,10 +42,18 @@ def train_summary(console: Console, result, model_name: str) -> None:
     console.print(Panel(table, title="medsft: training done", expand=False))
 
 
-def _delta(tuned: float, base: float, scale: float = 100.0) -> str:
+def _delta(tuned: float, base: float, p: float | None = None, scale: float = 100.0) -> str:
+    """The difference, green or red only when significant at 0.05 (a p-value beside it), dim otherwise."""
     d = (tuned - base) * scale
-    colour = "green" if d > 0 else "red" if d < 0 else "white"
-    return f"[{colour}]{d:+.1f}[/]"
+    if p is None:
+        return f"{d:+.1f}"
+    colour = ("green" if d > 0 else "red") if p < 0.05 else "dim"
+    return f"[{colour}]{d:+.1f}{'*' if p < 0.05 else ''} (p {p:.2g})[/]"
+
+
+def _with_ci(value: float, ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    text = f"{value * scale:.{digits}f}"
+    return text + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else "")
 
 
 def header(console: Console, run: dict, evaluated: str) -> None:
@@ -81,37 +89,47 @@ def samples(console: Console, items: list[dict]) -> None:
 
 def _choice_table(console: Console, evaluation: dict) -> None:
     models, labels = evaluation["models"], evaluation["labels"]
-    majority = evaluation.get("majority_baseline")
+    majority, tests = evaluation.get("majority_baseline"), evaluation.get("tests", {})
     title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
     table = Table(title=title, min_width=len(title))
-    table.add_column("metric")
+    table.add_column("metric (95% interval)")
     for name in models:
         table.add_column(name, justify="right")
     if "tuned" in models:
-        table.add_column("delta", justify="right")
-    table.add_column(f"majority ({majority['label']})" if majority else "majority", justify="right")
+        table.add_column("tuned - base", justify="right")
+    if majority:
+        table.add_column(f"majority ({majority['label']})", justify="right")
+        table.add_column(f"{'tuned' if 'tuned' in models else 'base'} - majority", justify="right")
+    final = "tuned" if "tuned" in models else "base"
 
-    def row(label: str, get, style=None, baseline: str = "") -> None:
-        cells = [f"{get(m) * 100:.1f}" for m in models.values()]
+    def row(label: str, value, ci=lambda m: None, p_key: str | None = None, style=None) -> None:
+        cells = [_with_ci(value(m), ci(m)) for m in models.values()]
         if "tuned" in models:
-            cells.append(_delta(get(models["tuned"]), get(models["base"])))
-        table.add_row(label, *cells, baseline, style=style)
+            test = tests.get("tuned_vs_base", {})
+            cells.append(_delta(value(models["tuned"]), value(models["base"]), test.get(p_key) if p_key else None))
+        if majority:
+            test = tests.get(f"{final}_vs_majority", {})
+            cells += [_with_ci(value(majority), ci(majority)), _delta(value(models[final]), value(majority), test.get(p_key) if p_key else None)]
+        table.add_row(label, *cells, style=style)
 
-    for key, label in (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %")):
-        row(label, lambda m, k=key: m[k], baseline=f"{majority[key] * 100:.1f}" if majority else "-")
+    row("accuracy %", lambda m: m["accuracy"], lambda m: m.get("ci", {}).get("accuracy"), "p_value")
+    row("macro-F1 %", lambda m: m["macro_f1"], lambda m: m.get("ci", {}).get("macro_f1"), "macro_f1_p_value")
     calibrations = {name: m["calibration"] for name, m in models.items() if "calibration" in m}
     if len(calibrations) == len(models):
         for key, label in (("accuracy", "accuracy % (argmax)"), ("macro_f1", "macro-F1 % (argmax)")):
-            row(label, lambda m, k=key: m["calibration"]["argmax"][k], style="dim")
+            cells = [_with_ci(c["argmax"][key], None) for c in calibrations.values()]
+            table.add_row(label, *cells, *([""] * (len(table.columns) - 1 - len(cells))), style="dim")
         table.caption = "decision offsets fitted on {} dev items: {}".format(
             next(iter(calibrations.values()))["dev_items"],
             "; ".join(name + " " + " ".join(f"{c} {o:+.1f}" for c, o in list(r["offsets"].items())[1:])
                       for name, r in calibrations.items()),
         )
     for cls in labels:
-        row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"])
+        row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"],
+            lambda m, c=cls: m.get("ci", {}).get("per_class_f1", {}).get(c))
     console.print(table)
-    final = "tuned" if "tuned" in models else "base"
+    console.print("[dim]* significant at 0.05: accuracy by exact McNemar on the items one model gets right and the other "
+                  "wrong, macro-F1 by a paired bootstrap over items[/]")
     title = f"confusion matrix ({final}): rows gold, columns predicted"
     matrix = Table(title=title, min_width=len(title))
     matrix.add_column("gold \\ predicted")
@@ -120,6 +138,20 @@ def _choice_table(console: Console, evaluation: dict) -> None:
     for cls, counts in zip(labels, models[final]["confusion_matrix"]):
         matrix.add_row(cls, *map(str, counts))
     console.print(matrix)
+
+
+def _perplexity_table(console: Console, evaluation: dict) -> None:
+    title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
+    table = Table(title=title, min_width=len(title))
+    table.add_column("model")
+    table.add_column("perplexity (95% interval)", justify="right")
+    for name, m in evaluation["models"].items():
+        table.add_row(name, _with_ci(m["perplexity"], m.get("ci", {}).get("perplexity"), scale=1.0, digits=2))
+    test = evaluation.get("tests", {}).get("tuned_vs_base")
+    if test:
+        low, high = test["perplexity_ratio_ci"]
+        table.caption = f"tuned / base perplexity {test['perplexity_ratio']:.3f} [{low:.3f}, {high:.3f}], p {test['p_value']:.2g}"
+    console.print(table)
 
 
 def eval_report(console: Console, results: dict) -> None:
@@ -131,13 +163,7 @@ def eval_report(console: Console, results: dict) -> None:
         if "labels" in evaluation:
             _choice_table(console, evaluation)
         else:
-            title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
-            table = Table(title=title, min_width=len(title))
-            table.add_column("model")
-            table.add_column("perplexity", justify="right")
-            for name, m in evaluation["models"].items():
-                table.add_row(name, f"{m['perplexity']:.2f}")
-            console.print(table)
+            _perplexity_table(console, evaluation)
         samples(console, evaluation.get("samples", []))
 
 
