@@ -159,6 +159,18 @@ def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Set
                      for r, ll, n in zip(rows, logliks, tokens)]
 
 
+def dev_metrics(model, tokenizer, datasets: list, settings: Settings) -> dict[str, float]:
+    """Each dataset's dev rows scored with its task's own metric (choice tasks: accuracy and macro-F1 by the
+    log-likelihood scorer, argmax; others: perplexity); keys prefixed by the dataset's name when there are several."""
+    scored = [d for d in datasets if d.parts["eval"]]
+    out = {}
+    for d in scored:
+        metrics, _ = evaluate_split(model, tokenizer, d.task, d.parts["eval"], settings)
+        prefix = f"{d.spec.name}_" if len(scored) > 1 else ""
+        out.update({prefix + key: metrics[key] for key in ("accuracy", "macro_f1", "perplexity") if key in metrics})
+    return out
+
+
 def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: list[dict], settings: Settings,
                track: Track) -> dict[str, Any]:
     """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the

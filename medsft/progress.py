@@ -9,6 +9,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 
+EVAL_SHOWN = ("loss", "accuracy", "macro_f1", "perplexity")
+SHOWN_ENDS = ("_accuracy", "_macro_f1", "_perplexity")
+
+
 class RichProgress(TrainerCallback):
     def __init__(self, console=None):
         self.console = console
@@ -45,6 +49,10 @@ class RichProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is not None and logs and "loss" in logs:
             self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+        if self.progress is not None and logs and "eval_loss" in logs:  # the dev split, with the task's own metrics
+            shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k[5:] in EVAL_SHOWN or k.endswith(SHOWN_ENDS)}
+            self.progress.console.print(f"[bold]dev[/] step {state.global_step}: " +
+                                        ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in shown.items()))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:

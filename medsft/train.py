@@ -144,6 +144,13 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
     )
     if args.packing and not args.padding_free:
         trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)
+    if prepared.eval_dataset is not None:
+        from functools import partial
+
+        from medsft import evaluate
+
+        settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
+        trainer.task_metrics = partial(evaluate.dev_metrics, tokenizer=prepared.tokenizer, datasets=prepared.datasets, settings=settings)
     return trainer
 
 

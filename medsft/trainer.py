@@ -58,6 +58,21 @@ def packed_rows(pad_token_id: int, pad_to_multiple_of) -> PackedRows:
 
 
 class MedsftTrainer(SFTTrainer):
+    # model -> {"accuracy": ..., ...}: the task's own metrics on the dev rows, logged beside eval_loss at every
+    # evaluation, so that metric_for_best_model can be eval_accuracy (set by train.build_trainer).
+    task_metrics = None
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.task_metrics is not None:
+            model = self.accelerator.unwrap_model(self.model)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                extra = self.task_metrics(model)
+            model.train(was_training)
+            output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in extra.items()})
+        return output
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         head = self.accelerator.unwrap_model(model).get_output_embeddings()

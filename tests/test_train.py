@@ -89,3 +89,30 @@ def test_scratch_gpt2_trains_a_tokenizer_and_a_model(write_recipe, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.n_layer == 2 and len(tok) <= 400
+
+
+@pytest.mark.slow
+def test_task_metrics_during_training_choose_the_best_checkpoint(write_recipe, tmp_path, monkeypatch):
+    """eval_accuracy is logged at every evaluation (trainer state and MLflow) and, as metric_for_best_model with
+    load_best_model_at_end, the saved adapter is the best checkpoint's."""
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlruns"
+    path = write_recipe(max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                        metric_for_best_model="eval_accuracy", load_best_model_at_end=True, learning_rate=2e-2,
+                        report_to="mlflow", mlflow_tracking_uri=str(store), eval_after_train=False)
+    proc = run_cli(path)
+    assert proc.returncode == 0, proc.stderr
+    assert "dev step 2: loss" in proc.stdout and "accuracy" in proc.stdout
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert [h["step"] for h in evals if "eval_accuracy" in h][:3] == [2, 4, 6] and all("eval_macro_f1" in h for h in evals)
+    best = state["best_model_checkpoint"]
+    assert best and state["best_metric"] == max(h["eval_accuracy"] for h in evals)
+    saved, chosen = load_file(out / "adapter_model.safetensors"), load_file(f"{best}/adapter_model.safetensors")
+    assert saved.keys() == chosen.keys() and all(torch.equal(saved[k], chosen[k]) for k in saved)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()])[0]
+    assert len(client.get_metric_history(run.info.run_id, "eval_accuracy")) == len(evals)
