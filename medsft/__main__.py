@@ -181,7 +181,8 @@ def eval_main(argv: list[str]) -> int:
         (out / train.EVAL_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
         splits.write_ids(str(out), {d.spec.name: d.parts for d in datasets})
     with eval_progress(console) as track_for:
-        results = train.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main else None, run, track_for)
+        results = train.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main else None, run, track_for,
+                                     trained=run_dir is not None)
     report.eval_report(console, results)
     if main:
         _write_plots(str(out), [], results)

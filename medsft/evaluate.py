@@ -195,21 +195,24 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
         return out
     gold = [task.gold(r) for r in rows]
     runs = {name: [p["prediction"] for p in preds] for name, preds in predictions.items()}
+    final = "tuned" if "tuned" in runs else "base"
     if majority is not None:
         runs["majority"] = [majority["label"]] * len(rows)
         majority["ci"] = stats.classification_intervals(gold, runs["majority"], task.labels(), seed)
-    for second, first in (("tuned", "base"), ("tuned", "majority"), ("base", "majority")):
+    for second, first in (("tuned", "base"), (final, "majority"), ("base", "majority")):
         if first in runs and second in runs:
             out[f"{second}_vs_{first}"] = stats.paired(gold, runs[first], runs[second], task.labels(), seed)
     return out
 
 
 def before_and_after(model, tokenizer, dataset, settings: Settings,
-                     track_for: Callable[[str], Track] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     track_for: Callable[[str], Track] | None = None, base_model=None,
+                     trained: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split: the base model
-    (the adapter disabled: the same weights in memory, no second load) and the tuned model on the same items, and
-    sample generations from both under the same seeds. Without an adapter: "base" alone. With `calibrate`, each
-    model decides with offsets fitted on the dev rows."""
+    (an adapter disabled: the same weights in memory, no second load; or `base_model`, the pretrained weights a full
+    fine-tune started from) and the tuned model on the same items, and sample generations from both under the same
+    seeds. A model alone is "tuned" when it was trained (from scratch), "base" when it was not. With `calibrate`,
+    each model decides with offsets fitted on the dev rows."""
     track_for = track_for or (lambda name: _no_track)
     task, spec, parts = dataset.task, dataset.spec, dataset.parts
     rows = parts["test"]
@@ -224,7 +227,7 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     temperature = 0.0 if task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
     prefix = f"{spec.name} " if spec.name != task.name else ""
 
-    def run(name: str) -> None:
+    def run(name: str, model) -> None:
         metrics, predictions[name] = evaluate_split(model, tokenizer, task, rows, settings, track_for(prefix + name))
         if task.choices and spec.calibrate and parts["eval"]:
             record = calibrated(model, tokenizer, task, parts["eval"], predictions[name], settings, track_for(f"{prefix}{name} dev"))
@@ -244,10 +247,13 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     model.eval()
     if hasattr(model, "disable_adapter"):
         with model.disable_adapter():
-            run("base")
-        run("tuned")
+            run("base", model)
+        run("tuned", model)
+    elif base_model is not None:
+        run("base", base_model.eval())
+        run("tuned", model)
     else:
-        run("base")
+        run("tuned" if trained else "base", model)
     model.train(was_training)
     if task.choices:
         result["majority_baseline"] = majority_baseline([task.gold(r) for r in parts["train"]], [task.gold(r) for r in rows], task.labels())
@@ -255,7 +261,7 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
         result["tests"] = comparisons(task, rows, predictions, result.get("majority_baseline"), settings.seed)
     result["samples"] = samples
     rows_out = []
-    for i, row in enumerate(predictions.get("base", [])):
+    for i, row in enumerate(next(iter(predictions.values()), [])):
         item = {"id": row["id"], "gold": row["gold"]}
         for name, preds in predictions.items():
             item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]

@@ -74,6 +74,24 @@ def header(console: Console, run: dict, evaluated: str) -> None:
     console.print(Panel(grid, title="medsft report", expand=False))
 
 
+def short(text: str, lines: int = 4, chars: int = 320) -> str:
+    """A sample as a reader wants it: a repeated line shown once (then "…"), at most `lines` lines and `chars`."""
+    kept: list[str] = []
+    for line in text.strip().splitlines():
+        if kept and line.strip() == kept[-1].strip():
+            if kept[-1] != "…":
+                kept.append("…")
+            continue
+        if kept and kept[-1] == "…" and len(kept) > 1 and line.strip() == kept[-2].strip():
+            continue
+        kept.append(line)
+    cut = len(kept) > lines
+    out = "\n".join(kept[:lines])
+    if len(out) > chars:
+        out, cut = out[:chars].rstrip(), True
+    return out + (" …" if cut and not out.endswith("…") else "")
+
+
 def samples(console: Console, items: list[dict]) -> None:
     """One panel per prompt: its end, then reference (when known), base and tuned continuations side by side."""
     for item in items:
@@ -81,7 +99,7 @@ def samples(console: Console, items: list[dict]) -> None:
         table = Table(expand=True, box=None)
         for name in names:
             table.add_column("reference" if name == "gold" else name, ratio=1, style="dim" if name == "gold" else None)
-        table.add_row(*(Text(item[name].strip()) for name in names))
+        table.add_row(*(Text(short(item[name])) for name in names))
         prompt = " ".join(item["prompt"].split())
         shown = prompt if len(prompt) <= 200 else "..." + prompt[-200:]
         console.print(Panel(Group(Text(shown, style="italic"), table), title="sample generation", expand=True))
@@ -95,7 +113,8 @@ def _choice_table(console: Console, evaluation: dict) -> None:
     table.add_column("metric (95% interval)")
     for name in models:
         table.add_column(name, justify="right")
-    if "tuned" in models:
+    both = {"base", "tuned"} <= set(models)
+    if both:
         table.add_column("tuned - base", justify="right")
     if majority:
         table.add_column(f"majority ({majority['label']})", justify="right")
@@ -104,7 +123,7 @@ def _choice_table(console: Console, evaluation: dict) -> None:
 
     def row(label: str, value, ci=lambda m: None, p_key: str | None = None, style=None) -> None:
         cells = [_with_ci(value(m), ci(m)) for m in models.values()]
-        if "tuned" in models:
+        if both:
             test = tests.get("tuned_vs_base", {})
             cells.append(_delta(value(models["tuned"]), value(models["base"]), test.get(p_key) if p_key else None))
         if majority:
@@ -125,7 +144,7 @@ def _choice_table(console: Console, evaluation: dict) -> None:
                       for name, r in calibrations.items()),
         )
     for cls in labels:
-        row(f"F1 {cls} (n={models['base']['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"],
+        row(f"F1 {cls} (n={models[final]['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"],
             lambda m, c=cls: m.get("ci", {}).get("per_class_f1", {}).get(c))
     console.print(table)
     console.print("[dim]* significant at 0.05: accuracy by exact McNemar on the items one model gets right and the other "

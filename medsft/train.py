@@ -238,11 +238,22 @@ def load_trained(recipe: Recipe, run: Path | None):
     return PeftModel.from_pretrained(model, run), load_tokenizer(recipe, tokenizer_from)
 
 
+def base_of(recipe: Recipe, model):
+    """The pretrained weights a full fine-tune started from, to score beside it (an adapter's base needs no second
+    load: the adapter is disabled; a model from scratch has none)."""
+    from transformers import AutoModelForCausalLM
+
+    if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == models.SCRATCH:
+        return None
+    return AutoModelForCausalLM.from_pretrained(models.resolve(recipe.model.model_name_or_path), revision=recipe.model.model_revision,
+                                                trust_remote_code=recipe.training.trust_remote_code, dtype="float32")
+
+
 def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset], out: str | None,
-                 run: dict | None = None, track_for=None) -> dict:
+                 run: dict | None = None, track_for=None, trained: bool = True) -> dict:
     """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
     and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
-    progress wrapper for the batches."""
+    progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base)."""
     import json
 
     import torch
@@ -252,6 +263,9 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset],
     args = recipe.training
     device = "cuda" if torch.cuda.is_available() and not args.use_cpu else "cpu"
     model.to(device)
+    base = base_of(recipe, model) if trained else None
+    if base is not None:
+        base.to(device)
     settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
                                  recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
     evaluations, predictions = [], []
@@ -259,7 +273,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset],
         for dataset in datasets:
             if not dataset.parts["test"]:
                 continue
-            result, rows = evaluate.before_and_after(model, tokenizer, dataset, settings, track_for)
+            result, rows = evaluate.before_and_after(model, tokenizer, dataset, settings, track_for, base, trained)
             evaluations.append(result)
             predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
     results = {"run": run or {}, "evaluations": evaluations}

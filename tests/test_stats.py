@@ -78,3 +78,11 @@ def test_the_report_shows_intervals_and_p_values():
     assert f"{models['tuned']['accuracy'] * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]" in text
     p = evaluation["tests"]["tuned_vs_base"]["p_value"]
     assert f"(p {p:.2g})" in text and "*" in text
+
+
+def test_samples_are_short_and_repetition_is_cut():
+    from medsft.report import short
+
+    assert short("A:\n" * 20) == "A:\n…"
+    assert short("\n".join(f"line {i}" for i in range(9))) == "line 0\nline 1\nline 2\nline 3 …"
+    assert short("yes. It works.") == "yes. It works."

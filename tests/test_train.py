@@ -89,6 +89,16 @@ def test_scratch_gpt2_trains_a_tokenizer_and_a_model(write_recipe, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.n_layer == 2 and len(tok) <= 400
+    [evaluation] = json.loads((out / "eval_results.json").read_text())["evaluations"]
+    assert set(evaluation["models"]) == {"tuned"}  # the trained model, not "base": it has none
+
+
+@pytest.mark.slow
+def test_a_full_fine_tune_is_reported_beside_its_base(write_recipe, tmp_path):
+    proc = run_cli(write_recipe(use_peft=False, max_steps=2, max_test_samples=12, learning_rate=1e-3))
+    assert proc.returncode == 0, proc.stderr
+    [evaluation] = json.loads((tmp_path / "out" / "eval_results.json").read_text())["evaluations"]
+    assert set(evaluation["models"]) == {"base", "tuned"} and "tuned_vs_base" in evaluation["tests"]
 
 
 @pytest.mark.slow
