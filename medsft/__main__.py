@@ -88,18 +88,37 @@ def train_main(argv: list[str]) -> int:
             tracking.finish(None, None, recipe.training.output_dir)
         return 128 + result.stopped_by
     results = None
-    if recipe.script.eval_after_train and any(d.parts["test"] for d in prepared.datasets):
+    evaluated = prepared.datasets
+    if recipe.script.suite:
+        evaluated = evaluation_datasets(recipe, {d.spec.name: d.parts for d in prepared.datasets}, console, ids=True)
+    if recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated):
         run = _run_info(recipe, prepared.datasets, result.steps, result.seconds)
         out = recipe.training.output_dir if state.is_main_process else None
         with eval_progress(console) as track_for:
             model = trainer.accelerator.unwrap_model(trainer.model)
-            results = train.evaluate_run(recipe, model, prepared.tokenizer, prepared.datasets, out, run, track_for)
+            results = train.evaluate_run(recipe, model, prepared.tokenizer, evaluated, out, run, track_for)
         report.eval_report(console, results)
     if state.is_main_process:
         _write_plots(recipe.training.output_dir, result.log_history, results)
     if tracked:
         tracking.finish(results, result.eval_loss, recipe.training.output_dir)
     return _gate(recipe, result.eval_loss, results)
+
+
+def evaluation_datasets(recipe, recorded, console, ids: bool = False):
+    """The datasets an evaluation scores: the recipe's own test splits (a run's recorded ones), or with `suite` the
+    suite's benchmarks, less the items the run trained or tuned on."""
+    from medsft import data, mixture, suite
+
+    if not recipe.script.suite:
+        return data.load(mixture.specs(recipe.script, recipe.training), recorded)
+    datasets = data.load(suite.specs(recipe.script.suite, recipe.script.suite_data, recipe.script.prompt_style))
+    if ids and recorded is not None:  # rows of a run in memory: their ids
+        recorded = {name: {role: [r["id"] for r in rows] for role, rows in parts.items()} for name, parts in recorded.items()}
+    for name, n in suite.leave_out(datasets, recorded).items():
+        if n:
+            console.print(f"[yellow]{name}: {n} items left out: the run trained or tuned on them")
+    return datasets
 
 
 def _run_info(recipe, datasets, steps: int | None, seconds: float | None, adapter: bool | None = None) -> dict:
@@ -155,7 +174,7 @@ def eval_main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft import data, mixture, report, splits, train
+    from medsft import report, splits, train
     from medsft.config import parse_recipe
     from medsft.progress import eval_progress
 
@@ -170,7 +189,7 @@ def eval_main(argv: list[str]) -> int:
     run_dir = train.trained_run(recipe)
     out = run_dir or train.eval_dir(recipe)
     saved = splits.read_ids(str(run_dir)) if run_dir else None
-    datasets = data.load(mixture.specs(recipe.script, recipe.training), saved)
+    datasets = evaluation_datasets(recipe, saved, console)
     with console.status("loading model"):
         model, tokenizer = train.load_trained(recipe, run_dir)
     steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)

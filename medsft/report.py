@@ -173,6 +173,31 @@ def _perplexity_table(console: Console, evaluation: dict) -> None:
     console.print(table)
 
 
+def summary(console: Console, evaluations: list[dict]) -> None:
+    """One row per dataset: the headline metric of each model with its interval, and the paired difference."""
+    names = [n for n in ("base", "tuned") if any(n in e["models"] for e in evaluations)]
+    table = Table(title="summary: accuracy % (choice tasks) or perplexity, 95% intervals")
+    for column in ("dataset", "task", "items", *names):
+        table.add_column(column, justify="left" if column in ("dataset", "task") else "right")
+    if len(names) == 2:
+        table.add_column("tuned - base", justify="right")
+    for e in evaluations:
+        choice = "labels" in e
+        key, scale, digits = ("accuracy", 100.0, 1) if choice else ("perplexity", 1.0, 2)
+        cells = [_with_ci(m[key], m.get("ci", {}).get(key), scale, digits) if m else "-"
+                 for m in (e["models"].get(n) for n in names)]
+        if len(names) == 2:
+            test = e.get("tests", {}).get("tuned_vs_base")
+            if test and choice:
+                cells.append(_delta(e["models"]["tuned"][key], e["models"]["base"][key], test["p_value"]))
+            elif test:
+                cells.append(f"x{test['perplexity_ratio']:.3f} (p {test['p_value']:.2g})")
+            else:
+                cells.append("-")
+        table.add_row(e["name"], e["task"], str(e["n"]), *cells)
+    console.print(table)
+
+
 def eval_report(console: Console, results: dict) -> None:
     """Header panel, then per dataset: the metrics table (base / tuned / delta / majority), per-class rows and the
     confusion matrix for choice tasks, perplexity otherwise, and the sample generations."""
@@ -184,6 +209,8 @@ def eval_report(console: Console, results: dict) -> None:
         else:
             _perplexity_table(console, evaluation)
         samples(console, evaluation.get("samples", []))
+    if len(evaluations) > 1:
+        summary(console, evaluations)
 
 
 def preview(console: Console, examples: list[tuple[list[str], list[int]]], summary: dict, steps_per_epoch: int) -> None:
