@@ -44,6 +44,7 @@ class DataFields:
     # Task options: each task reads some of them and refuses the others (tasks/*.py, OPTIONS).
     prompt_style: Literal["medsft", "lm_eval"] = _help("medsft's prompt, or lm-evaluation-harness's character for character.", "medsft")
     calibrate: bool = _help("Choice tasks: decide with per-choice offsets fitted on the dev split.", False)
+    calibration_file: str | None = _help("Choice tasks: decide with the offsets a `medsft cv` run fitted (its cv_results.json).")
     include_long_answer: bool = _help("pubmedqa: train on the long answer after the yes/no/maybe decision.", False)
     section: str | None = _help("report: a header such as 'IMPRESSION:'; prompt = the note before it, completion = the section.")
     prompt_template: str | None = _help("template / multiple_choice: the prompt, with {field} placeholders.")

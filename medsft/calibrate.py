@@ -9,8 +9,12 @@ boundary to where the ranking pays off; it is a threshold, not a retraining, and
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
+
+from medsft.errors import UserError
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 2)  # offsets of each choice relative to the first, in nats
 
@@ -57,3 +61,14 @@ def fit_offsets(logliks: list[dict[str, float]], gold: list[str], labels: list[s
                 if value(candidate) > value(best):
                     best, improved = candidate, True
     return {labels[0]: 0.0, **{label: float(o) for label, o in zip(labels[1:], best)}}
+
+
+def offsets_from(path: str, model: str) -> dict[str, float]:
+    """The offsets a cv run fitted for `model` (base or tuned), for `calibration_file`."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"calibration_file not found: {file}; run python -m medsft cv RECIPE first")
+    try:
+        return json.loads(file.read_text())[model]["pooled"]["offsets"]
+    except (json.JSONDecodeError, KeyError):
+        raise UserError(f"calibration_file {file} is not a cv_results.json (no {model} offsets)") from None

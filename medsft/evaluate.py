@@ -229,8 +229,13 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
 
     def run(name: str, model) -> None:
         metrics, predictions[name] = evaluate_split(model, tokenizer, task, rows, settings, track_for(prefix + name))
-        if task.choices and spec.calibrate and parts["eval"]:
-            record = calibrated(model, tokenizer, task, parts["eval"], predictions[name], settings, track_for(f"{prefix}{name} dev"))
+        if task.choices and (spec.calibration_file or (spec.calibrate and parts["eval"])):
+            if spec.calibration_file:  # fitted by `medsft cv` on out-of-fold predictions
+                record = {"offsets": calibrate.offsets_from(spec.calibration_file, name), "source": spec.calibration_file}
+                for p, label in zip(predictions[name], calibrate.predict([p["loglik"] for p in predictions[name]], record["offsets"], task.labels())):
+                    p["prediction"] = label
+            else:
+                record = calibrated(model, tokenizer, task, parts["eval"], predictions[name], settings, track_for(f"{prefix}{name} dev"))
             record["argmax"] = {k: metrics[k] for k in ("accuracy", "macro_f1")}  # evaluate_split's, before the refit
             metrics = classification_metrics([p["gold"] for p in predictions[name]], [p["prediction"] for p in predictions[name]], task.labels())
             metrics["calibration"] = record

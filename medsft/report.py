@@ -138,8 +138,9 @@ def _choice_table(console: Console, evaluation: dict) -> None:
         for key, label in (("accuracy", "accuracy % (argmax)"), ("macro_f1", "macro-F1 % (argmax)")):
             cells = [_with_ci(c["argmax"][key], None) for c in calibrations.values()]
             table.add_row(label, *cells, *([""] * (len(table.columns) - 1 - len(cells))), style="dim")
-        table.caption = "decision offsets fitted on {} dev items: {}".format(
-            next(iter(calibrations.values()))["dev_items"],
+        first = next(iter(calibrations.values()))
+        table.caption = "decision offsets {}: {}".format(
+            f"fitted on {first['dev_items']} dev items" if "dev_items" in first else f"from {first['source']}",
             "; ".join(name + " " + " ".join(f"{c} {o:+.1f}" for c, o in list(r["offsets"].items())[1:])
                       for name, r in calibrations.items()),
         )
@@ -233,3 +234,25 @@ def preview(console: Console, examples: list[tuple[list[str], list[int]]], summa
     grid.add_row("tokens a row", f"min {length['min']}, median {length['median']:g}, p95 {length['p95']}, max {length['max']}")
     grid.add_row("per epoch", f"{steps_per_epoch} steps, {summary['tokens']:,} tokens, {summary['trained_tokens']:,} trained")
     console.print(Panel(grid, title="medsft preview: nothing trained, nothing written", expand=False))
+
+
+def cv_report(console: Console, results: dict) -> None:
+    """`medsft cv`: each fold's dev scores, their mean and spread, and the pooled out-of-fold numbers."""
+    table = Table(title=f"cross-validation: {results['folds_used']} of {results['folds_available']} folds ({results['recipe']})")
+    for column in ("fold", "dev items", "accuracy %", "macro-F1 %"):
+        table.add_column(column, justify="right")
+    for fold in results["folds"]:
+        table.add_row(str(fold["fold"]), str(fold["items"]), f"{fold['accuracy'] * 100:.1f}", f"{fold['macro_f1'] * 100:.1f}")
+    tuned = results["tuned"]
+    table.add_row("mean ± sd", "", f"{tuned['accuracy']['mean'] * 100:.1f} ± {tuned['accuracy']['std'] * 100:.1f}",
+                  f"{tuned['macro_f1']['mean'] * 100:.1f} ± {tuned['macro_f1']['std'] * 100:.1f}", style="bold")
+    for name in ("tuned", "base"):
+        pooled = results[name].get("pooled")
+        if pooled and pooled["items"]:
+            table.add_row(f"{name}, pooled argmax", str(pooled["items"]), _with_ci(pooled["argmax"]["accuracy"], pooled["argmax_ci"]["accuracy"]),
+                          _with_ci(pooled["argmax"]["macro_f1"], pooled["argmax_ci"]["macro_f1"]), style="dim" if name == "base" else None)
+            offsets = " ".join(f"{c} {o:+.1f}" for c, o in list(pooled["offsets"].items())[1:])
+            table.add_row(f"{name}, offsets {offsets}", "", f"{pooled['with_offsets_in_sample']['accuracy'] * 100:.1f}",
+                          f"{pooled['with_offsets_in_sample']['macro_f1'] * 100:.1f}", style="dim")
+    table.caption = "offsets are fitted on these out-of-fold items (their rows here are in-sample); the test split is never used"
+    console.print(table)

@@ -56,7 +56,7 @@ def by_ids(rows: list[dict], ids: dict[str, Any], fold: int, where: str, strict:
     return parts
 
 
-def _split_file(spec) -> tuple[Path | None, dict | None]:
+def split_file(spec) -> tuple[Path | None, dict | None]:
     from medsft import sources
 
     path = Path(spec.split_file).expanduser() if spec.split_file else sources.beside(spec)
@@ -82,7 +82,7 @@ def assign(task: Task, spec, source: dict[str, list[dict]], saved: dict[str, lis
         if lost:
             raise UserError(f"dataset {spec.name}: {len(lost)} ids recorded by the run (e.g. {lost[0]}) are not in the data any more")
         return {role: [by_id[i] for i in saved.get(role, [])] for role in ROLES}
-    path, ids = _split_file(spec)
+    path, ids = split_file(spec)
     if ids is not None:
         parts = by_ids(every, ids, spec.fold, f"split file {path}", strict=bool(spec.split_file))
     else:

@@ -11,7 +11,7 @@ from medsft.errors import UserError
 
 # DataFields keys that only some tasks read; a task refuses those it does not use rather than ignoring them.
 TASK_OPTIONS = (
-    "prompt_style", "calibrate", "include_long_answer", "section", "prompt_template", "completion_template", "chat", "system_prompt",
+    "prompt_style", "calibrate", "calibration_file", "include_long_answer", "section", "prompt_template", "completion_template", "chat", "system_prompt",
     "question_field", "options_field", "option_fields", "answer_field", "choice_labels", "include_option_text",
     "explanation_field", "dataset_text_field",
 )

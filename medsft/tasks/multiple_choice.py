@@ -24,7 +24,7 @@ def option_lines(options: dict[str, str]) -> str:
 
 class MultipleChoice(Task):
     name = "multiple_choice"
-    options = ("prompt_style", "calibrate", "prompt_template", "question_field", "options_field", "option_fields",
+    options = ("prompt_style", "calibrate", "calibration_file", "prompt_template", "question_field", "options_field", "option_fields",
                "answer_field", "choice_labels", "include_option_text", "explanation_field")
     choices = True
     seen: list[str]

@@ -86,7 +86,7 @@ def official_ids() -> dict[str, Any]:
 
 class PubMedQA(Task):
     name = "pubmedqa"
-    options = ("prompt_style", "calibrate", "include_long_answer")
+    options = ("prompt_style", "calibrate", "calibration_file", "include_long_answer")
     choices = True
     split_sizes = (0.05, 0.5)  # PubMedQA's own proportions where the ids are not the official ones: 450 / 50 / 500
 

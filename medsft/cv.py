@@ -1,0 +1,67 @@
+"""Cross-validation over a split's folds (PubMedQA's official 10 of the 500 non-test items): settings are chosen, and
+the decision offsets fitted, on out-of-fold predictions, never on the test split.
+
+Fold f trains on the other folds and scores fold f (its dev set); the folds' dev scores give a mean and spread,
+and their pooled out-of-fold log-likelihoods the offsets `calibrate` uses at test time (`calibration_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from medsft import calibrate, evaluate, stats
+from medsft.errors import UserError
+from medsft.metrics import classification_metrics
+
+
+def folds_of(dataset) -> int:
+    """How many folds the dataset's split has; UserError when it has none (cross-validation needs them)."""
+    from medsft import splits
+
+    _, ids = splits.split_file(dataset.spec)
+    ids = ids or dataset.task.official_split()
+    present = {r["id"] for role in ("train", "eval") for r in dataset.parts[role]}
+    if not ids or "folds" not in ids or not present & {str(i) for fold in ids["folds"] for i in fold}:
+        raise UserError(f"cv needs a split with folds (PubMedQA's official split, or a split_file with folds); "
+                        f"dataset {dataset.spec.name} has none")
+    if not dataset.task.choices:
+        raise UserError(f"cv scores a choice task on each fold's dev items; {dataset.task.name} is not one")
+    return len(ids["folds"])
+
+
+def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[dict], seed: int) -> dict[str, Any]:
+    """Per fold and pooled: accuracy and macro-F1 of the tuned models (argmax), the offsets fitted on the pooled
+    out-of-fold predictions, and the same for the base model on the same items."""
+    labels = task.labels()
+    per_fold = [classification_metrics([p["gold"] for p in f], [p["prediction"] for p in f], labels) for f in fold_predictions]
+    pooled = [p for f in fold_predictions for p in f]
+
+    def decided(predictions: list[dict]) -> dict[str, Any]:
+        gold = [p["gold"] for p in predictions]
+        offsets = calibrate.fit_offsets([p["loglik"] for p in predictions], gold, labels)
+        argmax = classification_metrics(gold, [p["prediction"] for p in predictions], labels)
+        fitted = classification_metrics(gold, calibrate.predict([p["loglik"] for p in predictions], offsets, labels), labels)
+        return {"items": len(predictions), "offsets": offsets,
+                "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1")},
+                "argmax_ci": stats.classification_intervals(gold, [p["prediction"] for p in predictions], labels, seed),
+                "with_offsets_in_sample": {k: fitted[k] for k in ("accuracy", "macro_f1")}}
+
+    spread = {key: {"mean": statistics.mean(m[key] for m in per_fold),
+                    "std": statistics.stdev(m[key] for m in per_fold) if len(per_fold) > 1 else 0.0} for key in ("accuracy", "macro_f1")}
+    return {"folds": [{"fold": i, "items": len(f), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+                      for i, (f, m) in enumerate(zip(fold_predictions, per_fold))],
+            "tuned": {**spread, "pooled": decided(pooled)}, "base": {"pooled": decided(base_predictions)}}
+
+
+def score(model, tokenizer, task, rows: list[dict], settings: evaluate.Settings) -> list[dict]:
+    return evaluate.score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size)
+
+
+def write(folder: Path, results: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cv_results.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
