@@ -93,7 +93,7 @@ def train_main(argv: list[str]) -> int:
     if recipe.script.suite:
         evaluated = evaluation_datasets(recipe, {d.spec.name: d.parts for d in prepared.datasets}, console, ids=True)
     if recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated):
-        run = _run_info(recipe, prepared.datasets, result.steps, result.seconds)
+        run = _run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=recipe.training.output_dir)
         out = recipe.training.output_dir if state.is_main_process else None
         with eval_progress(console) as track_for:
             model = trainer.accelerator.unwrap_model(trainer.model)
@@ -122,11 +122,16 @@ def evaluation_datasets(recipe, recorded, console, ids: bool = False):
     return datasets
 
 
-def _run_info(recipe, datasets, steps: int | None, seconds: float | None, adapter: bool | None = None) -> dict:
-    """The header of eval_results.json and of the report: what produced the numbers."""
+def _run_info(recipe, datasets, steps: int | None, seconds: float | None, adapter: bool | None = None,
+              run_dir=None) -> dict:
+    """The header of eval_results.json and of the report: what produced the numbers, and how to reproduce them (the
+    trained run's environment.json; for an evaluation alone, this machine's)."""
     from pathlib import Path
 
+    from medsft import provenance
+
     return {
+        "environment": (provenance.read(run_dir) if run_dir is not None else None) or provenance.record(recipe),
         "recipe": str(recipe.path),
         "model": recipe.model.model_name_or_path,
         "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file() if adapter is None else adapter,
@@ -189,12 +194,19 @@ def eval_main(argv: list[str]) -> int:
     console = Console(quiet=not state.is_main_process)
     run_dir = train.trained_run(recipe)
     out = run_dir or train.eval_dir(recipe)
+    if run_dir is not None:
+        from medsft import provenance
+
+        changed = provenance.mismatch(provenance.read(run_dir))
+        if changed:
+            console.print(f"[yellow]medsft: warning: {changed}")
     saved = splits.read_ids(str(run_dir)) if run_dir else None
     datasets = evaluation_datasets(recipe, saved, console)
     with console.status("loading model"):
         model, tokenizer = train.load_trained(recipe, run_dir)
     steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)
-    run = _run_info(recipe, datasets, steps, seconds, adapter=bool(run_dir and (run_dir / "adapter_config.json").is_file()))
+    run = _run_info(recipe, datasets, steps, seconds, adapter=bool(run_dir and (run_dir / "adapter_config.json").is_file()),
+                    run_dir=run_dir)
     main = state.is_main_process
     if main and run_dir is None:
         out.mkdir(parents=True, exist_ok=True)

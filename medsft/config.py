@@ -269,6 +269,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
             raise UserError(" ".join(str(e).split())) from None
     given = [*config, *cli]
     _check_data_keys({key: merged[key] for key in given})
+    _check_intervals(given, merged)
     return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli))
 
 
@@ -278,6 +279,15 @@ REFUSED = {
     "truncation_mode": "medsft never cuts the answer: it shortens the prompt from the left and splits long texts "
                        "into max_length pieces; remove it",
 }
+
+
+def _check_intervals(given: list[str], merged: dict[str, Any]) -> None:
+    """An interval that its strategy would ignore (save_steps under save_strategy: epoch) is refused."""
+    for key, strategy in (("save_steps", "save_strategy"), ("eval_steps", "eval_strategy"), ("logging_steps", "logging_strategy")):
+        value = getattr(merged.get(strategy, "steps"), "value", merged.get(strategy, "steps"))
+        if key in given and value != "steps":
+            raise UserError(f"{key} takes effect only with {strategy}: steps, and this recipe has {strategy}: {value}; "
+                            f"set {strategy}: steps too, or drop {key}")
 
 
 def _check_data_keys(given: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from medsft import checkpoints, data, encode, mixture, models, splits
+from medsft import checkpoints, data, encode, mixture, models, provenance, splits
 from medsft.config import Recipe
 from medsft.errors import UserError
 
@@ -179,6 +179,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
         splits.write_ids(args.output_dir, {d.spec.name: d.parts for d in prepared.datasets})
+        provenance.write(args.output_dir, provenance.record(recipe))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
