@@ -76,10 +76,10 @@ def test_zero2_loss_matches_ddp(runs):
 
 @pytest.mark.parametrize("config", ["multi_process", "zero3"])
 def test_evaluation_equals_a_single_process_reload(runs, recipe, config):
-    during = json.loads((runs[config] / "eval_results.json").read_text())
+    [during] = json.loads((runs[config] / "eval_results.json").read_text())["evaluations"]
     proc = run_cli("eval", recipe, "--output_dir", runs[config])
     assert proc.returncode == 0, proc.stderr
-    reloaded = json.loads((runs[config] / "eval_results.json").read_text())
+    [reloaded] = json.loads((runs[config] / "eval_results.json").read_text())["evaluations"]
     for name in ("base", "tuned"):
         assert reloaded["models"][name]["accuracy"] == during["models"][name]["accuracy"]
     assert reloaded["models"]["tuned"]["confusion_matrix"] == during["models"]["tuned"]["confusion_matrix"]
