@@ -1,7 +1,9 @@
 """Batched generation for the server: one worker thread decodes every request in its batch a token a step.
 
 Requests wait in a bounded queue; the worker takes up to `max_batch` of them, prefills them together (left-padded)
-and decodes them together with one KV cache, so concurrent requests share each forward pass. Each row has its own
+and decodes them together with one KV cache, so concurrent requests share each forward pass; requests that arrive
+meanwhile join the running batch between steps (their own prefill, then the caches merged, left-padded and masked)
+while it has room: continuous batching. Each row has its own
 sampling settings and its own seeded `torch.Generator`, so a request's sampled text does not depend on what it was
 batched with. Between steps the worker drops rows that are finished, cancelled (their client went away), past their
 deadline or stopped by a stop string, so a disconnected client frees the worker within one step.
@@ -39,6 +41,39 @@ class Job:
     finish_reason: str | None = None  # stop (EOS or a stop string), length, cancelled, expired (never started), error: ...
 
 
+@dataclass
+class _Batch:
+    """Rows decoding together: their jobs and generators, one KV cache, the attention mask, each row's last position
+    and the token each row feeds next."""
+
+    jobs: list[Job]
+    generators: list
+    cache: object
+    mask: torch.Tensor
+    positions: torch.Tensor
+    pending: list[int] = field(default_factory=list)
+
+
+def _merge(a: _Batch, b: _Batch) -> _Batch:
+    """Two batches as one: caches and masks left-padded to the same length (masked), rows stacked."""
+    from transformers import DynamicCache
+
+    length = max(a.mask.shape[1], b.mask.shape[1])
+
+    def left(t: torch.Tensor, dim: int) -> torch.Tensor:
+        missing = length - t.shape[dim]
+        if not missing:
+            return t
+        shape = list(t.shape)
+        shape[dim] = missing
+        return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+    layers = [(torch.cat([left(x.keys, 2), left(y.keys, 2)]), torch.cat([left(x.values, 2), left(y.values, 2)]))
+              for x, y in zip(a.cache.layers, b.cache.layers)]
+    return _Batch(a.jobs + b.jobs, a.generators + b.generators, DynamicCache(layers),
+                  torch.cat([left(a.mask, 1), left(b.mask, 1)]), torch.cat([a.positions, b.positions]), a.pending + b.pending)
+
+
 class Engine:
     def __init__(self, model, tokenizer, max_batch: int = 8, max_queue: int = 64):
         self.model, self.tokenizer = model, tokenizer
@@ -69,7 +104,7 @@ class Engine:
             start = time.perf_counter()
             try:
                 if live:
-                    self.run(live)
+                    self.run(live, admit=True)
             except Exception as e:  # noqa: BLE001 - a failed batch must not stop the worker: its jobs end, the next run
                 for job in live:
                     if job.finish_reason is None:
@@ -86,8 +121,39 @@ class Engine:
         return False
 
     @torch.inference_mode()
-    def run(self, jobs: list[Job]) -> None:
-        """Decode `jobs` together until each is finished; rows leave the batch as they finish."""
+    def run(self, jobs: list[Job], admit: bool = False) -> None:
+        """Decode `jobs` together until each is finished; rows leave the batch as they finish and, with `admit`,
+        waiting requests join it between steps (continuous batching) while there is room."""
+        batch = self._prefill(jobs)
+        while batch is not None:
+            if admit and len(batch.jobs) < self.max_batch:
+                joining = self._take(self.max_batch - len(batch.jobs))
+                if joining:
+                    joined = self._prefill(joining)
+                    batch = _merge(batch, joined) if joined is not None else batch
+            batch = self._step(batch)
+
+    def _take(self, room: int) -> list[Job]:
+        jobs = []
+        while len(jobs) < room:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if not self._expired(job):
+                jobs.append(job)
+        return jobs
+
+    def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
+        # In the model's own dtype: bf16 autocast rounds differently with the batch's shape, so a request's greedy
+        # text would depend on what it was batched with.
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        self.steps += 1
+        return out.logits[:, -1, :].float()
+
+    def _prefill(self, jobs: list[Job]) -> _Batch | None:
+        """The prompts of `jobs` through the model (left-padded), their first tokens chosen."""
         from transformers import DynamicCache
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -97,28 +163,32 @@ class Engine:
         for row, job in enumerate(jobs):
             ids[row, width - len(job.ids) :] = torch.tensor(job.ids)
             mask[row, width - len(job.ids) :] = 1
-        generators = [self._generator(j) for j in jobs]
-        cache = DynamicCache()
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        active = list(range(len(jobs)))
-        while active:
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
-            self.steps += 1
-            chosen = [self._next(jobs[i], logits[row], generators[i]) for row, i in enumerate(active)]
-            keep = [row for row, i in enumerate(active) if not self._advance(jobs[i], chosen[row])]
-            self.tokens += len(active)
-            if not keep:
-                return
-            if len(keep) < len(active):
-                cache.batch_select_indices(torch.tensor(keep, device=self.device))
-                mask, positions = mask[keep], positions[keep]
-                chosen = [chosen[row] for row in keep]
-                active = [active[row] for row in keep]
-            ids = torch.tensor(chosen, device=self.device).unsqueeze(-1)
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-            positions = positions[:, -1:] + 1
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, positions, cache)
+        return self._choose(_Batch(jobs, [self._generator(j) for j in jobs], cache, mask, positions[:, -1:]), logits)
+
+    def _step(self, batch: _Batch) -> _Batch | None:
+        ids = torch.tensor(batch.pending, device=self.device).unsqueeze(-1)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.jobs), 1))], dim=-1)
+        batch.positions = batch.positions + 1
+        return self._choose(batch, self._forward(ids, batch.mask, batch.positions, batch.cache))
+
+    def _choose(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
+        """Each row's next token from its logits; finished rows leave the batch (None when none is left)."""
+        chosen = [self._next(job, logits[row], generator) for row, (job, generator) in enumerate(zip(batch.jobs, batch.generators))]
+        keep = [row for row, job in enumerate(batch.jobs) if not self._advance(job, chosen[row])]
+        self.tokens += len(batch.jobs)
+        if not keep:
+            return None
+        if len(keep) < len(batch.jobs):
+            batch.cache.batch_select_indices(torch.tensor(keep, device=self.device))
+            batch.mask, batch.positions = batch.mask[keep], batch.positions[keep]
+            batch.jobs = [batch.jobs[row] for row in keep]
+            batch.generators = [batch.generators[row] for row in keep]
+        batch.pending = [chosen[row] for row in keep]
+        return batch
 
     def _generator(self, job: Job) -> torch.Generator | None:
         if job.temperature <= 0:

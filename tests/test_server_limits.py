@@ -165,6 +165,28 @@ def test_batched_requests_get_their_own_greedy_and_seeded_texts(loaded):
     assert seeded[0].tokens == seeded[1].tokens
 
 
+def test_a_request_joining_a_running_batch_gets_its_own_text(loaded):
+    """Continuous batching: a request that arrives while another decodes joins its batch between steps (caches
+    merged); both texts equal the ones they get alone."""
+    from medsft.engine import Engine, Job
+
+    tok = loaded.tokenizer
+    engine = Engine(loaded.model, tok, max_batch=8)
+    first = Job(tok("Patient presents with fever")["input_ids"], 40, min_new_tokens=40)
+    later = [Job(tok("IMPRESSION:")["input_ids"], 10), Job(tok("Temperature 39 C. The patient")["input_ids"], 10, temperature=1.0, seed=5)]
+    engine.submit(first)
+    _wait(lambda: engine.steps >= 5)
+    steps = engine.steps
+    for job in later:
+        engine.submit(job)
+    _wait(lambda: all(j.finish_reason for j in (first, *later)))
+    assert engine.steps - steps < 40 + 10  # they shared the first request's steps instead of waiting for them
+    for job in (first, *later):
+        alone = Job(job.ids, job.max_new_tokens, job.temperature, min_new_tokens=job.min_new_tokens, seed=job.seed)
+        engine.run([alone])
+        assert alone.tokens == job.tokens
+
+
 def _wait(condition, timeout=60.0):
     end = time.monotonic() + timeout
     while not condition():
