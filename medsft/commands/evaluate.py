@@ -1,0 +1,57 @@
+"""`python -m medsft eval RUN_DIR_OR_RECIPE [--key value]`: a trained run, or a base model, scored."""
+
+from __future__ import annotations
+
+from medsft.commands import evaluation_datasets, gate, quiet_libraries, run_info, write_plots
+from medsft.errors import UserError
+
+
+def main(argv: list[str]) -> int:
+    """`eval RUN_DIR` or `eval RECIPE`: the trained run (base vs tuned on the test ids it recorded) or, without one
+    for this model and data, the base model alone, written to a folder of its own."""
+    from pathlib import Path
+
+    import yaml
+    from accelerate import PartialState
+    from rich.console import Console
+
+    from medsft import report, splits, train
+    from medsft.config import parse_recipe
+    from medsft.progress import eval_progress
+
+    quiet_libraries()
+    if argv and Path(argv[0]).is_dir():
+        if not (Path(argv[0]) / train.RECIPE_FILE).is_file():
+            raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder or a recipe")
+        argv = [str(Path(argv[0]) / train.RECIPE_FILE), *argv[1:], "--output_dir", argv[0]]
+    recipe = parse_recipe(argv)
+    state = PartialState()
+    console = Console(quiet=not state.is_main_process)
+    run_dir = train.trained_run(recipe)
+    out = run_dir or train.eval_dir(recipe)
+    if run_dir is not None:
+        from medsft import provenance
+
+        changed = provenance.mismatch(provenance.read(run_dir))
+        if changed:
+            console.print(f"[yellow]medsft: warning: {changed}")
+    saved = splits.read_ids(str(run_dir)) if run_dir else None
+    datasets = evaluation_datasets(recipe, saved, console)
+    with console.status("loading model"):
+        model, tokenizer = train.load_trained(recipe, run_dir)
+    steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)
+    run = run_info(recipe, datasets, steps, seconds, adapter=bool(run_dir and (run_dir / "adapter_config.json").is_file()),
+                    run_dir=run_dir)
+    main = state.is_main_process
+    if main and run_dir is None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / train.EVAL_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        splits.write_ids(str(out), {d.spec.name: d.parts for d in datasets})
+    with eval_progress(console) as track_for:
+        results = train.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main else None, run, track_for,
+                                     trained=run_dir is not None)
+    report.eval_report(console, results)
+    if main:
+        write_plots(str(out), [], results)
+    console.print(f"written to {out}: eval_results.json, predictions.jsonl")
+    return gate(recipe, None, results, loss=False)  # no training here: only the accuracy threshold applies

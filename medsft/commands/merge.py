@@ -1,0 +1,34 @@
+"""`python -m medsft merge RUN_DIR OUT_DIR`: the adapter folded into the base weights."""
+
+from __future__ import annotations
+
+from medsft.commands import quiet_libraries
+from medsft.errors import UserError
+
+
+def main(argv: list[str]) -> int:
+    """`merge RUN_DIR OUT_DIR`: the adapter folded into the base weights, saved as a plain model + tokenizer."""
+    import tempfile
+    from pathlib import Path
+
+    from medsft import inference
+
+    if len(argv) != 2 or any(a.startswith("-") for a in argv):
+        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR")
+    run, out = Path(argv[0]), Path(argv[1])
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
+    if not (run / "adapter_config.json").is_file():
+        raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
+    quiet_libraries()
+    loaded = inference.load(str(run))
+    model = loaded.model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(tmp)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    tmp.rename(out)  # all or nothing: an interrupted merge leaves no half-written OUT_DIR
+    print(f"merged {run} into {out}: loads with AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0

@@ -1,0 +1,61 @@
+"""`python -m medsft serve MODEL`: the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from medsft.commands import quiet_libraries
+from medsft.errors import OneLineErrors
+
+
+def main(argv: list[str]) -> int:
+    """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [limits]`."""
+    import argparse
+    import ipaddress
+
+    from medsft.server import ServeOptions
+
+    class Parser(OneLineErrors, argparse.ArgumentParser):
+        pass
+
+    def positive(kind):
+        def parse(text):
+            value = kind(text)
+            if value <= 0:
+                raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+            return value
+        return parse
+
+    defaults = ServeOptions()
+    parser = Parser(prog="medsft serve", allow_abbrev=False)
+    parser.add_argument("model", help="a medsft run, an adapter or model folder, a hub id or smollm2-135m-instruct")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api_key", default=os.environ.get("MEDSFT_API_KEY"),
+                        help="require Authorization: Bearer KEY on every endpoint but /health and / (or MEDSFT_API_KEY)")
+    parser.add_argument("--max_tokens_cap", type=positive(int), default=defaults.max_tokens_cap, help="largest max_tokens a request may ask for")
+    parser.add_argument("--max_batch", type=positive(int), default=defaults.max_batch, help="requests decoded together (1: one at a time)")
+    parser.add_argument("--max_queue", type=positive(int), default=defaults.max_queue, help="requests that may wait; more get 429")
+    parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
+    parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
+    parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    import uvicorn
+
+    from medsft import inference, server
+
+    options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
+                           args.timeout, args.api_key or None)
+    app = server.create_app(inference.load(args.model), options)
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and options.api_key is None:
+        print(f"medsft: warning: serving on {args.host} without an API key: anyone who can reach it can use it "
+              "(set --api_key or MEDSFT_API_KEY)", file=sys.stderr, flush=True)
+    print(f"medsft: serving {args.model} on http://{args.host}:{args.port} (OpenAI API under /v1)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
