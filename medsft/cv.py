@@ -56,8 +56,27 @@ def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[d
             "tuned": {**spread, "pooled": decided(pooled)}, "base": {"pooled": decided(base_predictions)}}
 
 
-def score(model, tokenizer, task, rows: list[dict], settings: evaluate.Settings) -> list[dict]:
-    return evaluate.score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size)
+def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
+    """Train on every fold but the recipe's `fold`, then score that fold's dev rows with the trained model and with
+    its base (the adapter disabled, or the pretrained weights reloaded; none for a model from scratch)."""
+    from medsft import train
+
+    prepared = train.prepare(recipe)
+    trainer, _ = train.train(recipe, prepared, callbacks)
+    model, dataset = trainer.accelerator.unwrap_model(trainer.model).eval(), prepared.datasets[0]
+    args = recipe.training
+    settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
+
+    def score(scored) -> list[dict]:
+        return evaluate.score_choices(scored, prepared.tokenizer, dataset.task, dataset.parts["eval"], settings.max_length, settings.batch_size)
+
+    tuned, base = score(model), train.base_of(recipe, model)
+    if base is not None:
+        return tuned, score(base.eval())
+    if not hasattr(model, "disable_adapter"):  # a model from scratch has no base
+        return tuned, []
+    with model.disable_adapter():
+        return tuned, score(model)
 
 
 def write(folder: Path, results: dict) -> Path:
