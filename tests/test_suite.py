@@ -32,7 +32,7 @@ def suite_data(tmp_path):
 def test_the_medical_suite_scores_four_benchmarks_with_intervals(write_recipe, suite_data, tmp_path):
     proc = run_cli("eval", write_recipe(), "--suite", "medical", "--suite_data", suite_data, "--prompt_style", "lm_eval")
     assert proc.returncode == 0, proc.stderr
-    folder = next((tmp_path / "eval").iterdir())
+    folder = next((tmp_path / "eval").iterdir()) / "suite-medical"
     evaluations = json.loads((folder / "eval_results.json").read_text())["evaluations"]
     assert [(e["name"], e["n"]) for e in evaluations] == [("pubmedqa", 20), ("medqa", 12), ("medmcqa", 30), ("mmlu", 8)]
     for e in evaluations:
@@ -49,9 +49,9 @@ def test_a_runs_suite_leaves_out_what_it_trained_on(write_recipe, suite_data, tm
     proc = run_cli("eval", out, "--suite", "medical", "--suite_data", suite_data)
     assert proc.returncode == 0, proc.stderr
     assert "medmcqa: 24 items left out: the run trained or tuned on them" in " ".join(proc.stdout.split())
-    evaluations = {e["name"]: e for e in json.loads((out / "eval_results.json").read_text())["evaluations"]}
+    evaluations = {e["name"]: e for e in json.loads((out / "suite-medical" / "eval_results.json").read_text())["evaluations"]}
     recorded = json.loads((out / "split_ids.json").read_text())["medmcqa"]
-    scored = {json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()
+    scored = {json.loads(line)["id"] for line in (out / "suite-medical" / "predictions.jsonl").read_text().splitlines()
               if json.loads(line)["dataset"] == "medmcqa"}
     assert evaluations["medmcqa"]["n"] == 6 and scored == set(recorded["test"])
     assert set(evaluations["medmcqa"]["models"]) == {"base", "tuned"}

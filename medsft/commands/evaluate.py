@@ -29,6 +29,8 @@ def main(argv: list[str]) -> int:
     console = Console(quiet=not state.is_main_process)
     run_dir = train.trained_run(recipe)
     out = run_dir or train.eval_dir(recipe)
+    if recipe.script.suite:  # beside the run's own evaluation, not over it
+        out = out / f"suite-{recipe.script.suite}"
     if run_dir is not None:
         from medsft import provenance
 
@@ -40,8 +42,8 @@ def main(argv: list[str]) -> int:
     with console.status("loading model"):
         model, tokenizer = train.load_trained(recipe, run_dir)
     steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)
-    run = run_info(recipe, datasets, steps, seconds, adapter=bool(run_dir and (run_dir / "adapter_config.json").is_file()),
-                    run_dir=run_dir)
+    adapter = bool(run_dir and (run_dir / "adapter_config.json").is_file())
+    run = run_info(recipe, datasets, steps, seconds, adapter=adapter, run_dir=run_dir)
     main = state.is_main_process
     if main and run_dir is None:
         out.mkdir(parents=True, exist_ok=True)
