@@ -7,7 +7,8 @@ Each variant trains one epoch over the same `samples` training rows (official tr
 the same examples whatever order its sampler picks. Length grouping needs a few batches per mega-batch
 (transformers uses len // (4 * batch) batches), so fewer than ~128 rows shows no grouping at all. Variants are interleaved round by round so machine noise hits
 them alike; medians are reported:
-  medsft     the runner as a user gets it (recipes/pubmedqa_lora.yaml)
+  medsft     the runner as a user gets it (recipes/pubmedqa_lora.yaml; random batches)
+  medsft-grouped  the same with train_sampling_strategy: group_by_length (less padding; see config.DEFAULTS)
   plain-trl  a hand-written TRL script: prompt/completion rows, SFTTrainer tokenizes, same settings
   padded     the seed scripts' way: every example padded to max_length
   raw        the reference: a raw PyTorch + peft loop (forward with labels, backward, AdamW) on the same token ids
@@ -97,7 +98,7 @@ def measure_plain_trl(samples, batch, out) -> StepTimer:
 
 def measure_raw(samples, batch, out) -> StepTimer:
     """The reference: a raw PyTorch + peft loop over the same token ids (forward with labels, backward, AdamW step),
-    in batches of similar lengths, bf16 autocast as the recipe says. No Trainer, no metrics, no callbacks."""
+    in the recipe's batches (random, or of similar lengths), bf16 autocast as the recipe says. No Trainer, no metrics, no callbacks."""
     import random
     import time
 
@@ -112,8 +113,10 @@ def measure_raw(samples, batch, out) -> StepTimer:
     tokenizer = models.load_tokenizer(path)
     examples = list(train.prepare(recipe).train_dataset)  # the same token ids and labels medsft trains on
     random.Random(a.seed).shuffle(examples)
-    groups = [sorted(examples[i : i + 4 * batch], key=lambda e: len(e["input_ids"])) for i in range(0, len(examples), 4 * batch)]
-    batches = [g[j : j + batch] for g in groups for j in range(0, len(g), batch)]
+    if a.train_sampling_strategy == "group_by_length":
+        groups = [sorted(examples[i : i + 4 * batch], key=lambda e: len(e["input_ids"])) for i in range(0, len(examples), 4 * batch)]
+        examples = [e for g in groups for e in g]
+    batches = [examples[j : j + batch] for j in range(0, len(examples), batch)]
     torch.manual_seed(a.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
@@ -162,10 +165,12 @@ def main():
     out = tempfile.mkdtemp(prefix="medsft-bench-")
     variants = {
         "medsft": lambda: measure_medsft(args.samples, args.batch, out),
+        "medsft-grouped": lambda: measure_medsft(args.samples, args.batch, out, train_sampling_strategy="group_by_length"),
         "plain-trl": lambda: measure_plain_trl(args.samples, args.batch, out),
         "padded": lambda: measure_medsft(args.samples, args.batch, out, pad_to_multiple_of=512, train_sampling_strategy="random"),
         "raw": lambda: measure_raw(args.samples, args.batch, out),
-        "lm-grouped": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="false"),
+        "lm-grouped": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="false",
+                                             train_sampling_strategy="group_by_length"),
         "lm-packed": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="true"),
         "lm-padding-free": lambda: measure_medsft(args.samples, args.batch, out, "scratch_gpt2_reports", packing="true",
                                                   padding_free="true"),
