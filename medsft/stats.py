@@ -54,6 +54,13 @@ def perplexity_interval(logliks: list[float], tokens: list[int], seed: int = 0) 
     return _interval(np.exp(-ll[index].sum(1) / np.maximum(n[index].sum(1), 1)))
 
 
+def _two_sided(difference: np.ndarray) -> float:
+    """Bootstrap p-value of "no difference", counted with the observed sample as one of the resamples
+    ((k + 1) / (B + 1)): never 0, since B resamples cannot show a p-value below 1 / (B + 1)."""
+    tail = min((difference <= 0).sum(), (difference >= 0).sum())
+    return min(1.0, 2 * (tail + 1) / (len(difference) + 1))
+
+
 def paired(gold: list[str], first: list[str], second: list[str], labels: list[str], seed: int = 0) -> dict:
     """`second` against `first` on the same items: exact McNemar p-value on the items one gets right and the other
     wrong, and a paired bootstrap of the macro-F1 difference (its interval and two-sided p-value)."""
@@ -63,7 +70,7 @@ def paired(gold: list[str], first: list[str], second: list[str], labels: list[st
     mcnemar = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     index = _indices(len(g), seed)
     difference = _f1(_confusions(g, b, k, index)).mean(1) - _f1(_confusions(g, a, k, index)).mean(1)
-    p_f1 = min(1.0, 2 * min((difference <= 0).mean(), (difference >= 0).mean()))
+    p_f1 = _two_sided(difference)
     return {"accuracy_delta": float(right_b.mean() - right_a.mean()), "only_first_right": only_a, "only_second_right": only_b,
             "p_value": float(mcnemar), "macro_f1_delta_ci": _interval(difference), "macro_f1_p_value": float(p_f1)}
 
@@ -75,7 +82,7 @@ def paired_perplexity(first: list[float], second: list[float], tokens: list[int]
     index = _indices(len(a), seed)
     total = np.maximum(n[index].sum(1), 1)
     log_ratio = (a[index].sum(1) - b[index].sum(1)) / total  # log(ppl_second / ppl_first)
-    p = min(1.0, 2 * min((log_ratio <= 0).mean(), (log_ratio >= 0).mean()))
+    p = _two_sided(log_ratio)
     ratio = float(np.exp((a.sum() - b.sum()) / max(n.sum(), 1)))
     return {"perplexity_ratio": ratio, "perplexity_ratio_ci": _interval(np.exp(log_ratio)), "p_value": float(p)}
 

@@ -45,6 +45,12 @@ def test_paired_bootstrap_of_macro_f1_sees_a_real_gain():
     assert low < delta < high and low > 0 and test["macro_f1_p_value"] < 0.05
 
 
+def test_a_bootstrap_p_value_is_never_zero():
+    # Every resample favours the perfect model: the p-value is the smallest B resamples can show, not 0.
+    test = stats.paired(GOLD, BASE, GOLD, LABELS)
+    assert test["macro_f1_p_value"] == pytest.approx(2 / (stats.RESAMPLES + 1))
+
+
 def test_perplexity_interval_and_ratio():
     rng = np.random.default_rng(0)
     tokens = rng.integers(5, 50, 80).tolist()
