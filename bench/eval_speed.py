@@ -3,6 +3,7 @@
     pip install -e ".[bench]"
     python bench/eval_speed.py [--benchmark medqa|pubmedqa] [--limit N] [--batch 8] [--lm-eval-cache FILE]
     python bench/eval_speed.py --benchmark medqa --compare OUTPUT_DIR/predictions.jsonl   # a `medsft eval` vs lm-eval
+    python bench/eval_speed.py --processes 2 [--limit N]    # `medsft eval` in 1 and in 2 processes, side by side
 
 medqa: MedQA-USMLE's 1273 test items (`../shared/data/mcq/medqa.jsonl`), lm-eval's `medqa_4options` prompt.
 pubmedqa: PubMedQA's official 500 test items, lm-eval's `pubmedqa` prompt.
@@ -11,7 +12,10 @@ lm_eval`), in fp32 and with bf16 autocast; lm-eval through its `hf` model with a
 `dataset_path: json` points at a JSONL of the same items (nothing is downloaded). Prints accuracy, macro-F1, per-item
 agreement with lm-eval and the wall-time ratio. `--compare` instead compares the base-model predictions of a
 `python -m medsft eval` run (the CLI, its recipe's settings) with lm-eval's, item by item. `--lm-eval-cache` keeps
-lm-eval's predictions in a file and reuses them (its run takes ~18 minutes for MedQA on 2 cores).
+lm-eval's predictions in a file and reuses them (its run takes ~18 minutes for MedQA on 2 cores). `--processes N`
+runs `medsft eval` of the embedded model on PubMedQA's official test items (base model, the recipe's prompt) under
+`accelerate launch` with 1 and with N processes, the machine's cores shared out among them, and prints both wall
+times and whether the two eval_results.json agree.
 """
 
 from __future__ import annotations
@@ -110,6 +114,36 @@ def run_medsft(model, tokenizer, dataset, batch: int, bf16: bool) -> tuple[list[
     return [r["prediction"] for r in results], time.perf_counter() - start
 
 
+def compare_processes(n: int, limit: int | None) -> None:
+    import os
+    import subprocess
+
+    recipe, pubmedqa = ROOT / "recipes" / "pubmedqa_lora.yaml", SHARED / "pubmedqa" / "ori_pqal.json"
+    if not pubmedqa.is_file():
+        sys.exit(f"needs the PubMedQA data at {pubmedqa}")
+    results, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for procs in (1, n):
+            out = Path(tmp) / f"p{procs}"
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs),
+                   "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // procs)),
+                   "--config_file", str(ROOT / "accelerate_configs" / ("single_process.yaml" if procs == 1 else "multi_process.yaml")),
+                   "-m", "medsft", "eval", str(recipe), "--dataset_name", str(pubmedqa), "--output_dir", str(out),
+                   "--calibrate", "false", "--num_samples", "0", *(["--max_test_samples", str(limit)] if limit else [])]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            seconds[procs] = time.perf_counter() - start
+            if proc.returncode != 0:
+                sys.exit(f"{procs} process(es) failed: {proc.stderr.strip().splitlines()[-1:]}")
+            results[procs] = json.loads((out / "eval_results.json").read_text())
+    [one], [many] = results[1]["evaluations"], results[n]["evaluations"]
+    print(f"\nmedsft eval, embedded model, PubMedQA test ({one['n']} items), wall time including start-up")
+    for procs, r in ((1, one), (n, many)):
+        print(f"{procs} process(es): {seconds[procs]:7.1f} s  accuracy {r['models']['base']['accuracy'] * 100:.1f}  "
+              f"items per process {results[procs]['run']['scored_per_process']}")
+    print(f"speed-up {seconds[1] / seconds[n]:.2f}x; same results: {one == many}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="medqa")
@@ -119,7 +153,10 @@ def main():
                         help="predictions.jsonl of `python -m medsft eval ... --prompt_style lm_eval`: its base predictions "
                              "of this benchmark are compared with lm-eval's item by item")
     parser.add_argument("--lm-eval-cache", type=Path, default=None, help="lm-eval's predictions: read if present, else written")
+    parser.add_argument("--processes", type=int, default=None, help="compare `medsft eval` in 1 and in N processes")
     args = parser.parse_args()
+    if args.processes:
+        return compare_processes(args.processes, args.limit)
     bench = BENCHMARKS[args.benchmark]
     spec = bench["spec"]
     spec.name, spec.max_test_samples = args.benchmark, args.limit

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import sys
 import types
 import typing
 import warnings
@@ -29,16 +30,26 @@ class Recipe:
     explicit: list[str]  # keys set by the recipe, the command line or the hardware defaults
     given: list[str] = field(default_factory=list)  # keys set by the recipe or the command line
     cli: list[str] = field(default_factory=list)  # keys set on the command line
+    hardware: list[str] = field(default_factory=list)  # keys set only by this machine's hardware defaults
 
-    def resolved(self) -> dict[str, Any]:
-        """The recipe as it ran: every key that was set, with its final value, re-runnable as a recipe."""
+    def _values(self, keys: list[str]) -> dict[str, Any]:
         out = {}
-        for key in self.explicit:
+        for key in keys:
             for obj in (self.script, self.training, self.model):
                 if hasattr(obj, key):
                     out[key] = _plain(getattr(obj, key))
                     break
         return out
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe as it ran, re-runnable as a recipe: every key the user or medsft's defaults set, with its final
+        value. The hardware defaults are left out: the machine that reads the run derives its own (a CPU run resumed
+        on a GPU machine trains on the GPU)."""
+        return self._values([key for key in self.explicit if key not in self.hardware])
+
+    def hardware_settings(self) -> dict[str, Any]:
+        """What this machine's hardware defaults set (recorded apart, in hardware.yaml)."""
+        return self._values(self.hardware)
 
 
 def _plain(value: Any) -> Any:
@@ -176,12 +187,15 @@ DEFAULTS = {
 }
 
 
-def hardware_defaults() -> dict[str, Any]:
-    """Settings a CPU-only machine needs that TRL's GPU-minded defaults get wrong."""
+def hardware_defaults(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings this machine needs that TRL's defaults get wrong for it, given the user's keys (`config`)."""
     import torch
 
     if torch.cuda.is_available():
-        return {}
+        # LoRA on a GPU: the frozen base in the compute dtype (2 bytes a frozen weight, as users expect); a full
+        # fine-tune keeps float32 master weights.
+        peft = (config or {}).get("use_peft") and torch.cuda.is_bf16_supported()
+        return {"dtype": "bfloat16"} if peft else {}
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     # TRL refuses to start on CPU without use_cpu, and its activation checkpointing makes a CPU step 2x slower.
     return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False}
@@ -230,6 +244,14 @@ def _cli_keys(args: list[str]) -> list[str]:
     return [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
 
 
+def settings(path: Path, config: dict[str, Any], cli: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """(every key's value, the hardware defaults): medsft's defaults, then this machine's, then the recipe's
+    overrides, the recipe and the command line, each above the one before."""
+    given = {**(overrides or {}), **config, **cli}
+    hardware = hardware_defaults(given)
+    return {**DEFAULTS, **hardware, "output_dir": f"outputs/{path.stem}", **given}, hardware
+
+
 def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Recipe:
     """`RECIPE.yaml [--key value ...]` (or `--config RECIPE.yaml`) -> Recipe. Raises UserError on bad input."""
     args = list(argv)
@@ -256,7 +278,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
         if rest:
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
-        merged = {**DEFAULTS, **hardware_defaults(), "output_dir": f"outputs/{path.stem}", **(overrides or {}), **config, **cli}
+        merged, hardware = settings(path, config, cli, overrides)
         limits.check(merged)
         if merged.get("packing") and merged.get("max_length", 1) is None:
             raise UserError("packing needs max_length: rows are packed to that many tokens")
@@ -272,7 +294,20 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
     given = [*config, *cli]
     _check_data_keys({key: merged[key] for key in given})
     _check_intervals(given, merged)
-    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli))
+    hardware_only = [key for key in hardware if key not in given and key not in (overrides or {})]
+    return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli),
+                  hardware=hardware_only)
+
+
+def parse_run(run: Path, argv: list[str]) -> Recipe:
+    """A run folder's recipe.yaml plus command-line keys. A folder can come from anyone: its trust_remote_code is
+    not honoured unless this command line gives it too (one line says so)."""
+    recipe = parse_recipe([str(run / "recipe.yaml"), *argv])
+    if recipe.training.trust_remote_code and "trust_remote_code" not in recipe.cli:
+        recipe.training.trust_remote_code = False
+        print(f"medsft: {run / 'recipe.yaml'} sets trust_remote_code, not honoured from a run folder; pass "
+              "--trust_remote_code true to run the model's own code", file=sys.stderr)
+    return recipe
 
 
 # TRL data keys that have no meaning once medsft has tokenized the rows itself: refused rather than ignored.

@@ -144,14 +144,41 @@ def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int |
     return math.exp(-sum(logliks) / max(sum(tokens), 1))
 
 
+# Items each process scored in this process's life: the 2-process test reads it back.
+SCORED = {"items": 0}
+
+
+def sharded(score: Callable[[list], list], rows: list) -> list:
+    """score(rows) computed with the rows shared out among the processes (each scores every num_processes-th row)
+    and gathered back in order: the same results as one process, in 1/num_processes of the time. Shares are padded
+    to one length, since under ZeRO-3 every forward pass is collective and all ranks must run the same number."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1 or len(rows) < state.num_processes:
+        SCORED["items"] += len(rows)
+        return score(rows)
+    n, share = state.num_processes, -(-len(rows) // state.num_processes)
+    mine = rows[state.process_index :: n]
+    SCORED["items"] += len(mine)
+    results = score(mine + mine[-1:] * (share - len(mine)))[: len(mine)]
+    shares = gather_object([results])
+    return [shares[i % n][i // n] for i in range(len(rows))]
+
+
 def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
                    track: Track = _no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity)."""
+    """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity), the items
+    shared out among the processes."""
     if task.choices:
-        predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+        predictions = sharded(lambda part: score_choices(model, tokenizer, task, part, settings.max_length,
+                                                         settings.batch_size, track), rows)
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
         return classification_metrics(gold, predicted, task.labels()), predictions
-    logliks, tokens = item_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+    pairs = sharded(lambda part: list(zip(*item_logliks(model, tokenizer, task, part, settings.max_length,
+                                                        settings.batch_size, track))), rows)
+    logliks, tokens = [ll for ll, _ in pairs], [n for _, n in pairs]
     metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
     if rows:
         metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
@@ -175,7 +202,7 @@ def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: 
                track: Track) -> dict[str, Any]:
     """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the
     offsets and the dev size."""
-    dev = score_choices(model, tokenizer, task, dev_rows, settings.max_length, settings.batch_size, track)
+    dev = sharded(lambda part: score_choices(model, tokenizer, task, part, settings.max_length, settings.batch_size, track), dev_rows)
     offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev], task.labels())
     for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets, task.labels())):
         p["prediction"] = label

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft import models
+from medsft import loader, models
 from medsft.arguments import DataSpec
 from medsft.errors import UserError
 
@@ -25,6 +26,7 @@ class GenerateArguments:
     question: str | None = field(default=None, metadata={"help": "Answer this question with a choice task's scoring."})
     context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
     task: str | None = field(default=None, metadata={"help": "The choice task --question uses (default: the run's own)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (never taken from a run folder)."})
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -46,33 +48,45 @@ class Loaded:
     context: int | None  # longest sequence the model takes
 
 
-def load(name: str) -> Loaded:
-    """A medsft run folder (base + adapter, or a full model), an adapter folder, a model folder, a hub id or an
-    embedded alias. One UserError line when it cannot be loaded."""
+def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -> Loaded:
+    """A medsft run folder (loaded as its recipe trained it: dtype, attention, quantization, device; the adapter on
+    top), an adapter folder, a model folder, a hub id or an embedded alias. `trust_remote_code` comes from the
+    command line only; `dequantize`: a k-bit base in its compute dtype (for merge). One UserError line when it
+    cannot be loaded."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(name).expanduser()
     spec = DataSpec()
+    plain = dict(dtype="float32", trust_remote_code=trust_remote_code)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         if (path / "recipe.yaml").is_file():
             from medsft import mixture, train
-            from medsft.config import parse_recipe
+            from medsft.config import parse_run
 
-            recipe = parse_recipe([str(path / "recipe.yaml"), "--output_dir", str(path)])
-            model, tokenizer = train.load_trained(recipe, path)
+            trust = ["--trust_remote_code", "true"] if trust_remote_code else []
+            recipe = parse_run(path, ["--output_dir", str(path), *trust])
+            if dequantize and loader.quantized(recipe):
+                print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
+                      f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
+            model = loader.load_run(recipe, path, dequantize)
+            tokenizer_from = path if (path / "tokenizer_config.json").is_file() else models.resolve(recipe.model.model_name_or_path)
+            tokenizer = train.load_tokenizer(recipe, str(tokenizer_from))
             spec = mixture.specs(recipe.script, recipe.training)[0]
         elif (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
             base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models.resolve(base), dtype="float32"), path)
-            tokenizer = models.load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else models.resolve(base))
+            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models.resolve(base), **plain), path).to(device)
+            tokenizer = models.load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else models.resolve(base),
+                                              trust_remote_code=trust_remote_code)
         else:
             if path.exists() and not (path / "config.json").is_file():
                 raise UserError(f"{path} holds no model: expected a medsft run, an adapter or a model folder")
             resolved = models.resolve(name)
-            model = AutoModelForCausalLM.from_pretrained(resolved, dtype="float32")
-            tokenizer = models.load_tokenizer(resolved)
+            model = AutoModelForCausalLM.from_pretrained(resolved, **plain).to(device)
+            tokenizer = models.load_tokenizer(resolved, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise UserError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
     model.eval()

@@ -14,6 +14,8 @@ from medsft.config import Recipe
 from medsft.errors import UserError
 
 RECIPE_FILE = "recipe.yaml"
+HARDWARE_FILE = "hardware.yaml"  # what this machine's defaults set; a record, never read back
+HARDWARE_NOTE = "# Set by medsft for the machine that trained this run; the machine that reads the run derives its own.\n"
 EVAL_FILE = "evaluation.yaml"  # marks a folder holding an evaluation without training
 # Keys that make two runs different runs; anything else (steps, logging, resume) may change between restarts.
 IDENTITY = ("task", "dataset_name", "dataset_config", "data_files", "dataset_mixture", "model_name_or_path", "use_peft",
@@ -178,6 +180,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     if trainer.accelerator.is_main_process:  # first: a run killed mid-way is still recognised as this run
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        (Path(args.output_dir) / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
         splits.write_ids(args.output_dir, {d.spec.name: d.parts for d in prepared.datasets})
         provenance.write(args.output_dir, provenance.record(recipe))
     start = time.perf_counter()
@@ -220,34 +223,24 @@ def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
 
 
 def load_trained(recipe: Recipe, run: Path | None):
-    """(model, tokenizer) for evaluation: the run's full model, or the base + the run's adapter, with the run's
-    tokenizer (its chat template and EOS); without a run, the base model."""
-    from transformers import AutoModelForCausalLM
+    """(model, tokenizer) for evaluation, loaded as the recipe trained it (loader): the run's full model, or the
+    base + the run's adapter, with the run's tokenizer (its chat template and EOS); without a run, the base model."""
+    from medsft import loader
 
-    model_args = recipe.model
-    if run is not None and (run / "config.json").is_file():  # a full fine-tune or a scratch model saved as a whole
-        return AutoModelForCausalLM.from_pretrained(run), load_tokenizer(recipe, str(run))
-    path = models.resolve(model_args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=recipe.training.trust_remote_code, dtype="float32"
-    )
-    if run is None:
-        return model, load_tokenizer(recipe, path)
-    from peft import PeftModel
-
-    tokenizer_from = str(run) if (run / "tokenizer_config.json").is_file() else path
-    return PeftModel.from_pretrained(model, run), load_tokenizer(recipe, tokenizer_from)
+    model = loader.load_run(recipe, run)
+    path = models.resolve(recipe.model.model_name_or_path)
+    tokenizer_from = str(run) if run is not None and (run / "tokenizer_config.json").is_file() else path
+    return model, load_tokenizer(recipe, tokenizer_from)
 
 
 def base_of(recipe: Recipe, model):
     """The pretrained weights a full fine-tune started from, to score beside it (an adapter's base needs no second
     load: the adapter is disabled; a model from scratch has none)."""
-    from transformers import AutoModelForCausalLM
+    from medsft import loader
 
     if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == models.SCRATCH:
         return None
-    return AutoModelForCausalLM.from_pretrained(models.resolve(recipe.model.model_name_or_path), revision=recipe.model.model_revision,
-                                                trust_remote_code=recipe.training.trust_remote_code, dtype="float32")
+    return loader.load_model(recipe, models.resolve(recipe.model.model_name_or_path))
 
 
 def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset], out: str | None,
@@ -259,14 +252,16 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset],
 
     import torch
 
-    from medsft import evaluate
+    from accelerate.utils import gather_object
+
+    from medsft import evaluate, loader
 
     args = recipe.training
-    device = "cuda" if torch.cuda.is_available() and not args.use_cpu else "cpu"
-    model.to(device)
+    device = loader.device(recipe)
+    if not loader.quantized(recipe):  # k-bit weights stay where they were quantized
+        model.to(device)
     base = base_of(recipe, model) if trained else None
-    if base is not None:
-        base.to(device)
+    evaluate.SCORED["items"] = 0
     settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
                                  recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
     evaluations, predictions = [], []
@@ -277,7 +272,8 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[data.Dataset],
             result, rows = evaluate.before_and_after(model, tokenizer, dataset, settings, track_for, base, trained)
             evaluations.append(result)
             predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
-    results = {"run": run or {}, "evaluations": evaluations}
+    # how the items were shared out: one count per process (the same results as one process, in a share of the time)
+    results = {"run": {**(run or {}), "scored_per_process": gather_object([evaluate.SCORED["items"]])}, "evaluations": evaluations}
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

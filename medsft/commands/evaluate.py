@@ -16,15 +16,16 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from medsft import report, splits, train
-    from medsft.config import parse_recipe
+    from medsft.config import parse_recipe, parse_run
     from medsft.progress import eval_progress
 
     quiet_libraries()
     if argv and Path(argv[0]).is_dir():
         if not (Path(argv[0]) / train.RECIPE_FILE).is_file():
             raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder or a recipe")
-        argv = [str(Path(argv[0]) / train.RECIPE_FILE), *argv[1:], "--output_dir", argv[0]]
-    recipe = parse_recipe(argv)
+        recipe = parse_run(Path(argv[0]), [*argv[1:], "--output_dir", argv[0]])
+    else:
+        recipe = parse_recipe(argv)
     state = PartialState()
     console = Console(quiet=not state.is_main_process)
     run_dir = train.trained_run(recipe)

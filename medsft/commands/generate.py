@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     quiet_libraries()
     console = Console(stderr=True)
     with console.status(f"loading {name}"):
-        loaded = inference.load(name)
+        loaded = inference.load(name, gen.trust_remote_code)
     model, tokenizer = loaded.model, loaded.tokenizer
     if gen.question is not None:
         task = task or inference.question_task(loaded.spec)

@@ -13,15 +13,17 @@ def main(argv: list[str]) -> int:
 
     from medsft import inference
 
+    trust = "--trust_remote_code" in argv
+    argv = [a for a in argv if a != "--trust_remote_code"]
     if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR")
+        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR [--trust_remote_code]")
     run, out = Path(argv[0]), Path(argv[1])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
     if not (run / "adapter_config.json").is_file():
         raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
     quiet_libraries()
-    loaded = inference.load(str(run))
+    loaded = inference.load(str(run), trust, dequantize=True)
     model = loaded.model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max_queue", type=positive(int), default=defaults.max_queue, help="requests that may wait; more get 429")
     parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
     parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="run the model's own code (never taken from a run folder)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
     args = parser.parse_args(argv)
     quiet_libraries()
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
 
     options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
                            args.timeout, args.api_key or None)
-    app = server.create_app(inference.load(args.model), options)
+    app = server.create_app(inference.load(args.model, args.trust_remote_code), options)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
