@@ -1,4 +1,5 @@
-"""Shared measuring helpers for the benchmarks: step timing inside a Trainer and this machine's matmul peak."""
+"""Shared measuring helpers for the benchmarks: the device, step timing inside a Trainer (synchronised with the
+device) and this machine's matmul peak on that device."""
 
 from __future__ import annotations
 
@@ -9,14 +10,33 @@ import torch
 from transformers import TrainerCallback
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` FLOP/s of an n x n matmul in `dtype` on this machine, now."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def device() -> torch.device:
+    """Where the benchmarks run: the GPU when there is one, as training does."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(where: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock reading covers it (a no-op on the CPU)."""
+    if where.type == "cuda":
+        torch.cuda.synchronize(where)
+
+
+def peak_memory(where: torch.device) -> int | None:
+    """Bytes the device's allocator held at most since the last reset (None on the CPU: see PeakRSS there)."""
+    return torch.cuda.max_memory_allocated(where) if where.type == "cuda" else None
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, where: torch.device | None = None) -> float:
+    """Best-of-`repeats` FLOP/s of an n x n matmul in `dtype` on the device, now."""
+    where = where or device()
+    a, b = torch.randn(n, n, dtype=dtype, device=where), torch.randn(n, n, dtype=dtype, device=where)
     torch.mm(a, b)
+    synchronize(where)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         torch.mm(a, b)
+        synchronize(where)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
@@ -28,9 +48,11 @@ class StepTimer(TrainerCallback):
         self.warmup, self.times, self.tokens, self._t, self._tok = warmup, [], [], 0.0, 0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        synchronize(args.device)
         self._t, self._tok = time.perf_counter(), state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):
+        synchronize(args.device)
         if state.global_step > self.warmup:
             self.times.append(time.perf_counter() - self._t)
             self.tokens.append(state.num_input_tokens_seen - self._tok)

@@ -9,6 +9,7 @@ the same examples whatever order its sampler picks. Length grouping needs a few 
 them alike; medians are reported:
   medsft     the runner as a user gets it (recipes/pubmedqa_lora.yaml; random batches)
   medsft-grouped  the same with train_sampling_strategy: group_by_length (less padding; see config.DEFAULTS)
+  medsft-bf16-base  the same with the frozen base loaded in bfloat16 (dtype: bfloat16) instead of float32 + autocast
   plain-trl  a hand-written TRL script: prompt/completion rows, SFTTrainer tokenizes, same settings
   padded     the seed scripts' way: every example padded to max_length
   raw        the reference: a raw PyTorch + peft loop (forward with labels, backward, AdamW) on the same token ids
@@ -33,13 +34,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import StepTimer, matmul_peak, median_rate  # noqa: E402
+from common import StepTimer, device, matmul_peak, median_rate, peak_memory, synchronize  # noqa: E402
 
 from medsft import train  # noqa: E402
 from medsft.config import parse_recipe  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 NOTES = ROOT.parent / "shared" / "data" / "reports" / "mtsamples.jsonl"
+
+
+class PeakRSS:
+    """The process's largest resident set size while the block runs (sampled every 50 ms)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.peak, self._stop, process = 0, threading.Event(), psutil.Process()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, process.memory_info().rss)
+                self._stop.wait(0.05)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def recipe_for(samples: int, batch: int, out: str, recipe: str = "pubmedqa_lora", **overrides):
@@ -118,11 +143,15 @@ def measure_raw(samples, batch, out) -> StepTimer:
         examples = [e for g in groups for e in g]
     batches = [examples[j : j + batch] for j in range(0, len(examples), batch)]
     torch.manual_seed(a.seed)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    where = device()
+    # the strongest honest loop on each device: on CUDA bf16 frozen weights and fused AdamW; on the CPU float32
+    # weights under bf16 autocast (what medsft does there)
+    cuda = where.type == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32).to(where)
     lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                       target_modules=m.lora_target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.learning_rate, fused=cuda or None)
     timer = StepTimer(warmup=0)
     pad = tokenizer.pad_token_id
     for chunk in batches:
@@ -135,12 +164,15 @@ def measure_raw(samples, batch, out) -> StepTimer:
             ids[r, :n] = torch.tensor(e["input_ids"])
             attention[r, :n] = 1
             labels[r, :n] = torch.tensor(e["labels"])
+        ids, attention, labels = ids.to(where), attention.to(where), labels.to(where)
+        synchronize(where)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):
+        with torch.autocast(where.type, dtype=torch.bfloat16, enabled=bool(a.bf16)):
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(where)
         timer.times.append(time.perf_counter() - start)
         timer.tokens.append(int(attention.sum()))
     return timer
@@ -165,6 +197,7 @@ def main():
     out = tempfile.mkdtemp(prefix="medsft-bench-")
     variants = {
         "medsft": lambda: measure_medsft(args.samples, args.batch, out),
+        "medsft-bf16-base": lambda: measure_medsft(args.samples, args.batch, out, dtype="bfloat16"),
         "medsft-grouped": lambda: measure_medsft(args.samples, args.batch, out, train_sampling_strategy="group_by_length"),
         "plain-trl": lambda: measure_plain_trl(args.samples, args.batch, out),
         "padded": lambda: measure_medsft(args.samples, args.batch, out, pad_to_multiple_of=512, train_sampling_strategy="random"),
@@ -177,17 +210,24 @@ def main():
     }
     variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     tok_rate = {k: [] for k in variants}
+    peak_rss = {k: [] for k in variants}
     ex_rate = {k: [] for k in variants}
     peaks = {"bf16": [], "fp32": []}
     for r in range(args.rounds):
-        peaks["bf16"].append(matmul_peak(torch.bfloat16))
-        peaks["fp32"].append(matmul_peak(torch.float32))
+        peaks["bf16"].append(matmul_peak(torch.bfloat16, n=8192 if device().type == "cuda" else 2048))
+        peaks["fp32"].append(matmul_peak(torch.float32, n=8192 if device().type == "cuda" else 2048))
         for name, run in variants.items():
-            timer = run()
+            if device().type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            with PeakRSS() as rss:
+                timer = run()
+            peak_rss[name].append(rss.peak)
+            gpu = peak_memory(device())
             seconds = sum(timer.times)
             tok_rate[name].append(sum(timer.tokens) / seconds)
             ex_rate[name].append(args.batch * len(timer.times) / seconds)
-            print(f"round {r + 1} {name:10s} {tok_rate[name][-1]:8.1f} tokens/s {ex_rate[name][-1]:6.3f} examples/s", flush=True)
+            print(f"round {r + 1} {name:10s} {tok_rate[name][-1]:8.1f} tokens/s {ex_rate[name][-1]:6.3f} examples/s "
+                  f"peak RSS {peak_rss[name][-1] / 2**30:.2f} GiB" + (f", GPU {gpu / 2**30:.2f} GiB" if gpu else ""), flush=True)
 
     lm = [k for k in variants if k.startswith("lm-")]
     if lm:
@@ -215,6 +255,9 @@ def main():
     for name in variants:
         flops = med[name] * flops_per_token
         print(f"{name:10s} {med[name]:9.1f} {med_ex[name]:11.3f} {flops / 1e9:8.1f} {flops / peak['bf16']:13.1%} {flops / peak['fp32']:13.1%}")
+    if {"medsft", "medsft-bf16-base"} <= set(variants):
+        print(f"\nfrozen base bf16 / float32 + autocast (trained tokens/s): {med['medsft-bf16-base'] / med['medsft']:.3f}; "
+              f"peak RSS {max(peak_rss['medsft-bf16-base']) / 2**30:.2f} vs {max(peak_rss['medsft']) / 2**30:.2f} GiB")
     if {"medsft", "plain-trl"} <= set(variants):
         print(f"\nmedsft / plain-trl (trained tokens/s): {med['medsft'] / med['plain-trl']:.3f}   target >= 0.97")
     if {"medsft", "raw"} <= set(variants):

@@ -66,6 +66,22 @@ def resolve(value: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
+def agreed(received: int | None) -> int | None:
+    """The signal any rank received, on every rank: a signal often reaches one process only (a scheduler, a
+    kill), and a rank that saves (collective) while another runs a forward pass hangs both. One small all-reduce a
+    step; nothing under a single process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return received
+    from accelerate import PartialState
+
+    flag = torch.tensor([received or 0], device=PartialState().device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 class StopOnSignal(TrainerCallback):
     """SIGINT / SIGTERM: finish the step under way, save a checkpoint, stop; `received` tells the caller which."""
 
@@ -82,6 +98,7 @@ class StopOnSignal(TrainerCallback):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.received = agreed(self.received)
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True

@@ -91,6 +91,54 @@ def test_zero3_exits_cleanly_five_times(recipe, tmp_path):
         assert proc.returncode == 0 and "terminate called" not in proc.stderr, f"run {i}: {proc.stderr[-2000:]}"
 
 
+def _rank_pid(rank: int, output_dir) -> int | None:
+    """The pid of the training process of `rank` writing to output_dir (read from /proc: its environment)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline, environ = proc.info["cmdline"] or [], proc.info["environ"] or {}
+        except (psutil.Error, KeyError):
+            continue
+        if "medsft" in cmdline and str(output_dir) in cmdline and environ.get("RANK") == str(rank):
+            return proc.pid
+    return None
+
+
+def test_sigterm_to_one_rank_stops_both_at_one_step(recipe, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/multi_process.yaml",
+           "--num_processes", "2", "-m", "medsft", str(recipe), "--output_dir", str(out), "--max_steps", "3000",
+           "--save_strategy", "steps", "--save_steps", "100000", "--eval_after_train", "false"]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    deadline = time.time() + 300
+    while not list(out.glob("recipe.yaml")) and time.time() < deadline:  # written just before the first step
+        time.sleep(0.5)
+    time.sleep(3)
+    pid = _rank_pid(1, out)
+    assert pid is not None, "rank 1 not found"
+    os.kill(pid, signal.SIGTERM)  # the other rank receives nothing
+    stdout, stderr = launcher.communicate(timeout=300)
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1, (stdout[-2000:], stderr[-3000:])
+    step = int(checkpoints[0].name.split("-")[1])
+    assert 0 < step < 3000
+    assert json.loads((checkpoints[0] / "trainer_state.json").read_text())["global_step"] == step
+    assert (checkpoints[0] / "adapter_model.safetensors").is_file()
+    assert f"stopped by SIGTERM after step {step}" in " ".join(stdout.split())
+    # both ranks exited with 128 + SIGTERM (torchrun names each failed rank with its exit code)
+    assert stderr.count("exitcode  : 143") + stderr.count("exitcode: 143") >= 1, stderr[-3000:]
+    assert "terminate called" not in stderr
+    resumed = launch("multi_process", recipe, "--output_dir", out, "--max_steps", step + 2, "--save_strategy", "no",
+                     "--eval_after_train", "false", "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == step + 2
+
+
 def _dry_run(*args, **env):
     full = {k: v for k, v in os.environ.items() if k not in ("NNODES", "SLURM_NNODES", "SLURM_NODEID", "NODE_RANK", "NPROC")}
     full.update(DRY_RUN="1", **env)
