@@ -31,6 +31,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import device  # noqa: E402
 
 from medsft import data, evaluate, metrics, models  # noqa: E402
 from medsft.arguments import DataSpec  # noqa: E402
@@ -99,7 +102,7 @@ def run_lm_eval(model_path: str, bench: dict, rows: list[dict], batch: int, work
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={model_path},dtype=float32", tasks=["medsft_local"],
-        task_manager=TaskManager(include_path=str(workdir)), batch_size=batch, device="cpu", log_samples=True,
+        task_manager=TaskManager(include_path=str(workdir)), batch_size=batch, device=str(device()), log_samples=True,
     )
     seconds = time.perf_counter() - start
     samples = sorted(out["samples"]["medsft_local"], key=lambda s: s["doc_id"])
@@ -109,7 +112,7 @@ def run_lm_eval(model_path: str, bench: dict, rows: list[dict], batch: int, work
 
 def run_medsft(model, tokenizer, dataset, batch: int, bf16: bool) -> tuple[list[str], float]:
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
         results = evaluate.score_choices(model, tokenizer, dataset.task, dataset.parts["test"], None, batch)
     return [r["prediction"] for r in results], time.perf_counter() - start
 
@@ -171,7 +174,7 @@ def main():
     labels = dataset.task.labels()
     path = models.resolve("smollm2-135m-instruct")
     tokenizer = models.load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").to(device()).eval()
 
     cache = args.lm_eval_cache
     if cache is not None and cache.is_file():

@@ -7,6 +7,21 @@ import sys
 
 
 
+def pop_int(argv: list[str], flag: str, example: str) -> tuple[int | None, list[str]]:
+    """(the integer after `flag`, argv without the two), or (None, argv) when the flag is absent; one line when the
+    value is missing or not an integer."""
+    from medsft.errors import UserError
+
+    if flag not in argv:
+        return None, argv
+    i = argv.index(flag)
+    try:
+        value = int(argv[i + 1])
+    except (IndexError, ValueError):
+        raise UserError(f"{flag} needs a number of {example}") from None
+    return value, argv[:i] + argv[i + 2:]
+
+
 def quiet_libraries() -> None:
     """The rich console is the interface: silence tqdm bars, per-log dict prints and deprecation noise."""
     import warnings

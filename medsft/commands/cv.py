@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medsft.commands import quiet_libraries
+from medsft.commands import pop_int, quiet_libraries
 from medsft.errors import UserError
 
 
@@ -18,14 +18,7 @@ def main(argv: list[str]) -> int:
     from medsft.config import parse_recipe
     from medsft.progress import RichProgress
 
-    folds = None
-    if "--folds" in argv:
-        i = argv.index("--folds")
-        try:
-            folds = int(argv[i + 1])
-        except (IndexError, ValueError):
-            raise UserError("--folds needs a number of folds, e.g. --folds 10") from None
-        argv = argv[:i] + argv[i + 2:]
+    folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
     quiet_libraries()
     recipe = parse_recipe(argv)
     console = Console(quiet=not PartialState().is_main_process)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from medsft.commands import quiet_libraries
-from medsft.errors import UserError
+from medsft.commands import pop_int, quiet_libraries
 
 
 def main(argv: list[str]) -> int:
@@ -15,14 +14,8 @@ def main(argv: list[str]) -> int:
     from medsft import data, encode, report, train
     from medsft.config import parse_recipe
 
-    n = 5
-    if "-n" in argv:
-        i = argv.index("-n")
-        try:
-            n = int(argv[i + 1])
-        except (IndexError, ValueError):
-            raise UserError("-n needs a number of examples, e.g. -n 5") from None
-        argv = argv[:i] + argv[i + 2:]
+    n, argv = pop_int(argv, "-n", "examples, e.g. -n 5")
+    n = 5 if n is None else n
     quiet_libraries()
     recipe = parse_recipe(argv)
     console = Console()
