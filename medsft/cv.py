@@ -32,28 +32,45 @@ def folds_of(dataset) -> int:
     return len(ids["folds"])
 
 
-def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[dict], seed: int) -> dict[str, Any]:
+def cross_fitted(folds: list[list[dict]], labels: list[str], seed: int) -> dict[str, Any]:
+    """Each fold decided with offsets fitted on the other folds' predictions only: what the offsets buy on items
+    they never saw (the in-sample figure flatters them). Needs two folds or more."""
+    gold, decided = [], []
+    for f, held in enumerate(folds):
+        others = [p for g, part in enumerate(folds) if g != f for p in part]
+        offsets = calibrate.fit_offsets([p["loglik"] for p in others], [p["gold"] for p in others], labels)
+        decided += calibrate.predict([p["loglik"] for p in held], offsets, labels)
+        gold += [p["gold"] for p in held]
+    m = classification_metrics(gold, decided, labels)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ci": stats.classification_intervals(gold, decided, labels, seed)}
+
+
+def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[list[dict]], seed: int) -> dict[str, Any]:
     """Per fold and pooled: accuracy and macro-F1 of the tuned models (argmax), the offsets fitted on the pooled
-    out-of-fold predictions, and the same for the base model on the same items."""
+    out-of-fold predictions (in sample, and cross-fitted fold by fold), and the same for the base model on the same
+    items. `base_predictions`: one list per fold (empty for a model from scratch)."""
     labels = task.labels()
     per_fold = [classification_metrics([p["gold"] for p in f], [p["prediction"] for p in f], labels) for f in fold_predictions]
-    pooled = [p for f in fold_predictions for p in f]
 
-    def decided(predictions: list[dict]) -> dict[str, Any]:
+    def decided(folds: list[list[dict]]) -> dict[str, Any]:
+        predictions = [p for f in folds for p in f]
         gold = [p["gold"] for p in predictions]
         offsets = calibrate.fit_offsets([p["loglik"] for p in predictions], gold, labels)
         argmax = classification_metrics(gold, [p["prediction"] for p in predictions], labels)
         fitted = classification_metrics(gold, calibrate.predict([p["loglik"] for p in predictions], offsets, labels), labels)
-        return {"items": len(predictions), "offsets": offsets,
-                "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1")},
-                "argmax_ci": stats.classification_intervals(gold, [p["prediction"] for p in predictions], labels, seed),
-                "with_offsets_in_sample": {k: fitted[k] for k in ("accuracy", "macro_f1")}}
+        out = {"items": len(predictions), "offsets": offsets,
+               "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1")},
+               "argmax_ci": stats.classification_intervals(gold, [p["prediction"] for p in predictions], labels, seed),
+               "with_offsets_in_sample": {k: fitted[k] for k in ("accuracy", "macro_f1")}}
+        if sum(1 for f in folds if f) > 1:
+            out["with_offsets_cross_fitted"] = cross_fitted([f for f in folds if f], labels, seed)
+        return out
 
     spread = {key: {"mean": statistics.mean(m[key] for m in per_fold),
                     "std": statistics.stdev(m[key] for m in per_fold) if len(per_fold) > 1 else 0.0} for key in ("accuracy", "macro_f1")}
     return {"folds": [{"fold": i, "items": len(f), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
                       for i, (f, m) in enumerate(zip(fold_predictions, per_fold))],
-            "tuned": {**spread, "pooled": decided(pooled)}, "base": {"pooled": decided(base_predictions)}}
+            "tuned": {**spread, "pooled": decided(fold_predictions)}, "base": {"pooled": decided(base_predictions)}}
 
 
 def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
@@ -79,8 +96,17 @@ def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
         return tuned, score(model)
 
 
-def write(folder: Path, results: dict) -> Path:
+def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> Path:
+    """cv_results.json, and every out-of-fold item's log-likelihoods (oof_predictions.jsonl) to re-decide later."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cv_results.json"
     path.write_text(json.dumps(results, indent=2))
+    with open(folder / "oof_predictions.jsonl", "w") as f:
+        for i, (tuned, base) in enumerate(zip(fold_predictions, base_predictions)):
+            base_of = {p["id"]: p for p in base}
+            for p in tuned:
+                item = {"fold": i, "id": p["id"], "gold": p["gold"], "tuned_loglik": p["loglik"]}
+                if p["id"] in base_of:
+                    item["base_loglik"] = base_of[p["id"]]["loglik"]
+                f.write(json.dumps(item) + "\n")
     return path

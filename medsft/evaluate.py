@@ -32,21 +32,39 @@ class Settings:
     sample_max_new_tokens: int = 64
 
 
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+# Sequences each process scored in this process's life: the 2-process test reads it back.
+SCORED = {"items": 0}
+
+
+def _my_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """This process's share of the batches: every num_processes-th, padded with a repeat of batch 0 so that every
+    rank runs the same number of forward passes (under ZeRO-3 each one is collective); padding is marked -1."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    n, rank = state.num_processes, state.process_index
+    mine = [(j, batches[j]) for j in range(rank, len(batches), n)]
+    return mine + [(-1, batches[0])] * (-(-len(batches) // n) - len(mine)) if batches else []
 
 
 @torch.no_grad()
-def _log_probs(model, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch_size: int,
-               track: Track = _no_track):
-    """Yield (i, next-token log-probabilities at positions[i] of sequences[i]), shape (len(positions[i]), vocab).
+def _scored(model, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch_size: int,
+            reduce: Callable[[int, torch.Tensor], Any], track: Track = _no_track) -> list:
+    """reduce(i, next-token log-probabilities at positions[i] of sequences[i], shape (len(positions[i]), vocab))
+    for every sequence, in order.
 
     Sequences are batched by length and right-padded, so positions need no shifting; the LM head runs only on the
-    requested positions (`logits_to_keep` as a boolean mask)."""
+    requested positions (`logits_to_keep` as a boolean mask). Under several processes each scores whole batches of
+    that one length-sorted list and the reduced values are gathered: every sequence is padded and batched as a
+    single process would, so the numbers are the same to the bit, in bf16 too."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    for chunk in track(_batches(order, batch_size), math.ceil(len(order) / batch_size)):
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mine, out = _my_batches(batches), {}
+    for j, chunk in track(mine, len(mine)):
         width = max(len(sequences[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -56,23 +74,30 @@ def _log_probs(model, sequences: list[list[int]], positions: list[list[int]], pa
             attention[row, : len(sequences[i])] = 1
             keep[row, positions[i]] = True
         logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), logits_to_keep=keep.to(device)).logits
+        if j < 0:
+            continue
         log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
         k = 0
         for i in chunk:  # kept rows come out in (row, position) order
             n = len(positions[i])
-            yield i, log_probs[k : k + n]
+            out[i] = reduce(i, log_probs[k : k + n])
             k += n
+    SCORED["items"] += len(out)
+    if PartialState().num_processes > 1:
+        out = {i: v for part in gather_object([out]) for i, v in part.items()}
+    return [out[i] for i in range(len(sequences))]
 
 
 def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int,
                    track: Track = _no_track) -> list[float]:
     """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
     positions = [[t - 1 for t in ts] for ts in targets]
-    out = [0.0] * len(sequences)
-    for i, lp in _log_probs(model, sequences, positions, pad_id, batch_size, track):
+
+    def summed(i: int, lp: torch.Tensor) -> float:
         ids = torch.tensor([sequences[i][t] for t in targets[i]])
-        out[i] = lp.gather(-1, ids.unsqueeze(-1)).sum().item()
-    return out
+        return lp.gather(-1, ids.unsqueeze(-1)).sum().item()
+
+    return _scored(model, sequences, positions, pad_id, batch_size, summed, track)
 
 
 def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[int]:
@@ -100,9 +125,8 @@ def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: in
     prompts = [scoring_prompt(task, r, tokenizer, room) for r in rows]
     pad = tokenizer.pad_token_id
     if longest == 1:
-        scores: list[list[float]] = [[] for _ in prompts]
-        for i, lp in _log_probs(model, prompts, [[len(p) - 1] for p in prompts], pad, batch_size, track):
-            scores[i] = lp[0, [cont[c][0] for c in labels[i]]].tolist()
+        scores = _scored(model, prompts, [[len(p) - 1] for p in prompts], pad, batch_size,
+                         lambda i, lp: lp[0, [cont[c][0] for c in labels[i]]].tolist(), track)
     else:
         sequences = [p + cont[c] for p, ls in zip(prompts, labels) for c in ls]
         targets = [list(range(len(p), len(p) + len(cont[c]))) for p, ls in zip(prompts, labels) for c in ls]
@@ -144,41 +168,15 @@ def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int |
     return math.exp(-sum(logliks) / max(sum(tokens), 1))
 
 
-# Items each process scored in this process's life: the 2-process test reads it back.
-SCORED = {"items": 0}
-
-
-def sharded(score: Callable[[list], list], rows: list) -> list:
-    """score(rows) computed with the rows shared out among the processes (each scores every num_processes-th row)
-    and gathered back in order: the same results as one process, in 1/num_processes of the time. Shares are padded
-    to one length, since under ZeRO-3 every forward pass is collective and all ranks must run the same number."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    state = PartialState()
-    if state.num_processes == 1 or len(rows) < state.num_processes:
-        SCORED["items"] += len(rows)
-        return score(rows)
-    n, share = state.num_processes, -(-len(rows) // state.num_processes)
-    mine = rows[state.process_index :: n]
-    SCORED["items"] += len(mine)
-    results = score(mine + mine[-1:] * (share - len(mine)))[: len(mine)]
-    shares = gather_object([results])
-    return [shares[i % n][i // n] for i in range(len(rows))]
-
-
 def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
                    track: Track = _no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity), the items
     shared out among the processes."""
     if task.choices:
-        predictions = sharded(lambda part: score_choices(model, tokenizer, task, part, settings.max_length,
-                                                         settings.batch_size, track), rows)
+        predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
         return classification_metrics(gold, predicted, task.labels()), predictions
-    pairs = sharded(lambda part: list(zip(*item_logliks(model, tokenizer, task, part, settings.max_length,
-                                                        settings.batch_size, track))), rows)
-    logliks, tokens = [ll for ll, _ in pairs], [n for _, n in pairs]
+    logliks, tokens = item_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
     metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
     if rows:
         metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
@@ -202,7 +200,7 @@ def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: 
                track: Track) -> dict[str, Any]:
     """Refit the predictions' decisions with offsets fitted on the dev rows (see calibrate.py); returns the
     offsets and the dev size."""
-    dev = sharded(lambda part: score_choices(model, tokenizer, task, part, settings.max_length, settings.batch_size, track), dev_rows)
+    dev = score_choices(model, tokenizer, task, dev_rows, settings.max_length, settings.batch_size, track)
     offsets = calibrate.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev], task.labels())
     for p, label in zip(predictions, calibrate.predict([p["loglik"] for p in predictions], offsets, task.labels())):
         p["prediction"] = label

@@ -53,13 +53,12 @@ def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -
     top), an adapter folder, a model folder, a hub id or an embedded alias. `trust_remote_code` comes from the
     command line only; `dequantize`: a k-bit base in its compute dtype (for merge). One UserError line when it
     cannot be loaded."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(name).expanduser()
     spec = DataSpec()
     plain = dict(dtype="float32", trust_remote_code=trust_remote_code)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = loader.device()
     try:
         if (path / "recipe.yaml").is_file():
             from medsft import mixture, train

@@ -10,11 +10,11 @@ from typing import Any
 from medsft import models
 
 
-def device(recipe) -> str:
-    """CUDA when this machine has it and the recipe does not ask for the CPU."""
+def device(recipe=None) -> str:
+    """CUDA when this machine has it and the recipe (if any) does not ask for the CPU."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() and not recipe.training.use_cpu else "cpu"
+    return "cuda" if torch.cuda.is_available() and not (recipe is not None and recipe.training.use_cpu) else "cpu"
 
 
 def quantized(recipe) -> bool:

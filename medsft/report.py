@@ -254,5 +254,10 @@ def cv_report(console: Console, results: dict) -> None:
             offsets = " ".join(f"{c} {o:+.1f}" for c, o in list(pooled["offsets"].items())[1:])
             table.add_row(f"{name}, offsets {offsets}", "", f"{pooled['with_offsets_in_sample']['accuracy'] * 100:.1f}",
                           f"{pooled['with_offsets_in_sample']['macro_f1'] * 100:.1f}", style="dim")
-    table.caption = "offsets are fitted on these out-of-fold items (their rows here are in-sample); the test split is never used"
+            crossed = pooled.get("with_offsets_cross_fitted")
+            if crossed:
+                table.add_row(f"{name}, offsets cross-fitted", str(pooled["items"]), _with_ci(crossed["accuracy"], crossed["ci"]["accuracy"]),
+                              _with_ci(crossed["macro_f1"], crossed["ci"]["macro_f1"]), style="dim" if name == "base" else None)
+    table.caption = ("offsets: fitted on all these out-of-fold items (in sample), and cross-fitted (each fold decided by "
+                     "offsets fitted on the other folds); the test split is never used")
     console.print(table)

@@ -75,3 +75,22 @@ def test_before_and_after_calibrates_each_model_on_dev_items_only(tiny_model):
     assert [p["base_prediction"] for p in predictions] == calibrate.predict([p["loglik"] for p in raw], expected, LABELS)
     argmax_accuracy = sum(p["prediction"] == p["gold"] for p in raw) / len(raw)
     assert record["argmax"]["accuracy"] == pytest.approx(argmax_accuracy)
+
+
+def test_cross_fitted_offsets_decide_each_fold_with_the_other_folds_only():
+    from medsft import cv
+
+    labels = ["yes", "no"]
+    # fold 0 says "no" needs a large boost; fold 1, fitted alone, needs none
+    fold0 = [{"gold": "no", "loglik": {"yes": 0.0, "no": -2.0}}] * 4 + [{"gold": "yes", "loglik": {"yes": 0.0, "no": -5.0}}] * 2
+    fold1 = [{"gold": "yes", "loglik": {"yes": 0.0, "no": -1.0}}] * 4 + [{"gold": "no", "loglik": {"yes": -1.0, "no": 0.0}}] * 2
+    crossed = cv.cross_fitted([fold0, fold1], labels, seed=0)
+    expected = []
+    for held, other in ((fold0, fold1), (fold1, fold0)):
+        offsets = calibrate.fit_offsets([p["loglik"] for p in other], [p["gold"] for p in other], labels)
+        expected += [p == q["gold"] for p, q in zip(calibrate.predict([q["loglik"] for q in held], offsets, labels), held)]
+    assert crossed["accuracy"] == pytest.approx(sum(expected) / len(expected)) == pytest.approx(4 / 12)
+    pooled = fold0 + fold1
+    in_sample = calibrate.fit_offsets([p["loglik"] for p in pooled], [p["gold"] for p in pooled], labels)
+    right = sum(p == q["gold"] for p, q in zip(calibrate.predict([q["loglik"] for q in pooled], in_sample, labels), pooled))
+    assert right / len(pooled) > crossed["accuracy"]  # in sample flatters the offsets

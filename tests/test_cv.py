@@ -27,6 +27,11 @@ def test_cv_reports_each_fold_and_fits_offsets_out_of_fold(write_recipe, folded,
     assert [f["fold"] for f in results["folds"]] == [0, 1, 2] and all(f["items"] == 6 for f in results["folds"])
     assert results["tuned"]["pooled"]["items"] == 18 and results["base"]["pooled"]["items"] == 18
     assert set(results["tuned"]["pooled"]["offsets"]) == {"yes", "no", "maybe"}
+    crossed = results["tuned"]["pooled"]["with_offsets_cross_fitted"]
+    assert crossed["ci"]["accuracy"][0] <= crossed["accuracy"] <= crossed["ci"]["accuracy"][1]
+    oof = [json.loads(line) for line in (tmp_path / "out-cv" / "oof_predictions.jsonl").read_text().splitlines()]
+    assert [item["fold"] for item in oof] == [0] * 6 + [1] * 6 + [2] * 6
+    assert all(set(item["tuned_loglik"]) == set(item["base_loglik"]) == {"yes", "no", "maybe"} for item in oof)
     mean = sum(f["accuracy"] for f in results["folds"]) / 3
     assert results["tuned"]["accuracy"]["mean"] == pytest.approx(mean)
     assert "cross-validation: 3 of 5 folds" in proc.stdout

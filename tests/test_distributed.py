@@ -85,6 +85,19 @@ def test_evaluation_equals_a_single_process_reload(runs, recipe, config):
     assert sharded["evaluations"] == single["evaluations"]  # every metric, interval, test and sample
 
 
+def test_bf16_evaluation_on_two_processes_equals_one(runs, recipe):
+    # bf16 rounding depends on how rows are batched and padded: shares of whole batches keep every batch as it is
+    out = runs["multi_process"]
+    proc = launch("multi_process", "eval", recipe, "--output_dir", out, "--bf16", "true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded = json.loads((out / "eval_results.json").read_text())
+    proc = run_cli("eval", recipe, "--output_dir", out, "--bf16", "true")
+    assert proc.returncode == 0, proc.stderr
+    single = json.loads((out / "eval_results.json").read_text())
+    assert sharded["run"]["scored_per_process"] == [16, 16] and single["run"]["scored_per_process"] == [32]
+    assert sharded["evaluations"] == single["evaluations"]
+
+
 def test_zero3_exits_cleanly_five_times(recipe, tmp_path):
     for i in range(5):
         proc = launch("zero3", recipe, "--output_dir", tmp_path / f"run{i}", "--max_steps", 1, "--eval_after_train", "false")

@@ -102,3 +102,18 @@ def test_choice_scores_of_multi_token_choices_equal_a_plain_forward(model_and_to
             logp = torch.log_softmax(model(torch.tensor([prompt + cont])).logits[0].float(), -1)
         expected = sum(logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(cont))
         assert result["loglik"][label] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("batches,processes", [(5, 2), (1, 2), (6, 3), (2, 4), (0, 2)])
+def test_each_batch_is_scored_by_one_process_and_every_rank_runs_as_many_passes(monkeypatch, batches, processes):
+    import accelerate
+
+    lists = [[i] for i in range(batches)]
+    shares = []
+    for rank in range(processes):
+        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank: type("S", (), {"num_processes": processes, "process_index": rank})())
+        shares.append(evaluate._my_batches(lists))
+    assert len({len(s) for s in shares}) == 1  # ZeRO-3: every forward pass is collective
+    real = sorted(j for s in shares for j, _ in s if j >= 0)
+    assert real == list(range(batches))
+    assert all(lists[j] == chunk for s in shares for j, chunk in s if j >= 0)

@@ -30,14 +30,14 @@ def chat_model(tiny_chat_model):
     return tiny_chat_model
 
 
-@pytest.fixture(scope="module")
-def server(chat_model):
+def start(*args, threads: str | None = "1"):
+    """`python -m medsft serve ARGS` on a free port, once /health answers: (url, process)."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "medsft", "serve", str(chat_model), "--port", str(port), "--max_tokens_cap", "300"],
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": threads} if threads else {})}
+    proc = subprocess.Popen([sys.executable, "-m", "medsft", "serve", *map(str, args), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    for _ in range(600):
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
             break
@@ -45,6 +45,12 @@ def server(chat_model):
             if proc.poll() is not None:
                 pytest.fail(proc.stderr.read())
             time.sleep(0.2)
+    return url, proc
+
+
+@pytest.fixture(scope="module")
+def server(chat_model):
+    url, proc = start(chat_model, "--max_tokens_cap", "300")
     yield url, proc
     proc.terminate()
     proc.wait(timeout=30)

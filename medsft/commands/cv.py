@@ -37,12 +37,12 @@ def main(argv: list[str]) -> int:
         fold_recipe.training.disable_tqdm = True  # the rich bar replaces tqdm
         tuned, base = cv.fold(fold_recipe, [RichProgress(console)])
         fold_predictions.append(tuned)
-        base_predictions += base
+        base_predictions.append(base)
         right = sum(p["prediction"] == p["gold"] for p in tuned)
         console.print(f"fold {fold}: dev accuracy {right / max(len(tuned), 1):.3f} on {len(tuned)} items")
     results = cv.summarize(datasets[0].task, fold_predictions, base_predictions, recipe.training.seed)
     results["recipe"], results["folds_used"], results["folds_available"] = str(recipe.path), folds, available
-    path = cv.write(out, results)
+    path = cv.write(out, results, fold_predictions, base_predictions)
     report.cv_report(console, results)
     console.print(f"written to {path}; decide the test split with these offsets: --calibration_file {path}")
     return 0
