@@ -42,10 +42,16 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, where: torc
 
 
 class StepTimer(TrainerCallback):
-    """Per-step wall time and non-padding tokens, skipping the first `warmup` steps (allocator, first batch)."""
+    """Per-step wall time and non-padding tokens, skipping the first `warmup` steps (allocator, first batch), and
+    every logged training loss (to check that two variants train the same)."""
 
     def __init__(self, warmup: int = 1):
         self.warmup, self.times, self.tokens, self._t, self._tok = warmup, [], [], 0.0, 0
+        self.losses: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(logs["loss"])
 
     def on_step_begin(self, args, state, control, **kwargs):
         synchronize(args.device)

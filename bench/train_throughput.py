@@ -211,6 +211,7 @@ def main():
     variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     tok_rate = {k: [] for k in variants}
     peak_rss = {k: [] for k in variants}
+    losses: dict[str, list[float]] = {}
     ex_rate = {k: [] for k in variants}
     peaks = {"bf16": [], "fp32": []}
     for r in range(args.rounds):
@@ -222,6 +223,7 @@ def main():
             with PeakRSS() as rss:
                 timer = run()
             peak_rss[name].append(rss.peak)
+            losses[name] = timer.losses
             gpu = peak_memory(device())
             seconds = sum(timer.times)
             tok_rate[name].append(sum(timer.tokens) / seconds)
@@ -258,6 +260,10 @@ def main():
     if {"medsft", "medsft-bf16-base"} <= set(variants):
         print(f"\nfrozen base bf16 / float32 + autocast (trained tokens/s): {med['medsft-bf16-base'] / med['medsft']:.3f}; "
               f"peak RSS {max(peak_rss['medsft-bf16-base']) / 2**30:.2f} vs {max(peak_rss['medsft']) / 2**30:.2f} GiB")
+        pairs = list(zip(losses["medsft-bf16-base"], losses["medsft"]))
+        if pairs:
+            print(f"training loss, same steps: largest difference {max(abs(a - b) for a, b in pairs):.4f} over {len(pairs)} "
+                  f"steps (final {pairs[-1][0]:.4f} vs {pairs[-1][1]:.4f})")
     if {"medsft", "plain-trl"} <= set(variants):
         print(f"\nmedsft / plain-trl (trained tokens/s): {med['medsft'] / med['plain-trl']:.3f}   target >= 0.97")
     if {"medsft", "raw"} <= set(variants):

@@ -113,9 +113,9 @@ def write_recipe(tmp_path, tiny_model):
     return write
 
 
-def run_cli(*args, timeout=600, cwd=ROOT):
-    """Run `python -m medsft ARGS` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def run_cli(*args, timeout=600, cwd=ROOT, env=None):
+    """Run `python -m medsft ARGS` as a user would (`env`: variables to add); returns the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "medsft", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )

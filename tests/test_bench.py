@@ -12,6 +12,7 @@ import common  # noqa: E402
 
 
 def test_the_device_follows_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert common.device().type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert common.device().type == "cuda"
@@ -33,3 +34,10 @@ def test_timings_wait_for_the_device(monkeypatch):
 def test_matmul_peak_runs_on_the_given_device():
     assert common.matmul_peak(torch.float32, n=64, repeats=2, where=torch.device("cpu")) > 0
     assert common.peak_memory(torch.device("cpu")) is None
+
+
+def test_the_timer_keeps_the_logged_training_losses_only():
+    timer = common.StepTimer()
+    for logs in ({"loss": 2.5, "grad_norm": 1.0}, {"eval_loss": 9.0}, {"train_runtime": 3.0}, {"loss": 2.25}):
+        timer.on_log(None, None, None, logs=logs)
+    assert timer.losses == [2.5, 2.25]

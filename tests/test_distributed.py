@@ -12,10 +12,11 @@ from safetensors.torch import load_file
 from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
+CPU = {"CUDA_VISIBLE_DEVICES": ""}  # two CPU processes over gloo on any machine: one GPU cannot hold two NCCL ranks
 
 
 def launch(config: str, recipe, *extra, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **CPU}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
            "--num_processes", "2", "-m", "medsft", str(recipe), *map(str, extra)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -77,7 +78,7 @@ def test_zero2_loss_matches_ddp(runs):
 @pytest.mark.parametrize("config", ["multi_process", "zero3"])
 def test_evaluation_equals_a_single_process_reload(runs, recipe, config):
     sharded = json.loads((runs[config] / "eval_results.json").read_text())
-    proc = run_cli("eval", recipe, "--output_dir", runs[config])
+    proc = run_cli("eval", recipe, "--output_dir", runs[config], env=CPU)
     assert proc.returncode == 0, proc.stderr
     single = json.loads((runs[config] / "eval_results.json").read_text())
     # 16 test items for base and tuned: each of the two processes scored half, one process all of them
@@ -91,7 +92,7 @@ def test_bf16_evaluation_on_two_processes_equals_one(runs, recipe):
     proc = launch("multi_process", "eval", recipe, "--output_dir", out, "--bf16", "true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = json.loads((out / "eval_results.json").read_text())
-    proc = run_cli("eval", recipe, "--output_dir", out, "--bf16", "true")
+    proc = run_cli("eval", recipe, "--output_dir", out, "--bf16", "true", env=CPU)
     assert proc.returncode == 0, proc.stderr
     single = json.loads((out / "eval_results.json").read_text())
     assert sharded["run"]["scored_per_process"] == [16, 16] and single["run"]["scored_per_process"] == [32]
@@ -123,7 +124,7 @@ def test_sigterm_to_one_rank_stops_both_at_one_step(recipe, tmp_path):
     import time
 
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **CPU}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/multi_process.yaml",
            "--num_processes", "2", "-m", "medsft", str(recipe), "--output_dir", str(out), "--max_steps", "3000",
            "--save_strategy", "steps", "--save_steps", "100000", "--eval_after_train", "false"]

@@ -50,13 +50,15 @@ def test_a_run_folder_records_no_hardware_default(bf16_run):
     saved = yaml.safe_load((bf16_run / train.RECIPE_FILE).read_text())
     assert "use_cpu" not in saved and "bf16" not in saved and saved["dtype"] == "bfloat16"
     hardware = yaml.safe_load((bf16_run / train.HARDWARE_FILE).read_text())
-    assert hardware["use_cpu"] is True  # recorded apart: this CPU machine set it
+    # recorded apart: a CPU machine sets use_cpu, a CUDA machine nothing of the kind
+    assert hardware.get("use_cpu", False) is not torch.cuda.is_available()
 
 
 def test_the_reading_machine_derives_its_own_device_setting(bf16_run, monkeypatch):
     path = bf16_run / train.RECIPE_FILE
     saved = yaml.safe_load(path.read_text())
-    assert parse_recipe([str(path)]).training.use_cpu is True  # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parse_recipe([str(path)]).training.use_cpu is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     merged, hardware = config.settings(path, saved, {})
