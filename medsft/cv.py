@@ -73,13 +73,24 @@ def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[l
             "tuned": {**spread, "pooled": decided(fold_predictions)}, "base": {"pooled": decided(base_predictions)}}
 
 
+class Stopped(Exception):
+    """A fold's training was stopped by a signal: cross-validation stops there too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
     """Train on every fold but the recipe's `fold`, then score that fold's dev rows with the trained model and with
-    its base (the adapter disabled, or the pretrained weights reloaded; none for a model from scratch)."""
+    its base (the adapter disabled, or the pretrained weights reloaded; none for a model from scratch). Stopped when
+    a signal stopped the training."""
     from medsft import train
 
     prepared = train.prepare(recipe)
-    trainer, _ = train.train(recipe, prepared, callbacks)
+    trainer, result = train.train(recipe, prepared, callbacks)
+    if result.stopped_by is not None:
+        raise Stopped(result.stopped_by)
     model, dataset = trainer.accelerator.unwrap_model(trainer.model).eval(), prepared.datasets[0]
     args = recipe.training
     settings = evaluate.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)

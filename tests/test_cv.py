@@ -48,3 +48,28 @@ def test_cv_reports_each_fold_and_fits_offsets_out_of_fold(write_recipe, folded,
 def test_cv_needs_folds(write_recipe):
     proc = run_cli("cv", write_recipe())
     assert proc.returncode == 2 and "cv needs a split with folds" in proc.stderr
+
+
+def test_a_signal_stops_the_whole_cross_validation(write_recipe, folded, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    recipe = write_recipe(dataset_name=str(folded), max_steps=400)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "medsft", "cv", str(recipe), "--folds", "3"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "out-cv" / "fold-0" / "recipe.yaml").is_file():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    time.sleep(3)  # into the training loop
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert "stopped by SIGTERM in fold 0; 0 fold(s) done, nothing summarized" in " ".join(stdout.split())
+    assert not (tmp_path / "out-cv" / "fold-1").exists() and not (tmp_path / "out-cv" / "cv_results.json").exists()

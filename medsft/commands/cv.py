@@ -35,7 +35,14 @@ def main(argv: list[str]) -> int:
         fold_recipe = parse_recipe([*argv, "--fold", str(fold), "--output_dir", str(out / f"fold-{fold}"),
                                     "--eval_after_train", "false", "--overwrite_output_dir", "true"])
         fold_recipe.training.disable_tqdm = True  # the rich bar replaces tqdm
-        tuned, base = cv.fold(fold_recipe, [RichProgress(console)])
+        try:
+            tuned, base = cv.fold(fold_recipe, [RichProgress(console)])
+        except cv.Stopped as stop:
+            import signal
+
+            console.print(f"[yellow]stopped by {signal.Signals(stop.signum).name} in fold {fold}; "
+                          f"{fold} fold(s) done, nothing summarized")
+            return 128 + stop.signum
         fold_predictions.append(tuned)
         base_predictions.append(base)
         right = sum(p["prediction"] == p["gold"] for p in tuned)
