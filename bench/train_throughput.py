@@ -214,17 +214,18 @@ def main():
     losses: dict[str, list[float]] = {}
     ex_rate = {k: [] for k in variants}
     peaks = {"bf16": [], "fp32": []}
+    where = device()
     for r in range(args.rounds):
-        peaks["bf16"].append(matmul_peak(torch.bfloat16, n=8192 if device().type == "cuda" else 2048))
-        peaks["fp32"].append(matmul_peak(torch.float32, n=8192 if device().type == "cuda" else 2048))
+        peaks["bf16"].append(matmul_peak(torch.bfloat16, n=8192 if where.type == "cuda" else 2048, where=where))
+        peaks["fp32"].append(matmul_peak(torch.float32, n=8192 if where.type == "cuda" else 2048, where=where))
         for name, run in variants.items():
-            if device().type == "cuda":
+            if where.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             with PeakRSS() as rss:
                 timer = run()
             peak_rss[name].append(rss.peak)
             losses[name] = timer.losses
-            gpu = peak_memory(device())
+            gpu = peak_memory(where)
             seconds = sum(timer.times)
             tok_rate[name].append(sum(timer.tokens) / seconds)
             ex_rate[name].append(args.batch * len(timer.times) / seconds)

@@ -69,9 +69,7 @@ def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -
             if dequantize and loader.quantized(recipe):
                 print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
                       f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
-            model = loader.load_run(recipe, path, dequantize)
-            tokenizer_from = path if (path / "tokenizer_config.json").is_file() else models.resolve(recipe.model.model_name_or_path)
-            tokenizer = train.load_tokenizer(recipe, str(tokenizer_from))
+            model, tokenizer = train.load_trained(recipe, path, dequantize)
             spec = mixture.specs(recipe.script, recipe.training)[0]
         elif (path / "adapter_config.json").is_file():
             from peft import PeftModel

@@ -45,8 +45,9 @@ def load_model(recipe, path: str | Path, dequantize: bool = False):
     """The model at `path` (a resolved base or a saved full model) with the recipe's settings, on its device."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs(recipe, dequantize))
-    return model if "device_map" in model_kwargs(recipe, dequantize) else model.to(device(recipe))
+    kwargs = model_kwargs(recipe, dequantize)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model if "device_map" in kwargs else model.to(device(recipe))
 
 
 def load_run(recipe, run: Path | None, dequantize: bool = False):

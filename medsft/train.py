@@ -222,15 +222,16 @@ def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
     return state.get("global_step"), (runtimes[-1] if runtimes else None)
 
 
-def load_trained(recipe: Recipe, run: Path | None):
-    """(model, tokenizer) for evaluation, loaded as the recipe trained it (loader): the run's full model, or the
-    base + the run's adapter, with the run's tokenizer (its chat template and EOS); without a run, the base model."""
+def load_trained(recipe: Recipe, run: Path | None, dequantize: bool = False):
+    """(model, tokenizer) for evaluation, generation and merge, loaded as the recipe trained it (loader): the run's
+    full model, or the base + the run's adapter, with the run's tokenizer (its chat template and EOS); without a run,
+    the base model. `dequantize`: a k-bit base in its compute dtype (what merge folds the adapter into)."""
     from medsft import loader
 
-    model = loader.load_run(recipe, run)
-    path = models.resolve(recipe.model.model_name_or_path)
-    tokenizer_from = str(run) if run is not None and (run / "tokenizer_config.json").is_file() else path
-    return model, load_tokenizer(recipe, tokenizer_from)
+    model = loader.load_run(recipe, run, dequantize)
+    if run is not None and (run / "tokenizer_config.json").is_file():
+        return model, load_tokenizer(recipe, str(run))
+    return model, load_tokenizer(recipe, models.resolve(recipe.model.model_name_or_path))
 
 
 def base_of(recipe: Recipe, model):
