@@ -26,6 +26,17 @@ NOT_DATA = ("splits.json",)  # split files, read by splits.py
 Rows = list[tuple[str, dict]]
 
 
+
+def default_data() -> Path | None:
+    """The local data folder (pubmedqa/, mcq/, ...): $MEDSFT_DATA, else this checkout's ../shared/data; None if
+    neither is a folder."""
+    import os
+
+    for candidate in (os.environ.get("MEDSFT_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
 def is_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).suffix in SUFFIXES or Path(name).exists()
 

@@ -9,22 +9,15 @@ trained or tuned on are left out of its suite.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
+from medsft import sources
 from medsft.arguments import DataSpec
 from medsft.errors import UserError
 
 MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
                  "professional_medicine")
 LETTERS = ["opa", "opb", "opc", "opd"]
-
-
-def default_data() -> Path | None:
-    for candidate in (os.environ.get("MEDSFT_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def _local(root: Path) -> list[dict]:
@@ -56,7 +49,7 @@ def specs(name: str, data: str | None, prompt_style: str) -> list[DataSpec]:
     """The suite's benchmarks, each scored on its test split only (nothing of them trains)."""
     if name not in SUITES:
         raise UserError(f"suite {name!r} is not known; suites are {', '.join(SUITES)}")
-    root = Path(data).expanduser() if data else default_data()
+    root = Path(data).expanduser() if data else sources.default_data()
     if data and not root.is_dir():
         raise UserError(f"suite_data {root} is not a folder; give the folder holding pubmedqa/ and mcq/")
     out = []

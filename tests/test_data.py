@@ -129,26 +129,48 @@ def _hub_rows() -> list[dict]:
              "long_answer": "a", "final_decision": "yes"} for i in ids[::-1]]
 
 
-def test_hub_copy_gets_the_official_split_and_honours_fold(tmp_path, monkeypatch):
-    """The hub copy has one 'train' split of 1000 items: the split shipped with medsft gives it the official test
-    ids and the fold's dev ids, from the hub (load_dataset) and from a local folder in the hub layout alike."""
+def _hub_copy(tmp_path, monkeypatch) -> list[str]:
+    """The hub copy (one 'train' split of 1000 items) served by a faked load_dataset and saved as a local folder in
+    the hub layout; the two names that read it."""
     import datasets
 
-    from medsft.tasks.pubmedqa import official_ids
-
-    rows = _hub_rows()
-    hub = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    hub = datasets.DatasetDict({"train": datasets.Dataset.from_list(_hub_rows())})
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: hub)
     folder = tmp_path / "PubMedQA" / "pqa_labeled"
     folder.mkdir(parents=True)
     hub["train"].to_parquet(folder / "train-00000-of-00001.parquet")
+    return ["qiaojin/PubMedQA", str(tmp_path / "PubMedQA")]
+
+
+@needs_pubmedqa
+def test_hub_copy_gets_the_official_split_and_honours_fold(tmp_path, monkeypatch):
+    """The official split in the local data folder (pubmedqa/splits.json) gives the hub copy the official test ids
+    and the fold's dev ids, from the hub (load_dataset) and from a local folder in the hub layout alike."""
+    from medsft.tasks.pubmedqa import official_ids
+
     official = official_ids()
-    for name in ("qiaojin/PubMedQA", str(tmp_path / "PubMedQA")):
+    for name in _hub_copy(tmp_path, monkeypatch):
         for fold in (0, 7):
             parts = load(task="pubmedqa", dataset_name=name, dataset_config="pqa_labeled", fold=fold).parts
             assert sorted(r["id"] for r in parts["test"]) == sorted(official["test"])
             assert sorted(r["id"] for r in parts["eval"]) == sorted(official["folds"][fold])
             assert len(parts["train"]) == 450
+
+
+@needs_pubmedqa
+def test_without_the_official_split_the_hub_copy_is_split_by_seed_and_says_so(tmp_path, monkeypatch, capsys):
+    names = _hub_copy(tmp_path, monkeypatch)
+    monkeypatch.setenv("MEDSFT_DATA", str(tmp_path))  # a data folder without pubmedqa/splits.json
+    capsys.readouterr()  # the parquet writer's progress
+    parts = load(task="pubmedqa", dataset_name=names[0], dataset_config="pqa_labeled").parts
+    assert [len(parts[role]) for role in ("train", "eval", "test")] == [450, 50, 500]  # PubMedQA's proportions
+    from medsft.tasks.pubmedqa import official_ids
+
+    monkeypatch.delenv("MEDSFT_DATA")
+    assert sorted(r["id"] for r in parts["test"]) != sorted(official_ids()["test"])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "medsft: PubMedQA's official split (pubmedqa/splits.json under $MEDSFT_DATA or ../shared/data) was not found; "
+        "rows without a split get a seeded one (split_seed), not the official 500 test items"]
 
 
 def test_a_datasets_own_splits_are_kept(tmp_path):

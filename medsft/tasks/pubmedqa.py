@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from functools import cache
-from pathlib import Path
+import sys
 from typing import Any
 
 from medsft.tasks.base import Example, Task
 
 CHOICES = ("yes", "no", "maybe")
 REQUIRED = ("question", "contexts", "final_decision")
-# The official 500 test PMIDs and 10 folds of the other 500 (public, MIT): the hub copy gets the same split.
-SPLIT_FILE = Path(__file__).with_name("pubmedqa_split.json")
 
 
 def normalize(raw: dict[str, Any], key: str | None = None) -> dict[str, Any]:
@@ -79,9 +76,14 @@ def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: 
     return {"prompt": prompt(row, style), "completion": completion}
 
 
-@cache
-def official_ids() -> dict[str, Any]:
-    return json.loads(SPLIT_FILE.read_text())
+def official_ids() -> dict[str, Any] | None:
+    """The official 500 test PMIDs and 10 folds of the other 500, from the release's splits.json in the local data
+    folder (`pubmedqa/` of $MEDSFT_DATA or ../shared/data); None where there is none."""
+    from medsft.sources import default_data
+
+    root = default_data()
+    path = root / "pubmedqa" / "splits.json" if root else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
 
 
 class PubMedQA(Task):
@@ -110,7 +112,13 @@ class PubMedQA(Task):
         return {"id": "cli", "question": question, "contexts": [context], "labels": [], "final_decision": None}
 
     def official_split(self):
-        return official_ids()
+        ids = official_ids()
+        if ids is None and self.spec.dataset_name not in (None, "synthetic"):
+            # a hub copy then gets a seeded split, not PubMedQA's test set: say so rather than report other numbers
+            print("medsft: PubMedQA's official split (pubmedqa/splits.json under $MEDSFT_DATA or ../shared/data) was "
+                  "not found; rows without a split get a seeded one (split_seed), not the official 500 test items",
+                  file=sys.stderr)
+        return ids
 
     def synthetic(self, n, seed):
         from medsft import synthetic
