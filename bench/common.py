@@ -3,11 +3,17 @@ device) and this machine's matmul peak on that device."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+
+# The real data the benchmarks read: $MEDSFT_DATA, else the folder beside this checkout (medsft itself never looks).
+DATA = Path(os.environ.get("MEDSFT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def device() -> torch.device:

@@ -33,12 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import device  # noqa: E402
+from common import DATA as SHARED, device  # noqa: E402
 
 from medsft import data, evaluate, metrics, models  # noqa: E402
 from medsft.arguments import DataSpec  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
 BENCHMARKS = {
     "medqa": {
         "spec": DataSpec(task="medqa", data_files={"test": str(SHARED / "mcq" / "medqa.jsonl")}, prompt_style="lm_eval"),

@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import StepTimer, device, matmul_peak, median_rate, peak_memory, synchronize  # noqa: E402
+from common import DATA as SHARED, StepTimer, device, matmul_peak, median_rate, peak_memory, synchronize  # noqa: E402
 
 from medsft import train  # noqa: E402
 from medsft.config import parse_recipe  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
-NOTES = ROOT.parent / "shared" / "data" / "reports" / "mtsamples.jsonl"
+DATA = SHARED / "pubmedqa" / "ori_pqal.json"
+NOTES = SHARED / "reports" / "mtsamples.jsonl"
 
 
 class PeakRSS:

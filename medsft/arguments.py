@@ -100,7 +100,7 @@ class MedsftArguments(DataFields):
     scratch_config: dict[str, Any] | str | None = _help("GPT2Config fields for model_name_or_path: scratch-gpt2.")
     eval_after_train: bool = _help("After training, evaluate base vs tuned model on each test split.", True)
     suite: str | None = _help("Evaluate on a benchmark suite (medical: PubMedQA, MedQA, MedMCQA, medical MMLU) instead.")
-    suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA or ../shared/data.")
+    suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA, else the hub.")
     num_samples: int = _help("Sample generations shown base vs tuned after evaluation (0: none).", 3)
     sample_prompts: list[str] | None = _help("Prompts for the sample generations; default: a few from the task.")
     sample_max_new_tokens: int = _help("Length of each sample generation.", 64)

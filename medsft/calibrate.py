@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 2)  # offsets of each choice relative to the first, in nats
 
@@ -69,6 +70,6 @@ def offsets_from(path: str, model: str) -> dict[str, float]:
     if not file.is_file():
         raise UserError(f"calibration_file not found: {file}; run python -m medsft cv RECIPE first")
     try:
-        return json.loads(file.read_text())[model]["pooled"]["offsets"]
+        return json.loads(read_text(file, "calibration_file"))[model]["pooled"]["offsets"]
     except (json.JSONDecodeError, KeyError):
         raise UserError(f"calibration_file {file} is not a cv_results.json (no {model} offsets)") from None

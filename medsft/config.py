@@ -19,6 +19,7 @@ import yaml
 from medsft import limits
 from medsft.arguments import MedsftArguments
 from medsft.errors import OneLineErrors, UserError
+from medsft.textfiles import read_text
 
 
 @dataclass
@@ -227,7 +228,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(read_text(path, "recipe"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 CUDA_ONLY = {
     "load_in_4bit": "bitsandbytes 4-bit loading (QLoRA)",
@@ -35,7 +36,7 @@ def deepspeed_config(settings: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
         raise UserError(f"deepspeed config not found: {path} (relative paths start from the directory you run in; "
                         "run from the repository root or give an absolute path)")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(read_text(path, "deepspeed config"))
     except json.JSONDecodeError as e:
         raise UserError(f"deepspeed config {path} is not valid JSON: line {e.lineno}: {e.msg}") from None
     if not isinstance(config, dict):

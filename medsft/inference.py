@@ -11,6 +11,7 @@ from typing import Any
 from medsft import loader, models
 from medsft.arguments import DataSpec
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 
 @dataclass
@@ -111,4 +112,4 @@ def read_context(context_file: str | None) -> str:
     path = Path(context_file).expanduser()
     if not path.is_file():
         raise UserError(f"context_file not found: {path}")
-    return path.read_text().strip()
+    return read_text(path, "context_file").strip()

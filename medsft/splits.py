@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 from medsft.tasks import Task, stratified_sample
 
 ROLES = ("train", "eval", "test")
@@ -65,7 +66,7 @@ def split_file(spec) -> tuple[Path | None, dict | None]:
     if not path.is_file():
         raise UserError(f"split_file not found: {path}")
     try:
-        ids = json.loads(path.read_text())
+        ids = json.loads(read_text(path, "split file"))
     except json.JSONDecodeError as e:
         raise UserError(f"split file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
     if not isinstance(ids, dict) or not ({"folds", "test"} & set(ids)):

@@ -1,17 +1,17 @@
 """Benchmark suites for `medsft eval ... --suite NAME`: each benchmark a dataset spec of the same machinery.
 
 `medical`: PubMedQA (its official 500-item test split), MedQA-USMLE (4 options, 1273 test items), MedMCQA (its dev
-set, 2816 items: its test answers are not public) and the six medical subjects of MMLU (1089 test items). From local
-files (`suite_data`, default `$MEDSFT_DATA` or the checkout's `../shared/data`), else from the hub. Items a run
-trained or tuned on are left out of its suite.
+set, 2816 items: its test answers are not public) and the six medical subjects of MMLU (1089 test items). From the
+local folder `suite_data` names (else `$MEDSFT_DATA`), else from the hub ids listed in `_hub`. Items a run trained
+or tuned on are left out of its suite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
-from medsft import sources
 from medsft.arguments import DataSpec
 from medsft.errors import UserError
 
@@ -49,9 +49,10 @@ def specs(name: str, data: str | None, prompt_style: str) -> list[DataSpec]:
     """The suite's benchmarks, each scored on its test split only (nothing of them trains)."""
     if name not in SUITES:
         raise UserError(f"suite {name!r} is not known; suites are {', '.join(SUITES)}")
-    root = Path(data).expanduser() if data else sources.default_data()
-    if data and not root.is_dir():
-        raise UserError(f"suite_data {root} is not a folder; give the folder holding pubmedqa/ and mcq/")
+    key, data = ("suite_data", data) if data else ("MEDSFT_DATA", os.environ.get("MEDSFT_DATA") or None)
+    root = Path(data).expanduser() if data else None
+    if root is not None and not root.is_dir():
+        raise UserError(f"{key} {root} is not a folder; give the folder holding pubmedqa/ and mcq/")
     out = []
     for entry in SUITES[name](root):
         spec = dataclasses.replace(DataSpec(), prompt_style=prompt_style, weight=0, **entry)

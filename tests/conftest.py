@@ -15,7 +15,8 @@ import yaml  # noqa: E402
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+# The real data: $MEDSFT_DATA, else the folder beside this checkout. Product code never looks for it; tests pass it in.
+SHARED = Path(os.environ.get("MEDSFT_DATA") or ROOT.parent / "shared" / "data")
 PUBMEDQA = SHARED / "pubmedqa" / "ori_pqal.json"
 REPORTS = SHARED / "reports" / "mtsamples.jsonl"
 needs_pubmedqa = pytest.mark.skipif(not PUBMEDQA.is_file(), reason=f"real PubMedQA data absent: {PUBMEDQA}")

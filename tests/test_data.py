@@ -120,11 +120,14 @@ def test_official_split_from_the_original_file_and_its_folder():
         assert (labels.count("yes"), labels.count("no"), labels.count("maybe")) == (276, 169, 55)
 
 
-def _hub_rows() -> list[dict]:
-    """1000 rows in the hub schema (qiaojin/PubMedQA, pqa_labeled) whose pubids are the official ids."""
-    from medsft.tasks.pubmedqa import official_ids
+def _official() -> dict:
+    """The release's own splits.json (the ground truth the shipped copy must equal)."""
+    return json.loads((PUBMEDQA.parent / "splits.json").read_text())
 
-    ids = official_ids()["test"] + [i for fold in official_ids()["folds"] for i in fold]
+
+def hub_rows(official: dict) -> list[dict]:
+    """1000 rows in the hub schema (qiaojin/PubMedQA, pqa_labeled) whose pubids are the official ids."""
+    ids = official["test"] + [i for fold in official["folds"] for i in fold]
     return [{"pubid": int(i), "question": f"Q{i}?", "context": {"contexts": ["c"], "labels": ["L"], "meshes": []},
              "long_answer": "a", "final_decision": "yes"} for i in ids[::-1]]
 
@@ -134,7 +137,7 @@ def _hub_copy(tmp_path, monkeypatch) -> list[str]:
     the hub layout; the two names that read it."""
     import datasets
 
-    hub = datasets.DatasetDict({"train": datasets.Dataset.from_list(_hub_rows())})
+    hub = datasets.DatasetDict({"train": datasets.Dataset.from_list(hub_rows(_official()))})
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: hub)
     folder = tmp_path / "PubMedQA" / "pqa_labeled"
     folder.mkdir(parents=True)
@@ -143,34 +146,88 @@ def _hub_copy(tmp_path, monkeypatch) -> list[str]:
 
 
 @needs_pubmedqa
-def test_hub_copy_gets_the_official_split_and_honours_fold(tmp_path, monkeypatch):
-    """The official split in the local data folder (pubmedqa/splits.json) gives the hub copy the official test ids
-    and the fold's dev ids, from the hub (load_dataset) and from a local folder in the hub layout alike."""
+def test_the_shipped_split_is_the_releases():
     from medsft.tasks.pubmedqa import official_ids
 
-    official = official_ids()
-    for name in _hub_copy(tmp_path, monkeypatch):
+    shipped, official = official_ids(), _official()
+    assert shipped["test"] == official["test"] and shipped["folds"] == official["folds"]
+    assert "MIT" in shipped["license"] and "pubmedqa" in shipped["source"]
+
+
+@needs_pubmedqa
+def test_every_copy_of_pubmedqa_gets_the_official_split_and_honours_fold(tmp_path, monkeypatch):
+    """With no data folder anywhere (MEDSFT_DATA unset, no splits.json beside the data), the split shipped in the
+    package gives the hub copy, a parquet folder in the hub layout and the original-schema file the official test
+    ids and the fold's dev ids."""
+    monkeypatch.delenv("MEDSFT_DATA", raising=False)
+    official = _official()
+    original = tmp_path / "alone" / "ori_pqal.json"  # the original release's schema, without its splits.json
+    original.parent.mkdir()
+    original.write_text(PUBMEDQA.read_text())
+    for name, config in [*((n, "pqa_labeled") for n in _hub_copy(tmp_path, monkeypatch)), (str(original), None)]:
         for fold in (0, 7):
-            parts = load(task="pubmedqa", dataset_name=name, dataset_config="pqa_labeled", fold=fold).parts
-            assert sorted(r["id"] for r in parts["test"]) == sorted(official["test"])
-            assert sorted(r["id"] for r in parts["eval"]) == sorted(official["folds"][fold])
+            parts = load(task="pubmedqa", dataset_name=name, dataset_config=config, fold=fold).parts
+            assert sorted(r["id"] for r in parts["test"]) == sorted(official["test"]), (name, fold)
+            assert sorted(r["id"] for r in parts["eval"]) == sorted(official["folds"][fold]), (name, fold)
             assert len(parts["train"]) == 450
 
 
 @needs_pubmedqa
-def test_without_the_official_split_the_hub_copy_is_split_by_seed_and_says_so(tmp_path, monkeypatch, capsys):
-    names = _hub_copy(tmp_path, monkeypatch)
-    monkeypatch.setenv("MEDSFT_DATA", str(tmp_path))  # a data folder without pubmedqa/splits.json
-    capsys.readouterr()  # the parquet writer's progress
-    parts = load(task="pubmedqa", dataset_name=names[0], dataset_config="pqa_labeled").parts
-    assert [len(parts[role]) for role in ("train", "eval", "test")] == [450, 50, 500]  # PubMedQA's proportions
-    from medsft.tasks.pubmedqa import official_ids
+def test_a_split_file_the_user_gives_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    _hub_copy(tmp_path, monkeypatch)
+    official = _official()
+    mine = {"test": official["folds"][0], "folds": [official["folds"][1]]}
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    parts = load(task="pubmedqa", dataset_name="qiaojin/PubMedQA", split_file=str(tmp_path / "mine.json")).parts
+    assert sorted(r["id"] for r in parts["test"]) == sorted(official["folds"][0])
+    assert sorted(r["id"] for r in parts["eval"]) == sorted(official["folds"][1])
+    assert len(parts["train"]) == 900
 
-    monkeypatch.delenv("MEDSFT_DATA")
-    assert sorted(r["id"] for r in parts["test"]) != sorted(official_ids()["test"])
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "medsft: PubMedQA's official split (pubmedqa/splits.json under $MEDSFT_DATA or ../shared/data) was not found; "
-        "rows without a split get a seeded one (split_seed), not the official 500 test items"]
+
+INSTALLED_SPLIT = """
+import json, sys
+from pathlib import Path
+
+import datasets, medsft
+from medsft import data
+from medsft.arguments import DataSpec
+
+rows, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+folder = out / "PubMedQA" / "pqa_labeled"
+folder.mkdir(parents=True)
+datasets.Dataset.from_list(rows).to_parquet(folder / "train-00000-of-00001.parquet")
+parts = data.load([DataSpec(task="pubmedqa", dataset_name=str(out / "PubMedQA"), dataset_config="pqa_labeled", name="p")])[0].parts
+shared = [p / "shared" for p in Path(medsft.__file__).resolve().parents if (p / "shared").exists()]
+print(json.dumps({"file": medsft.__file__, "shared": [str(p) for p in shared],
+                  **{role: [r["id"] for r in parts[role]] for role in ("train", "eval", "test")}}))
+"""
+
+
+@pytest.mark.slow
+@needs_pubmedqa
+def test_an_installed_package_alone_resolves_the_official_split(tmp_path):
+    """medsft installed into a fresh folder outside the checkout, MEDSFT_DATA unset, run from elsewhere: hub-layout
+    rows get exactly the official 500 test ids and fold 0's 50 dev ids."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--no-compile", "--target", str(site), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr
+    official = _official()
+    (tmp_path / "rows.json").write_text(json.dumps(hub_rows(official)))
+    env = {k: v for k, v in os.environ.items() if k not in ("MEDSFT_DATA", "PYTHONPATH")}
+    run = subprocess.run([sys.executable, "-c", INSTALLED_SPLIT, str(tmp_path / "rows.json"), str(tmp_path / "work")],
+                         capture_output=True, text=True, cwd=tmp_path, env={**env, "PYTHONPATH": str(site)}, timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["file"].startswith(str(site)) and got["shared"] == []
+    assert sorted(got["test"]) == sorted(official["test"]) and sorted(got["eval"]) == sorted(official["folds"][0])
+    assert len(got["train"]) == 450
 
 
 def test_a_datasets_own_splits_are_kept(tmp_path):
@@ -235,3 +292,42 @@ def test_fit_prompt_keeps_bos_and_the_end():
     assert encode.fit_prompt([5, 6, 7, 8], 1, 3, bos_token_id=1) == [6, 7, 8]
     assert encode.fit_prompt([5, 6], 1, 3, bos_token_id=1) == [5, 6]
     assert encode.fit_prompt([1, 5, 6, 7, 8], 3, 3, bos_token_id=1) is None  # the protected end does not fit
+
+
+def test_files_as_common_tools_write_them_train_as_the_same_file(write_recipe, tmp_path):
+    """A UTF-8 byte-order mark, Windows line ends and blank lines between records (JSON Lines, JSON, CSV, and the
+    recipe itself) change nothing: the same ids in every role, the same tokenized rows."""
+    import csv
+
+    from medsft import train
+    from medsft.config import parse_recipe
+
+    rows = [{"prompt": f"Note {i}: fever {'yes' if i % 3 else 'no'}. Fébrile?\nAnswer:", "completion": " yes" if i % 3 else " no"}
+            for i in range(40)]
+    plain = write_jsonl(tmp_path / "plain.jsonl", rows)
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "windows.jsonl").write_bytes(bom + b"\r\n\r\n".join(json.dumps(r).encode() for r in rows) + b"\r\n")
+    (tmp_path / "windows.json").write_bytes(bom + json.dumps(rows, indent=1).replace("\n", "\r\n").encode())
+    for name, end, encoding in (("plain.csv", "\n", "utf-8"), ("windows.csv", "\r\n", "utf-8-sig")):  # as Excel saves it
+        with open(tmp_path / name, "w", newline="", encoding=encoding) as f:
+            csv.DictWriter(f, ["prompt", "completion"], lineterminator=end).writerows([{"prompt": "prompt", "completion": "completion"}, *rows])
+
+    def prepared(name: str, recipe_bom: bool = False):
+        recipe = write_recipe(f"{name}.yaml", task="prompt_completion", dataset_name=str(tmp_path / name), max_length=64)
+        if recipe_bom:
+            recipe.write_bytes(bom + recipe.read_text().replace("\n", "\r\n").encode())
+        p = train.prepare(parse_recipe([str(recipe)]))
+        return ({role: [r["id"] for r in part] for role, part in p.datasets[0].parts.items()},
+                p.train_dataset["input_ids"], p.train_dataset["labels"])
+
+    reference = prepared(plain.name)
+    assert prepared("windows.jsonl", recipe_bom=True) == reference
+    assert prepared("windows.json") == reference
+    assert prepared("windows.csv") == prepared("plain.csv") and prepared("plain.csv")[1] == reference[1]
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"text": "fièvre"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"^dataset .*latin1.jsonl is not UTF-8 text \(byte \d+\); save it as UTF-8$"):
+        load(task="text", dataset_name=str(path))

@@ -55,3 +55,17 @@ def test_a_runs_suite_leaves_out_what_it_trained_on(write_recipe, suite_data, tm
               if json.loads(line)["dataset"] == "medmcqa"}
     assert evaluations["medmcqa"]["n"] == 6 and scored == set(recorded["test"])
     assert set(evaluations["medmcqa"]["models"]) == {"base", "tuned"}
+
+
+def test_the_suite_reads_local_data_only_where_named(tmp_path, monkeypatch, suite_data):
+    """suite_data, else $MEDSFT_DATA, else the hub ids: never a folder found relative to the installed code."""
+    from medsft import suite
+    from medsft.errors import UserError
+
+    monkeypatch.delenv("MEDSFT_DATA", raising=False)
+    assert suite.specs("medical", None, "medsft")[0].dataset_name == "qiaojin/PubMedQA"
+    monkeypatch.setenv("MEDSFT_DATA", str(suite_data))
+    assert suite.specs("medical", None, "medsft")[0].dataset_name == str(suite_data / "pubmedqa" / "ori_pqal.json")
+    monkeypatch.setenv("MEDSFT_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match=r"^MEDSFT_DATA .*nowhere is not a folder; give the folder holding pubmedqa/ and mcq/$"):
+        suite.specs("medical", None, "medsft")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
 from medsft.tasks.base import Example, Task
 
 CHOICES = ("yes", "no", "maybe")
 REQUIRED = ("question", "contexts", "final_decision")
+# The official split: 1000 public PubMed ids (MIT, from the PubMedQA release) that define the benchmark, shipped in
+# the package as lm-evaluation-harness's task files name their splits, so every copy of PubMedQA (the hub's, the
+# original ori_pqal.json, a parquet folder in the hub layout) is scored on the same 500 items, offline.
+SPLIT_FILE = "pubmedqa_split.json"
 
 
 def normalize(raw: dict[str, Any], key: str | None = None) -> dict[str, Any]:
@@ -76,14 +81,11 @@ def format_row(row: dict[str, Any], style: str = "medsft", include_long_answer: 
     return {"prompt": prompt(row, style), "completion": completion}
 
 
-def official_ids() -> dict[str, Any] | None:
-    """The official 500 test PMIDs and 10 folds of the other 500, from the release's splits.json in the local data
-    folder (`pubmedqa/` of $MEDSFT_DATA or ../shared/data); None where there is none."""
-    from medsft.sources import default_data
-
-    root = default_data()
-    path = root / "pubmedqa" / "splits.json" if root else None
-    return json.loads(path.read_text()) if path and path.is_file() else None
+@cache
+def official_ids() -> dict[str, Any]:
+    """{"test": the official 500 test PMIDs, "folds": 10 folds of 50 of the other 500} (and the file's source and
+    licence lines)."""
+    return json.loads(files("medsft.tasks").joinpath(SPLIT_FILE).read_text(encoding="utf-8"))
 
 
 class PubMedQA(Task):
@@ -112,13 +114,7 @@ class PubMedQA(Task):
         return {"id": "cli", "question": question, "contexts": [context], "labels": [], "final_decision": None}
 
     def official_split(self):
-        ids = official_ids()
-        if ids is None and self.spec.dataset_name not in (None, "synthetic"):
-            # a hub copy then gets a seeded split, not PubMedQA's test set: say so rather than report other numbers
-            print("medsft: PubMedQA's official split (pubmedqa/splits.json under $MEDSFT_DATA or ../shared/data) was "
-                  "not found; rows without a split get a seeded one (split_seed), not the official 500 test items",
-                  file=sys.stderr)
-        return ids
+        return official_ids()
 
     def synthetic(self, n, seed):
         from medsft import synthetic
