@@ -71,5 +71,5 @@ def offsets_from(path: str, model: str) -> dict[str, float]:
         raise UserError(f"calibration_file not found: {file}; run python -m medsft cv RECIPE first")
     try:
         return json.loads(read_text(file, "calibration_file"))[model]["pooled"]["offsets"]
-    except (json.JSONDecodeError, KeyError):
+    except (json.JSONDecodeError, KeyError, TypeError):  # TypeError: no pooled base (a model from scratch)
         raise UserError(f"calibration_file {file} is not a cv_results.json (no {model} offsets)") from None

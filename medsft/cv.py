@@ -16,6 +16,8 @@ from medsft import calibrate, evaluate, stats
 from medsft.errors import UserError
 from medsft.metrics import classification_metrics
 
+RESULTS_FILE = "cv_results.json"
+
 
 def folds_of(dataset) -> int:
     """How many folds the dataset's split has; UserError when it has none (cross-validation needs them)."""
@@ -70,7 +72,9 @@ def summarize(task, fold_predictions: list[list[dict]], base_predictions: list[l
                     "std": statistics.stdev(m[key] for m in per_fold) if len(per_fold) > 1 else 0.0} for key in ("accuracy", "macro_f1")}
     return {"folds": [{"fold": i, "items": len(f), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
                       for i, (f, m) in enumerate(zip(fold_predictions, per_fold))],
-            "tuned": {**spread, "pooled": decided(fold_predictions)}, "base": {"pooled": decided(base_predictions)}}
+            "tuned": {**spread, "pooled": decided(fold_predictions)},
+            # a model trained from scratch has no base to score: nothing pooled rather than offsets fitted on nothing
+            "base": {"pooled": decided(base_predictions) if any(base_predictions) else None}}
 
 
 class Stopped(Exception):
@@ -107,11 +111,10 @@ def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
         return tuned, score(model)
 
 
-def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> Path:
+def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> None:
     """cv_results.json, and every out-of-fold item's log-likelihoods (oof_predictions.jsonl) to re-decide later."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cv_results.json"
-    path.write_text(json.dumps(results, indent=2))
+    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     with open(folder / "oof_predictions.jsonl", "w") as f:
         for i, (tuned, base) in enumerate(zip(fold_predictions, base_predictions)):
             base_of = {p["id"]: p for p in base}
@@ -120,4 +123,3 @@ def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_
                 if p["id"] in base_of:
                     item["base_loglik"] = base_of[p["id"]]["loglik"]
                 f.write(json.dumps(item) + "\n")
-    return path

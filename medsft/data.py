@@ -89,11 +89,12 @@ def needs_chat_template(items: list) -> bool:
     return any(e is not None and (e.messages is not None or isinstance(e.prompt, list)) for e in items)
 
 
-def encoded(datasets: list[Dataset], role: str, encoder: encode.Encoder, num_proc: int | None, seed: int):
-    """(the datasets' `role` rows tokenized and concatenated, EncodeStats): training rows by weight."""
+def encoded(datasets: list[Dataset], role: str, encoder: encode.Encoder, num_proc: int | None):
+    """(the datasets' `role` rows tokenized and concatenated, EncodeStats): training rows by weight, a fractional
+    weight's rows drawn with the dataset's split_seed (a training seed sweep keeps the same rows)."""
     items = []
     for d in datasets:
-        rows_ = weighted(d.parts[role], d.spec.weight, seed) if role == "train" else d.parts[role]
+        rows_ = weighted(d.parts[role], d.spec.weight, d.spec.split_seed) if role == "train" else d.parts[role]
         items += [d.task.example(r) for r in rows_]
     if needs_chat_template(items) and not getattr(encoder.tokenizer, "chat_template", None):
         raise UserError("conversational rows need a chat template and this tokenizer has none; set chat_template_path")
@@ -121,7 +122,7 @@ def summarize(dataset, stats: encode.EncodeStats) -> dict[str, Any]:
     p95 = lengths[min(len(lengths) - 1, int(round(0.95 * (len(lengths) - 1))))] if lengths else 0
     return {
         "rows": stats.rows, "kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped,
-        "skipped": stats.skipped, "split": stats.split, "pieces": stats.pieces,
+        "skipped": stats.skipped, "untrained": stats.untrained, "split": stats.split, "pieces": stats.pieces,
         "all_masked": sum(1 for row in labels if all(t == encode.IGNORE for t in row)),
         "length": {"min": lengths[0] if lengths else 0, "median": statistics.median(lengths) if lengths else 0,
                    "p95": p95, "max": lengths[-1] if lengths else 0},

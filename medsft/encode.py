@@ -129,6 +129,8 @@ class Encoder:
         return [self._row(ids, mask)], status
 
     def _conversation(self, messages: list[dict]) -> tuple[list[dict], str]:
+        if self.assistant_only and not any(m["role"] == "assistant" for m in messages):
+            return [], "untrained"  # nothing to learn from, whatever max_length is
         status = "ok"
         while True:
             ids = chat_ids(self.tokenizer, messages)
@@ -182,6 +184,7 @@ class EncodeStats:
     truncated: int = 0  # context shortened so the answer fits
     dropped: int = 0  # the answer or the question/answer cue cannot fit in max_length
     skipped: int = 0  # the task could not format the row (e.g. the named section is absent)
+    untrained: int = 0  # a conversation without an assistant turn: nothing to train
     split: int = 0  # long texts split into max_length pieces
     pieces: int = 0  # the rows those became
     lengths: list[int] = field(default_factory=list)
@@ -209,12 +212,12 @@ def encode(examples: list[Example | None], encoder: Encoder, num_proc: int | Non
                          num_proc=num_proc if num_proc and num_proc > 1 and len(examples) > 1 else None)
     status, sources = encoded["status"], encoded["source"]
     stats = EncodeStats(rows=len(examples))
-    for name in ("dropped", "skipped", "truncated"):
+    for name in ("dropped", "skipped", "untrained", "truncated"):
         setattr(stats, name, status.count(name))
     stats.pieces = status.count("split")
     stats.split = len({src for src, s in zip(sources, status) if s == "split"})
-    stats.kept = stats.rows - stats.dropped - stats.skipped
-    keep = [i for i, s in enumerate(status) if s not in ("dropped", "skipped")]
+    stats.kept = stats.rows - stats.dropped - stats.skipped - stats.untrained
+    keep = [i for i, s in enumerate(status) if s not in ("dropped", "skipped", "untrained")]
     if not keep:
         return None, stats
     kept = encoded.select(keep).remove_columns(["status", "source"])

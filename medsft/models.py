@@ -120,6 +120,19 @@ def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = 
     return tokenizer
 
 
+def checked_template(template: str, path: Path) -> str:
+    """The template, compiled as transformers compiles it; one line naming the file and line when it is not Jinja."""
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        _compile_jinja_template(template)
+    except TemplateError as e:
+        where = f"line {e.lineno}: " if getattr(e, "lineno", None) else ""
+        raise UserError(f"chat_template_path {path} is not a valid Jinja template ({where}{e.message})") from None
+    return template
+
+
 def configure_tokenizer(tokenizer, args) -> None:
     """SFTConfig's tokenizer keys, applied before medsft tokenizes (TRL would apply them after): chat_template_path
     (a .jinja file, or a tokenizer whose template is copied), eos_token and pad_token (tokens of the vocabulary)."""
@@ -129,7 +142,7 @@ def configure_tokenizer(tokenizer, args) -> None:
         if path.suffix in (".jinja", ".j2"):
             if not path.is_file():
                 raise UserError(f"chat_template_path not found: {path}")
-            tokenizer.chat_template = read_text(path, "chat_template_path")
+            tokenizer.chat_template = checked_template(read_text(path, "chat_template_path"), path)
         else:
             source = load_tokenizer(str(path) if path.exists() else args.chat_template_path)
             if not getattr(source, "chat_template", None):

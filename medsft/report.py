@@ -21,6 +21,8 @@ def data_summary(console: Console, stats: dict[str, EncodeStats], max_length: in
             line += f", [yellow]{s.dropped} dropped[/] (the answer or the question cannot fit max_length {max_length})"
         if s.skipped:
             line += f", [yellow]{s.skipped} skipped[/] (the task could not format them)"
+        if s.untrained:
+            line += f", [yellow]{s.untrained} without an assistant turn[/] (nothing to train)"
         console.print(line)
 
 
@@ -230,6 +232,7 @@ def preview(console: Console, examples: list[tuple[list[str], list[int]]], summa
     grid.add_row("truncated", f"{summary['truncated']} (context shortened from the left so the answer fits)")
     grid.add_row("dropped", f"{summary['dropped']} (the answer or the question cannot fit max_length)")
     grid.add_row("skipped", f"{summary['skipped']} (the task could not format them)")
+    grid.add_row("untrained", f"{summary['untrained']} (conversations without an assistant turn: nothing to train)")
     grid.add_row("every label masked", str(summary["all_masked"]))
     grid.add_row("tokens a row", f"min {length['min']}, median {length['median']:g}, p95 {length['p95']}, max {length['max']}")
     grid.add_row("per epoch", f"{steps_per_epoch} steps, {summary['tokens']:,} tokens, {summary['trained_tokens']:,} trained")

@@ -79,6 +79,9 @@ class Prepared:
 def no_training_rows(stats: encode.EncodeStats, max_length: int | None) -> UserError:
     if stats.rows == 0:
         return UserError("no training rows: every dataset is test-only or has weight 0")
+    if stats.untrained == stats.rows:
+        return UserError(f"none of the {stats.rows} training conversations has an assistant turn: nothing to train "
+                         "(assistant_only_loss trains the assistant's replies)")
     if stats.dropped == 0:
         return UserError(f"none of the {stats.rows} training rows could be formatted by the task "
                          "(e.g. a section that is in no note); check the task's keys")
@@ -103,12 +106,12 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
         model = models.resolve(model_args.model_name_or_path)
         tokenizer = load_tokenizer(recipe, model)
     encoder = encode.Encoder(tokenizer, args.max_length, args.completion_only_loss is not False, args.assistant_only_loss)
-    train_dataset, train_stats = data.encoded(datasets, "train", encoder, args.dataset_num_proc, args.seed)
+    train_dataset, train_stats = data.encoded(datasets, "train", encoder, args.dataset_num_proc)
     if train_dataset is None:
         raise no_training_rows(train_stats, args.max_length)
     eval_dataset, eval_stats = None, None
     if args.eval_strategy != "no" and any(d.parts["eval"] for d in datasets):
-        eval_dataset, eval_stats = data.encoded(datasets, "eval", encoder, args.dataset_num_proc, args.seed)
+        eval_dataset, eval_stats = data.encoded(datasets, "eval", encoder, args.dataset_num_proc)
     stats = {"train": train_stats} | ({"eval": eval_stats} if eval_stats else {})
     return Prepared(model, tokenizer, datasets, train_dataset, eval_dataset, stats)
 

@@ -73,3 +73,14 @@ def test_a_signal_stops_the_whole_cross_validation(write_recipe, folded, tmp_pat
     assert proc.returncode == 143, stderr
     assert "stopped by SIGTERM in fold 0; 0 fold(s) done, nothing summarized" in " ".join(stdout.split())
     assert not (tmp_path / "out-cv" / "fold-1").exists() and not (tmp_path / "out-cv" / "cv_results.json").exists()
+
+
+def test_cv_of_a_model_from_scratch_has_no_base_and_finishes(write_recipe, folded, tmp_path):
+    recipe = write_recipe(dataset_name=str(folded), max_steps=2, model_name_or_path="scratch-gpt2", use_peft=False,
+                          scratch_config={"vocab_size": 300, "n_layer": 1, "n_head": 2, "n_embd": 16})
+    proc = run_cli("cv", recipe, "--folds", "2")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "out-cv" / "cv_results.json").read_text())
+    assert results["base"]["pooled"] is None and results["tuned"]["pooled"]["items"] == 12
+    oof = [json.loads(line) for line in (tmp_path / "out-cv" / "oof_predictions.jsonl").read_text().splitlines()]
+    assert len(oof) == 12 and not any("base_loglik" in item for item in oof)

@@ -331,3 +331,27 @@ def test_a_file_that_is_not_utf8_is_one_line(tmp_path):
     path.write_bytes('{"text": "fièvre"}\n'.encode("latin-1"))
     with pytest.raises(UserError, match=r"^dataset .*latin1.jsonl is not UTF-8 text \(byte \d+\); save it as UTF-8$"):
         load(task="text", dataset_name=str(path))
+
+
+def test_max_test_samples_scores_exactly_that_many_with_every_label(tmp_path):
+    rows = [{"question": f"Q{i}?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "ABCD"[i % 4]}
+            for i in range(40)]
+    path = write_jsonl(tmp_path / "mcq.jsonl", rows)
+    test = load(task="multiple_choice", data_files={"test": str(path), "train": str(path)}, max_test_samples=10).parts["test"]
+    assert len(test) == 10 and {r["answer"] for r in test} == {"A", "B", "C", "D"}
+
+
+def test_mixture_weights_draw_with_split_seed_not_the_training_seed(write_recipe, tmp_path):
+    from medsft import train
+    from medsft.config import parse_recipe
+
+    rows = [{"prompt": f"Q{i}?\nAnswer:", "completion": f" {i}"} for i in range(40)]
+    path = write_jsonl(tmp_path / "qa.jsonl", rows)
+    recipe = write_recipe(dataset_name=None, dataset_mixture=[{"path": str(path), "task": "prompt_completion", "weight": 0.5}])
+
+    def trained(*keys):
+        return sorted(map(tuple, train.prepare(parse_recipe([str(recipe), *keys])).train_dataset["input_ids"]))
+
+    first = trained("--seed", "1")
+    assert trained("--seed", "2") == first
+    assert trained("--seed", "1", "--split_seed", "5") != first

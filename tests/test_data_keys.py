@@ -203,3 +203,24 @@ def test_encode_drops_a_conversation_that_cannot_fit(tiny_chat_model):
              {"role": "user", "content": "new?"}, {"role": "assistant", "content": "new answer"}]
     [row], status = encode.Encoder(tok, 40)(Example(messages=turns))
     assert status == "truncated" and "old" not in tok.decode(row["input_ids"]) and "new answer" in tok.decode(row["input_ids"])
+
+
+def test_a_conversation_without_an_assistant_turn_is_counted_as_such(tiny_chat_model):
+    from medsft import encode
+    from medsft.models import load_tokenizer
+    from medsft.tasks import Example
+
+    rows = [Example(messages=[{"role": "user", "content": "Is it?"}]),
+            Example(messages=[{"role": "user", "content": "Is it?"}, {"role": "assistant", "content": "Yes."}])]
+    _, stats = encode.encode(rows, encode.Encoder(load_tokenizer(str(tiny_chat_model)), 256))
+    assert (stats.untrained, stats.dropped, stats.kept) == (1, 0, 1)
+
+
+def test_a_chat_template_that_is_not_jinja_is_one_line(write_recipe, tmp_path, capsys):
+    from medsft.__main__ import main
+
+    template = tmp_path / "broken.jinja"
+    template.write_text("{% for m in messages %}\n{{ m['content'] }}\n")
+    assert main([str(write_recipe(chat_template_path=str(template)))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"medsft: error: chat_template_path {template} is not a valid Jinja template (line ")

@@ -105,3 +105,18 @@ def test_multiple_choice_answers_as_label_index_or_text():
     row = columns.row({"question": "Q?", "opa": "x", "opb": "y", "opc": "z", "cop": 1}, "0")
     assert row["options"] == {"A": "x", "B": "y", "C": "z"} and row["answer"] == "B"
     assert columns.example(row).prompt == "Question: Q?\nA. x\nB. y\nC. z\nAnswer (A, B or C):"
+
+
+@pytest.mark.parametrize("sizes, n", [((25, 25, 25, 25), 10), ((970, 10, 10, 10), 10), ((5, 3), 7), ((1, 1, 1), 2),
+                                      ((40, 30, 20, 10), 99), ((3, 3, 3), 9)])
+def test_a_stratified_sample_has_exactly_n_rows_and_every_label_n_allows(sizes, n):
+    from medsft.tasks import stratified_sample
+
+    rows = [{"id": f"{label}-{i}", "label": label} for label, size in enumerate(sizes) for i in range(size)]
+    picked = stratified_sample(rows, n, 0, lambda r: r["label"])
+    counts = [sum(r["label"] == label for r in picked) for label in range(len(sizes))]
+    assert len(picked) == n == sum(counts) and len({r["id"] for r in picked}) == n
+    assert all(c >= 1 for c in counts) or n < len(sizes)
+    assert all(c <= size for c, size in zip(counts, sizes))
+    if all(n * size >= sum(sizes) for size in sizes):  # no label lifted to its one row: each within a row of its share
+        assert all(abs(c - n * size / sum(sizes)) < 1 for c, size in zip(counts, sizes))

@@ -21,7 +21,8 @@ def main(argv: list[str]) -> int:
     folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
     quiet_libraries()
     recipe = parse_recipe(argv)
-    console = Console(quiet=not PartialState().is_main_process)
+    main_process = PartialState().is_main_process
+    console = Console(quiet=not main_process)
     datasets = data.load(mixture.specs(recipe.script, recipe.training))
     if len(datasets) != 1:
         raise UserError("cv runs on one dataset; a dataset_mixture has several")
@@ -49,7 +50,9 @@ def main(argv: list[str]) -> int:
         console.print(f"fold {fold}: dev accuracy {right / max(len(tuned), 1):.3f} on {len(tuned)} items")
     results = cv.summarize(datasets[0].task, fold_predictions, base_predictions, recipe.training.seed)
     results["recipe"], results["folds_used"], results["folds_available"] = str(recipe.path), folds, available
-    path = cv.write(out, results, fold_predictions, base_predictions)
+    path = out / cv.RESULTS_FILE
+    if main_process:  # every rank holds the same gathered predictions; one writes them
+        cv.write(out, results, fold_predictions, base_predictions)
     report.cv_report(console, results)
     console.print(f"written to {path}; decide the test split with these offsets: --calibration_file {path}")
     return 0

@@ -117,18 +117,36 @@ class Task:
 
 
 def stratified_sample(rows: list[dict], n: int, seed: int, label=lambda r: None) -> list[dict]:
-    """n rows keeping the label proportions (a test file may be sorted by label: never take its first n)."""
+    """Exactly n rows keeping the label proportions (a test file may be sorted by label: never take its first n).
+    Each label gets its share rounded by largest remainder, and at least one row while n allows, so that a rare
+    label never vanishes from a small sample."""
     if n >= len(rows):
         return list(rows)
     rng = random.Random(seed)
     groups: dict[Any, list[dict]] = {}
     for r in rows:
         groups.setdefault(label(r), []).append(r)
-    picked = []
-    for _, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        picked += rng.sample(group, min(round(n * len(group) / len(rows)), len(group)))
+    ordered = sorted(groups.items(), key=lambda kv: str(kv[0]))
+    counts = apportion([len(group) for _, group in ordered], n)
+    picked = [r for (_, group), k in zip(ordered, counts) for r in rng.sample(group, k)]
     rng.shuffle(picked)
-    return picked[:n]
+    return picked
+
+
+def apportion(sizes: list[int], n: int) -> list[int]:
+    """n (at most sum(sizes)) shared among groups in proportion to their sizes: each group its floor, at least one
+    where n covers every group, the rest by largest remainder; never more than a group holds."""
+    total = sum(sizes)
+    quotas = [n * size / total for size in sizes]
+    floor = 1 if n >= len(sizes) else 0
+    counts = [min(size, max(floor, int(q))) for size, q in zip(sizes, quotas)]
+    while sum(counts) > n:  # the minimum of one outgrew n: take back from the groups furthest above their quota
+        j = max((i for i, c in enumerate(counts) if c > floor), key=lambda i: counts[i] - quotas[i])
+        counts[j] -= 1
+    while sum(counts) < n:
+        j = max((i for i, c in enumerate(counts) if c < sizes[i]), key=lambda i: quotas[i] - counts[i])
+        counts[j] += 1
+    return counts
 
 
 def render(template: str, row: dict, what: str) -> str:
