@@ -1,4 +1,6 @@
-"""Which checkpoint to resume from: the latest complete one, never a folder half-written when a run was killed."""
+"""Which checkpoint to resume from (the latest complete one, never a folder half-written when a run was killed), and
+whether a run folder holds a finished run (run_state.json): a run stopped by a signal or killed is not one, and the
+commands that load a run say so rather than take its folder for the trained model."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from medsft.errors import UserError
+from medsft.textfiles import read_text
 
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+RECIPE_FILE = "recipe.yaml"  # the resolved recipe a run folder holds: what makes a folder a medsft run
+STATE_FILE = "run_state.json"  # {"state": training | stopped | complete, "step", "signal", "checkpoint"}
 
 
 def problem(folder: Path) -> str | None:
@@ -66,6 +71,50 @@ def resolve(value: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
+def mark(output_dir: str, state: str, step: int | None = None, signum: int | None = None) -> None:
+    """Record how far the run in output_dir got: "training" before the first step (what a killed run keeps),
+    "stopped" after a signal (with the checkpoint it saved), "complete" once its final weights are written."""
+    record: dict[str, Any] = {"state": state, "step": step}
+    if signum is not None:
+        record["signal"] = signal.Signals(signum).name
+        record["checkpoint"] = Path(latest(output_dir) or "").name or None
+    (Path(output_dir) / STATE_FILE).write_text(json.dumps(record))
+
+
+def unfinished(run: Path) -> str | None:
+    """One line saying why `run` holds no finished run (and what to load instead), or None. A folder without a
+    state file (written before medsft recorded one) is taken as finished when it holds weights."""
+    path = run / STATE_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(read_text(path, "run state"))
+    if record.get("state") == "complete":
+        return None
+    found = latest(str(run))
+    use = (f"evaluate, serve or merge its checkpoint ({found}) or resume it with --resume_from_checkpoint true"
+           if found else "it saved no checkpoint: train it again")
+    if record.get("state") == "stopped":
+        return f"{run} holds a run stopped by {record.get('signal')} at step {record.get('step')}, not a finished one; {use}"
+    return f"{run} holds a run that did not finish (killed, or still training); {use}"
+
+
+def require_finished(path: Path) -> None:
+    """UserError when `path` is a run folder whose run did not finish (a checkpoint of it loads as it is)."""
+    why = unfinished(path) if (path / RECIPE_FILE).is_file() else None
+    if why:
+        raise UserError(why)
+
+
+def run_folder(path: Path) -> Path | None:
+    """The medsft run folder `path` names: itself (its recipe.yaml), or for one of its checkpoint-N folders, the run
+    that holds it; None when neither."""
+    if (path / RECIPE_FILE).is_file():
+        return path
+    if re.fullmatch(r"checkpoint-\d+", path.name) and (path.parent / RECIPE_FILE).is_file():
+        return path.parent
+    return None
+
+
 def agreed(received: int | None) -> int | None:
     """The signal any rank received, on every rank: a signal often reaches one process only (a scheduler, a
     kill), and a rank that saves (collective) while another runs a forward pass hangs both. One small all-reduce a
@@ -83,23 +132,31 @@ def agreed(received: int | None) -> int | None:
 
 
 class StopOnSignal(TrainerCallback):
-    """SIGINT / SIGTERM: finish the step under way, save a checkpoint, stop; `received` tells the caller which."""
+    """SIGINT / SIGTERM: finish the step under way, save a checkpoint, stop; `stopped_by` tells the caller which
+    signal stopped training (None when it ran to its end: a signal after the last step stops nothing). `install`
+    takes the signals before the run folder is written: a signal that comes while the trainer starts stops it after
+    its first step, rather than killing a run whose folder already says it is one."""
 
     def __init__(self):
         self.received: int | None = None
+        self.stopped_by: int | None = None  # the same on every rank: decided by the all-reduce of a step's end
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
         self.received = signum
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if threading.current_thread() is threading.main_thread():
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.install()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.received = agreed(self.received)
         if self.received is not None:
+            self.stopped_by = self.received
             control.should_save = True
             control.should_training_stop = True
 

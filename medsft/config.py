@@ -32,6 +32,7 @@ class Recipe:
     given: list[str] = field(default_factory=list)  # keys set by the recipe or the command line
     cli: list[str] = field(default_factory=list)  # keys set on the command line
     hardware: list[str] = field(default_factory=list)  # keys set only by this machine's hardware defaults
+    replaced: dict[str, Any] = field(default_factory=dict)  # keys the recipe set that this machine cannot run: as given
 
     def _values(self, keys: list[str]) -> dict[str, Any]:
         out = {}
@@ -45,8 +46,8 @@ class Recipe:
     def resolved(self) -> dict[str, Any]:
         """The recipe as it ran, re-runnable as a recipe: every key the user or medsft's defaults set, with its final
         value. The hardware defaults are left out: the machine that reads the run derives its own (a CPU run resumed
-        on a GPU machine trains on the GPU)."""
-        return self._values([key for key in self.explicit if key not in self.hardware])
+        on a GPU machine trains on the GPU); a key this machine replaced is kept as the recipe gave it."""
+        return {**self._values([key for key in self.explicit if key not in self.hardware]), **self.replaced}
 
     def hardware_settings(self) -> dict[str, Any]:
         """What this machine's hardware defaults set (recorded apart, in hardware.yaml)."""
@@ -192,14 +193,55 @@ def hardware_defaults(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings this machine needs that TRL's defaults get wrong for it, given the user's keys (`config`)."""
     import torch
 
+    config = config or {}
+    peft = bool(config.get("use_peft"))
     if torch.cuda.is_available():
+        if not torch.cuda.is_bf16_supported():  # pre-Ampere (T4, V100): TRL's bf16 default is refused there
+            if _float32_wanted(config):
+                return {"bf16": False}
+            return {"bf16": False, "fp16": True} | ({"dtype": "float16"} if peft else {})
         # LoRA on a GPU: the frozen base in the compute dtype (2 bytes a frozen weight, as users expect); a full
         # fine-tune keeps float32 master weights.
-        peft = (config or {}).get("use_peft") and torch.cuda.is_bf16_supported()
         return {"dtype": "bfloat16"} if peft else {}
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     # TRL refuses to start on CPU without use_cpu, and its activation checkpointing makes a CPU step 2x slower.
     return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False}
+
+
+def _float32_wanted(config: dict[str, Any]) -> bool:
+    return config.get("fp16") is False or (config.get("bf16") is False and not config.get("fp16"))
+
+
+def half_precision(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """On a GPU without bfloat16: (the recipe's bfloat16 keys replaced, one line saying so). float16 mixed precision,
+    or float32 where the recipe turns fp16 (or bf16) off; nothing on other machines."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
+        return {}, None
+    float32 = _float32_wanted(config)
+    replaced: dict[str, Any] = {}
+    if config.get("bf16"):
+        replaced = {"bf16": False} if float32 else {"bf16": False, "fp16": True}
+    if config.get("dtype") == "bfloat16":
+        replaced["dtype"] = "float32" if float32 else "float16"
+    given = ", ".join(f"{key}: {yaml.safe_dump(config[key]).splitlines()[0]}" for key in ("bf16", "dtype") if key in replaced)
+    instead = f" instead of the recipe's {given}" if given else ""
+    if float32:
+        return replaced, (f"medsft: {torch.cuda.get_device_name()} has no bfloat16: training in float32{instead}"
+                          if replaced else None)
+    return replaced, (f"medsft: {torch.cuda.get_device_name()} has no bfloat16: training in float16 mixed precision "
+                      f"(fp16: true){instead}; set fp16: false to train in float32")
+
+
+_SAID: set[str] = set()
+
+
+def _notice(line: str | None) -> None:
+    """A line for the user, once per process, from the first process only."""
+    if line and line not in _SAID and os.environ.get("RANK", "0") == "0":
+        _SAID.add(line)
+        print(line, file=sys.stderr)
 
 
 def _check_hardware(merged: dict[str, Any]) -> None:
@@ -246,15 +288,26 @@ def _cli_keys(args: list[str]) -> list[str]:
 
 
 def settings(path: Path, config: dict[str, Any], cli: dict[str, Any], overrides: dict[str, Any] | None = None):
-    """(every key's value, the hardware defaults): medsft's defaults, then this machine's, then the recipe's
-    overrides, the recipe and the command line, each above the one before."""
+    """(every key's value, the hardware defaults, the given keys this machine replaced as given): medsft's defaults,
+    then this machine's, then the recipe's overrides, the recipe and the command line, each above the one before;
+    last what this machine cannot run replaced (bfloat16 on a GPU without it)."""
     given = {**(overrides or {}), **config, **cli}
     hardware = hardware_defaults(given)
-    return {**DEFAULTS, **hardware, "output_dir": f"outputs/{path.stem}", **given}, hardware
+    merged = {**DEFAULTS, **hardware, "output_dir": f"outputs/{path.stem}", **given}
+    replaced, notice = half_precision(given)
+    _notice(notice)
+    return {**merged, **replaced}, {**hardware, **replaced}, {key: given[key] for key in replaced if key in given}
 
 
-def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Recipe:
-    """`RECIPE.yaml [--key value ...]` (or `--config RECIPE.yaml`) -> Recipe. Raises UserError on bad input."""
+# Loading a model for inference needs none of the training machinery: its loggers, DeepSpeed, or the mixed precision
+# of the GPU it trained on. These keys of a recipe are set aside (report_to: tensorboard must not need tensorboard
+# installed to serve the run) and the checks of training-only settings do not run.
+NOT_FOR_LOADING = ("report_to", "deepspeed", "fp16", "tf32")
+
+
+def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None, loading: bool = False) -> Recipe:
+    """`RECIPE.yaml [--key value ...]` (or `--config RECIPE.yaml`) -> Recipe. Raises UserError on bad input.
+    `loading`: for a command that loads the recipe's model without training it (eval, generate, serve, merge)."""
     args = list(argv)
     if "--config" in args:
         i = args.index("--config")
@@ -269,6 +322,8 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
     path = Path(path)
     parser = RecipeParser()
     config = parser.check(str(path), load_yaml(path))
+    if loading:
+        config = {key: value for key, value in config.items() if key not in NOT_FOR_LOADING}
     cli_keys = _cli_keys(args)
     for key in cli_keys:
         if key not in parser.hints:
@@ -279,12 +334,13 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
         if rest:
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
-        merged, hardware = settings(path, config, cli, overrides)
+        merged, hardware, replaced = settings(path, config, cli, overrides)
         limits.check(merged)
         if merged.get("packing") and merged.get("max_length", 1) is None:
             raise UserError("packing needs max_length: rows are packed to that many tokens")
-        _check_hardware(merged)
-        _check_report_to(merged.get("report_to"))
+        if not loading:  # k-bit weights are checked where they load (loader): merge dequantizes them anywhere
+            _check_hardware(merged)
+            _check_report_to(merged.get("report_to"))
         try:
             # parse_dict builds the dataclasses from typed values; argparse would re-parse string defaults.
             script, training, model = parser.parser.parse_dict(merged)
@@ -295,15 +351,15 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None) -> Re
     given = [*config, *cli]
     _check_data_keys({key: merged[key] for key in given})
     _check_intervals(given, merged)
-    hardware_only = [key for key in hardware if key not in given and key not in (overrides or {})]
+    hardware_only = [key for key in hardware if key in replaced or (key not in given and key not in (overrides or {}))]
     return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli),
-                  hardware=hardware_only)
+                  hardware=hardware_only, replaced=replaced)
 
 
 def parse_run(run: Path, argv: list[str]) -> Recipe:
-    """A run folder's recipe.yaml plus command-line keys. A folder can come from anyone: its trust_remote_code is
-    not honoured unless this command line gives it too (one line says so)."""
-    recipe = parse_recipe([str(run / "recipe.yaml"), *argv])
+    """A run folder's recipe.yaml plus command-line keys, to load the run's model (see `loading`). A folder can come
+    from anyone: its trust_remote_code is not honoured unless this command line gives it too (one line says so)."""
+    recipe = parse_recipe([str(run / "recipe.yaml"), *argv], loading=True)
     if recipe.training.trust_remote_code and "trust_remote_code" not in recipe.cli:
         recipe.training.trust_remote_code = False
         print(f"medsft: {run / 'recipe.yaml'} sets trust_remote_code, not honoured from a run folder; pass "

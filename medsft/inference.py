@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft import loader, models
+from medsft import checkpoints, loader, models
 from medsft.arguments import DataSpec
 from medsft.errors import UserError
 from medsft.textfiles import read_text
@@ -60,13 +60,15 @@ def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -
     spec = DataSpec()
     plain = dict(dtype="float32", trust_remote_code=trust_remote_code)
     device = loader.device()
+    folder = checkpoints.run_folder(path) if path.is_dir() else None
+    checkpoints.require_finished(path)
     try:
-        if (path / "recipe.yaml").is_file():
+        if folder is not None:  # a run, or one of its checkpoints: loaded with the run's recipe
             from medsft import mixture, train
             from medsft.config import parse_run
 
             trust = ["--trust_remote_code", "true"] if trust_remote_code else []
-            recipe = parse_run(path, ["--output_dir", str(path), *trust])
+            recipe = parse_run(folder, ["--output_dir", str(folder), *trust])
             if dequantize and loader.quantized(recipe):
                 print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
                       f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft import models
+from medsft.errors import UserError
 
 
 def device(recipe=None) -> str:
@@ -36,6 +37,11 @@ def model_kwargs(recipe, dequantize: bool = False) -> dict[str, Any]:
     if quantized(recipe) and not dequantize:
         import torch
 
+        if not torch.cuda.is_available():
+            bits = 4 if m.load_in_4bit else 8
+            raise UserError(f"{recipe.training.output_dir} was trained on a {bits}-bit base (bitsandbytes), which loads on a "
+                            "CUDA GPU only; on this machine merge it first (python -m medsft merge RUN OUT_DIR) and use the "
+                            "merged model")
         # k-bit weights are quantized on the GPU that holds them, as TRL's get_kbit_device_map places them
         kwargs |= {"quantization_config": get_quantization_config(m), "device_map": {"": torch.cuda.current_device()}}
     return kwargs

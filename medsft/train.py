@@ -13,7 +13,7 @@ from medsft import checkpoints, data, encode, mixture, models, provenance, split
 from medsft.config import Recipe
 from medsft.errors import UserError
 
-RECIPE_FILE = "recipe.yaml"
+RECIPE_FILE = checkpoints.RECIPE_FILE
 HARDWARE_FILE = "hardware.yaml"  # what this machine's defaults set; a record, never read back
 HARDWARE_NOTE = "# Set by medsft for the machine that trained this run; the machine that reads the run derives its own.\n"
 EVAL_FILE = "evaluation.yaml"  # marks a folder holding an evaluation without training
@@ -45,12 +45,20 @@ def check_output_dir(recipe: Recipe) -> None:
         raise UserError(f"output_dir {out} holds a different run ({why}); choose another output_dir or pass --overwrite_output_dir true")
 
 
-def trained_run(recipe: Recipe) -> Path | None:
-    """output_dir when it holds a trained run of this recipe's model and data (what `eval` scores), else None."""
+def trained_run(recipe: Recipe, weights: Path | None = None) -> Path | None:
+    """The folder holding the trained weights `eval` scores: `weights` (a checkpoint of the run, or the run folder,
+    as the command line named it), else output_dir when it holds a run of this recipe's model and data; None when
+    there is no such run. A run that did not finish (stopped by a signal, killed) is one UserError line naming the
+    checkpoint to use instead."""
     out = Path(recipe.training.output_dir)
-    weights = (out / "adapter_config.json").is_file() or (out / "config.json").is_file()
-    if weights and (out / RECIPE_FILE).is_file() and differs(recipe, out / RECIPE_FILE) is None:
-        return out
+    if not (out / RECIPE_FILE).is_file() or differs(recipe, out / RECIPE_FILE) is not None:
+        return None
+    target = weights if weights is not None else out
+    checkpoints.require_finished(target)
+    if (target / "adapter_config.json").is_file() or (target / "config.json").is_file():
+        return target
+    if weights is not None and target.resolve() != out.resolve():
+        raise UserError(f"{weights} holds no weights (adapter_config.json or config.json); name a complete checkpoint")
     return None
 
 
@@ -180,22 +188,29 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     stopper = checkpoints.StopOnSignal()
     trainer = build_trainer(recipe, prepared, [*callbacks, stopper])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress callback shows them
-    if trainer.accelerator.is_main_process:  # first: a run killed mid-way is still recognised as this run
+    main = trainer.accelerator.is_main_process
+    stopper.install()
+    if main:  # first: a run killed mid-way is still recognised as this run, and as unfinished
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
         (Path(args.output_dir) / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
         splits.write_ids(args.output_dir, {d.spec.name: d.parts for d in prepared.datasets})
         provenance.write(args.output_dir, provenance.record(recipe))
+        checkpoints.mark(args.output_dir, "training", trainer.state.global_step)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    trainer.save_model(args.output_dir)
+    stopped = stopper.stopped_by
+    if stopped is None:  # a stopped run's weights are in its checkpoint, never in output_dir as if final
+        trainer.save_model(args.output_dir)
+    if main:
+        checkpoints.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped)
     step = trainer.state.global_step
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
     eval_loss = evals[-1] if evals else None
-    if eval_loss is None and prepared.eval_dataset is not None and stopper.received is None:  # not evaluated yet
+    if eval_loss is None and prepared.eval_dataset is not None and stopped is None:  # not evaluated yet
         eval_loss = trainer.evaluate().get("eval_loss")
-    if trainer.accelerator.is_main_process:
+    if main:
         trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
@@ -208,7 +223,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
         tokens=trainer.state.num_input_tokens_seen,
         stats=prepared.stats,
         log_history=history,
-        stopped_by=stopper.received,
+        stopped_by=stopped,
     )
     return trainer, result
 

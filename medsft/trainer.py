@@ -73,6 +73,7 @@ class MedsftTrainer(SFTTrainer):
             model.train(was_training)
             output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in extra.items()})
         return output
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
@@ -97,18 +98,21 @@ class MedsftTrainer(SFTTrainer):
         target = target[keep[:, :-1]]
         log_probs = torch.log_softmax(logits, dim=-1)
         token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        num_tokens = target.numel() if num_items_in_batch is None else num_items_in_batch
+        # Counts as tensors on the batch's device: a collective (NCCL) refuses a CPU tensor.
+        num_valid = keep.sum()
+        num_tokens = num_valid if num_items_in_batch is None else num_items_in_batch
         loss = -token_log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         with torch.no_grad():
             entropy = -(log_probs.exp() * log_probs).sum(-1)
             correct = logits.argmax(-1) == target
-        self._log_metrics(inputs, torch.tensor(target.numel()), entropy.sum(), correct.sum())
+        self._log_metrics(inputs, num_valid, entropy.sum(), correct.sum())
         return (loss, {"loss": loss, "logits": logits}) if return_outputs else loss
 
     def _log_metrics(self, inputs, num_valid, entropy_sum, num_correct) -> None:
-        """The metrics TRL's compute_loss logs, from the kept positions (TRL zeroes the others anyway)."""
+        """The metrics TRL's compute_loss logs, from the kept positions (TRL zeroes the others anyway). Every tensor
+        gathered here is derived from the batch, so it lives on the batch's device."""
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather_for_metrics
         num_valid, entropy_sum, num_correct = gather(num_valid).sum(), gather(entropy_sum).sum(), gather(num_correct).sum()
@@ -118,6 +122,6 @@ class MedsftTrainer(SFTTrainer):
             if "attention_mask" in inputs:
                 local = inputs["attention_mask"].sum()
             else:  # packed and padding-free rows carry position_ids instead (pads only at row ends)
-                local = torch.tensor(inputs["position_ids"].numel(), device=inputs["position_ids"].device)
+                local = inputs["position_ids"].new_tensor(inputs["position_ids"].numel())
             self._total_train_tokens += gather(local).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]

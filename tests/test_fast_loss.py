@@ -1,6 +1,7 @@
 """medsft's completion-only loss path gives TRL's numbers: per-step loss, entropy and token accuracy."""
 
 import pytest
+import torch
 
 from medsft import train
 from medsft import trainer as fast
@@ -46,3 +47,33 @@ def test_language_modelling_takes_trls_path(write_recipe, monkeypatch):
     recipe = parse_recipe([str(write_recipe(task="report", max_steps=1))])
     train.build_trainer(recipe, train.prepare(recipe)).train()
     assert calls, "every token is trained: TRL's chunked kernel is the right tool"
+
+
+class OnBatchDevice(torch.Tensor):
+    """Stands for a tensor on the batch's GPU: what an op derives from it stays there (torch propagates the
+    subclass), while a fresh torch.tensor(...) without the batch's device is a plain CPU tensor."""
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_every_tensor_handed_to_a_collective_lives_on_the_batchs_device(write_recipe, packing):
+    """NCCL refuses a CPU tensor: the gather here refuses any tensor not derived from the batch or the model's
+    outputs, on the completion-only path (attention mask) and on packed rows (position ids)."""
+    recipe = parse_recipe([str(write_recipe(packing=packing, per_device_train_batch_size=3))])
+    trainer = train.build_trainer(recipe, train.prepare(recipe))
+    model = trainer.model
+    model.register_forward_hook(lambda module, args, kwargs, out: setattr(out, "logits", out.logits.as_subclass(OnBatchDevice)),
+                                with_kwargs=True)
+    gathered = []
+
+    def gather(tensor):
+        if not isinstance(tensor, OnBatchDevice):
+            raise RuntimeError("gather: a tensor on cpu for a batch on cuda:0 (NCCL refuses it)")
+        gathered.append(tensor)
+        return tensor
+
+    trainer.accelerator.gather_for_metrics = gather
+    batch = {k: v.as_subclass(OnBatchDevice) for k, v in next(iter(trainer.get_train_dataloader())).items()}
+    assert ("position_ids" in batch) == packing and ("attention_mask" in batch) != packing
+    model.train()
+    loss = trainer.compute_loss(model, batch)
+    assert torch.isfinite(loss) and len(gathered) == 4  # valid tokens, entropy, correct tokens, tokens seen

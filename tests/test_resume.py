@@ -1,5 +1,6 @@
 """Checkpoints and resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends."""
 
+import json
 import os
 import signal
 import subprocess
@@ -84,7 +85,7 @@ def test_a_half_written_checkpoint_is_skipped_with_a_warning(write_recipe, tmp_p
 def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, sig):
     from medsft import checkpoints
 
-    recipe = write_recipe(**{**KEYS, "max_steps": 400, "save_steps": 1000})
+    recipe = write_recipe(**{**KEYS, "max_steps": 100_000, "save_steps": 200_000})  # still training when signalled
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "medsft", str(recipe)], cwd=ROOT, env=env,
@@ -100,6 +101,21 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, s
     assert f"stopped by {signal.Signals(sig).name} after step" in " ".join(stdout.split())
     saved = checkpoints.latest(str(out))
     assert saved is not None and checkpoints.problem(Path(saved)) is None
-    assert int(saved.rsplit("-", 1)[1]) < 400
-    resumed = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", str(int(saved.rsplit("-", 1)[1]) + 2))
+    step = int(saved.rsplit("-", 1)[1])
+    assert step < 100_000
+    assert not (out / "adapter_model.safetensors").exists()  # the final weights' place stays empty: nothing is final
+    if sig == signal.SIGTERM:  # the stopped run is no finished run to the commands that load one
+        line = (f"medsft: error: {out} holds a run stopped by SIGTERM at step {step}, not a finished one; evaluate, serve "
+                f"or merge its checkpoint ({saved}) or resume it with --resume_from_checkpoint true")
+        for command in (["eval", out], ["generate", out, "Is it?"], ["merge", out, tmp_path / "merged"]):
+            proc = run_cli(*command)
+            assert (proc.returncode, proc.stderr.strip().splitlines()[-1:]) == (2, [line]), command
+        assert not (tmp_path / "merged").exists()
+        proc = run_cli("eval", saved, "--max_test_samples", "6", "--num_samples", "0")  # the checkpoint, as the line says
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((Path(saved) / "eval_results.json").read_text())["evaluations"][0]["models"].keys() == {"base", "tuned"}
+    resumed = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", str(step + 2))
     assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / checkpoints.STATE_FILE).read_text()) == {"state": "complete", "step": step + 2}
+    if sig == signal.SIGTERM:
+        assert run_cli("eval", out, "--max_test_samples", "6", "--num_samples", "0").returncode == 0

@@ -15,36 +15,39 @@ def main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft import report, splits, train
+    from medsft import checkpoints, report, splits, train
     from medsft.config import parse_recipe, parse_run
     from medsft.progress import eval_progress
 
     quiet_libraries()
+    weights = None  # a run folder or one of its checkpoints, named on the command line
     if argv and Path(argv[0]).is_dir():
-        if not (Path(argv[0]) / train.RECIPE_FILE).is_file():
-            raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder or a recipe")
-        recipe = parse_run(Path(argv[0]), [*argv[1:], "--output_dir", argv[0]])
+        weights = Path(argv[0])
+        folder = checkpoints.run_folder(weights)
+        if folder is None:
+            raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder, one of its checkpoints or a recipe")
+        recipe = parse_run(folder, [*argv[1:], "--output_dir", str(folder)])
     else:
-        recipe = parse_recipe(argv)
+        recipe = parse_recipe(argv, loading=True)
     state = PartialState()
     console = Console(quiet=not state.is_main_process)
-    run_dir = train.trained_run(recipe)
+    run_dir = train.trained_run(recipe, weights)
     out = run_dir or train.eval_dir(recipe)
     if recipe.script.suite:  # beside the run's own evaluation, not over it
         out = out / f"suite-{recipe.script.suite}"
     if run_dir is not None:
         from medsft import provenance
 
-        changed = provenance.mismatch(provenance.read(run_dir))
+        changed = provenance.mismatch(provenance.read(recipe.training.output_dir))
         if changed:
             console.print(f"[yellow]medsft: warning: {changed}")
-    saved = splits.read_ids(str(run_dir)) if run_dir else None
+    saved = splits.read_ids(recipe.training.output_dir) if run_dir else None
     datasets = evaluation_datasets(recipe, saved, console)
     with console.status("loading model"):
         model, tokenizer = train.load_trained(recipe, run_dir)
     steps, seconds = train.saved_run_time(str(run_dir)) if run_dir else (None, None)
     adapter = bool(run_dir and (run_dir / "adapter_config.json").is_file())
-    run = run_info(recipe, datasets, steps, seconds, adapter=adapter, run_dir=run_dir)
+    run = run_info(recipe, datasets, steps, seconds, adapter=adapter, run_dir=recipe.training.output_dir if run_dir else None)
     main = state.is_main_process
     if main and run_dir is None:
         out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ def main(argv: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from medsft import inference
+    from medsft import checkpoints, inference
 
     trust = "--trust_remote_code" in argv
     argv = [a for a in argv if a != "--trust_remote_code"]
@@ -20,6 +20,7 @@ def main(argv: list[str]) -> int:
     run, out = Path(argv[0]), Path(argv[1])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
+    checkpoints.require_finished(run)
     if not (run / "adapter_config.json").is_file():
         raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
     quiet_libraries()
