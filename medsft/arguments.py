@@ -49,8 +49,9 @@ class DataFields:
     section: str | None = _help("report: a header such as 'IMPRESSION:'; prompt = the note before it, completion = the section.")
     prompt_template: str | None = _help("template / multiple_choice: the prompt, with {field} placeholders.")
     completion_template: str | None = _help("template: the completion, with {field} placeholders.")
-    chat: bool = _help("template: a conversation (user: the prompt, assistant: the completion) in the chat template.", False)
-    system_prompt: str | None = _help("template with chat: a system turn before the user's.")
+    chat: bool = _help("template, pubmedqa, multiple choice: the prompt as the user's turn and the answer as the assistant's, "
+                       "through the model's chat template (for instruct models).", False)
+    system_prompt: str | None = _help("With chat: a system turn before the user's.")
     question_field: str = _help("multiple_choice: the question column.", "question")
     options_field: str | None = _help("multiple_choice: the column holding the options (a mapping label: text, or a list).", "options")
     option_fields: list[str] | None = _help("multiple_choice: several columns, one option each (instead of options_field).")

@@ -1,10 +1,12 @@
 """Formatted examples -> token ids and labels, as training and evaluation both see them.
 
 The answer is never cut. A string prompt that does not fit is shortened from the left down to its cue (the
-question and answer cue), keeping a leading BOS; a conversation loses its oldest turns. A row whose answer or cue
-cannot fit is dropped and counted. Language modelling keeps all the text: a long row is split into max_length
-pieces. Chats are rendered with the tokenizer's chat template to ids directly (one BOS, as the server does);
-assistant turns are trained through their end-of-turn token, and the EOS ends every string completion.
+question and answer cue), keeping a leading BOS; a conversation loses its oldest turns, then the text of its last
+turn is shortened from the left as a string prompt is. A row whose answer or cue cannot fit is dropped and counted.
+Language modelling keeps all the text: a long row is split into max_length pieces. Chats are rendered with the
+tokenizer's chat template to ids directly (one BOS, as the server does); assistant turns are trained through the
+template's own end-of-turn token (Llama-3's <|eot_id|>, Gemma's <end_of_turn>, ...), once, and the EOS ends every
+string completion.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from jinja2 import TemplateError
+
 from medsft.tasks import Example
 
 IGNORE = -100
+PROBE = "medsft-end-of-turn-probe"  # an assistant turn's text, to see what the template writes after it
 
 
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
@@ -27,13 +32,32 @@ def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
     return chat_ids(tokenizer, prompt, True) if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
 
 
-def protected(tokenizer, prompt: str, cue: str, ids: list[int]) -> int:
-    """How many tokens at the end of `ids` (the tokenized prompt) spell the cue."""
+def end_of_turn(tokenizer) -> int | None:
+    """The token that ends an assistant turn in the tokenizer's chat template: the first special token the template
+    writes after the turn's text (Llama-3 <|eot_id|>, Gemma <end_of_turn>, ChatML <|im_end|>, Phi-3 <|end|>, Mistral
+    </s>); the tokenizer's EOS where the template writes none, or where there is no template."""
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": PROBE}],
+                                                 tokenize=False)
+        except TemplateError:
+            text = ""
+        if PROBE in text:
+            after = tokenizer(text[text.index(PROBE) + len(PROBE):], add_special_tokens=False)["input_ids"]
+            special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+            found = next((i for i in after if i in special), None)
+            if found is not None:
+                return found
+    return tokenizer.eos_token_id
+
+
+def protected(tokenizer, prompt: str, cue: str, ids: list[int], special: bool = True) -> int:
+    """How many tokens at the end of `ids` (the tokenized prompt, with special tokens or not) spell the cue."""
     if not cue or not prompt.endswith(cue):
         return 0
     start = len(prompt) - len(cue)
     if tokenizer.is_fast:
-        offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+        offsets = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=special)["offset_mapping"]
         first = next((k for k, (_, end) in enumerate(offsets) if end > start), len(ids))
         return len(ids) - first
     return len(tokenizer(cue, add_special_tokens=False)["input_ids"])
@@ -49,12 +73,33 @@ def fit_prompt(ids: list[int], keep: int, room: int, bos_token_id: int | None) -
     return ids[:bos] + ids[len(ids) - (room - bos) :]
 
 
+def fit_chat(tokenizer, messages: list[dict], room: int, cue: str = "") -> list[dict] | None:
+    """A conversational prompt whose rendering (with the generation prompt) fits `room` tokens: its last message's
+    text shortened from the left as a string prompt is, the cue at its end kept; None when even the cue does not
+    fit. Training and scoring shorten a chat prompt alike."""
+    ids = chat_ids(tokenizer, messages, True)
+    if len(ids) <= room:
+        return messages
+    last = messages[-1]
+    text_ids = tokenizer(last["content"], add_special_tokens=False)["input_ids"]
+    keep = protected(tokenizer, last["content"], cue, text_ids, special=False)
+    for extra in range(4):  # the shortened text can retokenize a token or two longer: cut a little more
+        cut = len(ids) - room + extra
+        if len(text_ids) - cut < max(keep, 1):
+            return None
+        shortened = [*messages[:-1], {**last, "content": tokenizer.decode(text_ids[cut:])}]
+        if len(chat_ids(tokenizer, shortened, True)) <= room:
+            return shortened
+    return None
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def through_eos(mask: list[int], ids: list[int], eos: int) -> list[int]:
-    """Each trained span ends at its last EOS: a chat template's newline after the end-of-turn token is not trained."""
+def through_eos(mask: list[int], ids: list[int], eos: int | None) -> list[int]:
+    """Each trained span ends at its last end-of-turn token `eos`: what a chat template writes after it (a newline,
+    Phi-3's closing EOS) is not trained."""
     out, k = list(mask), 0
     while k < len(out):
         if not out[k]:
@@ -77,19 +122,31 @@ class Encoder:
     completion_only: bool = True
     assistant_only: bool = True
     generation_markers: bool = field(init=False, default=False)
+    end_of_turn: int | None = field(init=False, default=None)
 
     def __post_init__(self):
         from trl.chat_template_utils import has_generation_markers
 
         template = getattr(self.tokenizer, "chat_template", None)
         self.generation_markers = bool(template) and has_generation_markers(template)
+        self.end_of_turn = end_of_turn(self.tokenizer)
 
     def __call__(self, example: Example) -> tuple[list[dict], str]:
-        """([{input_ids, labels}, ...], status): status is ok, truncated, split (several pieces) or dropped."""
+        """([{input_ids, labels}, ...], status): status is ok, truncated, split (several pieces), dropped or
+        untrained. ValueError when the chat template refuses the row (Gemma's refuses a system turn)."""
+        try:
+            return self._encode(example)
+        except TemplateError as e:
+            messages = example.messages or (example.prompt if isinstance(example.prompt, list) else [])
+            hint = ("; this model's template takes no system turn: drop system_prompt (or the system messages)"
+                    if any(m["role"] == "system" for m in messages) else "")
+            raise ValueError(f"the chat template refuses a row: {e.message}{hint}") from None
+
+    def _encode(self, example: Example) -> tuple[list[dict], str]:
         if example.messages is not None:
             return self._conversation(example.messages)
         if isinstance(example.prompt, list):
-            return self._chat_pair(example.prompt, example.completion)
+            return self._chat_pair(example.prompt, example.completion, example.cue)
         tok = self.tokenizer
         if example.text:
             ids = tok(example.completion)["input_ids"] + [tok.eos_token_id]
@@ -112,20 +169,25 @@ class Encoder:
     def _row(self, ids: list[int], trained: list[int]) -> dict:
         return {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, trained)]}
 
-    def _chat_pair(self, prompt: list[dict], completion: list[dict]) -> tuple[list[dict], str]:
+    def _chat_pair(self, prompt: list[dict], completion: list[dict], cue: str = "") -> tuple[list[dict], str]:
         status = "ok"
-        while True:
-            head = chat_ids(self.tokenizer, prompt, True)
+        ids = chat_ids(self.tokenizer, prompt + completion)
+        while self.max_length is not None and len(ids) > self.max_length:
+            status, shorter = "truncated", _drop_oldest_turn(prompt)
+            if shorter is None:  # one turn left: its text shortened, the answer and the cue kept
+                answer = len(ids) - len(chat_ids(self.tokenizer, prompt, True))
+                shorter = fit_chat(self.tokenizer, prompt, self.max_length - answer, cue)
+                if shorter is None:
+                    return [], "dropped"
+            prompt, previous = shorter, len(ids)
             ids = chat_ids(self.tokenizer, prompt + completion)
-            if self.max_length is None or len(ids) <= self.max_length:
-                break
-            prompt, status = _drop_oldest_turn(prompt), "truncated"
-            if prompt is None:
+            if len(ids) >= previous:  # a template that renders the shortened prompt no shorter
                 return [], "dropped"
+        head = chat_ids(self.tokenizer, prompt, True)
         start = common_prefix(head, ids)
         mask = [0 if self.completion_only else 1] * start + [1] * (len(ids) - start)
         if self.completion_only:
-            mask = through_eos(mask, ids, self.tokenizer.eos_token_id)
+            mask = through_eos(mask, ids, self.end_of_turn)
         return [self._row(ids, mask)], status
 
     def _conversation(self, messages: list[dict]) -> tuple[list[dict], str]:
@@ -161,7 +223,7 @@ class Encoder:
                                      "assistant tokens cannot be located; use a template with {% generation %} markers "
                                      "(chat_template_path) or assistant_only_loss: false")
                 mask[start:end] = [1] * (end - start)
-        return through_eos(list(mask), ids, tok.eos_token_id)
+        return through_eos(list(mask), ids, self.end_of_turn)
 
 
 def _drop_oldest_turn(messages: list[dict], keep_last: int = 1) -> list[dict] | None:

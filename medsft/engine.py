@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from medsft.generate import stop_ids
 
 @dataclass
 class Job:
@@ -83,6 +84,7 @@ class Engine:
         self.tokens = 0  # tokens generated so far
         self.busy_seconds = 0.0
         self.device = next(model.parameters()).device
+        self.stops = stop_ids(tokenizer, model)  # every token that ends a reply (several on Llama-3, Qwen, Gemma)
         threading.Thread(target=self._loop, name="medsft-engine", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -156,7 +158,7 @@ class Engine:
         """The prompts of `jobs` through the model (left-padded), their first tokens chosen."""
         from transformers import DynamicCache
 
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.stops or [0])[0]
         width = max(len(j.ids) for j in jobs)
         ids = torch.full((len(jobs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -198,8 +200,8 @@ class Engine:
         return generator
 
     def _next(self, job: Job, logits: torch.Tensor, generator: torch.Generator | None) -> int:
-        if len(job.tokens) < job.min_new_tokens:
-            logits[self.tokenizer.eos_token_id] = float("-inf")
+        if len(job.tokens) < job.min_new_tokens and self.stops:
+            logits[self.stops] = float("-inf")
         if generator is None:
             return int(logits.argmax())
         logits = logits / job.temperature
@@ -215,7 +217,7 @@ class Engine:
 
     def _advance(self, job: Job, token: int) -> bool:
         """Record one token; stream what is final; True when the job is finished."""
-        eos = token == self.tokenizer.eos_token_id
+        eos = token in self.stops
         if not eos:
             job.tokens.append(token)
         job.text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)

@@ -107,7 +107,12 @@ def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[i
     ids = encode.prompt_ids(tokenizer, example.prompt)
     if room is None or len(ids) <= room:
         return ids
-    keep = encode.protected(tokenizer, example.prompt, example.cue, ids) if isinstance(example.prompt, str) else 0
+    if isinstance(example.prompt, list):
+        fitted = encode.fit_chat(tokenizer, example.prompt, room, example.cue)
+        if fitted is not None:
+            return encode.chat_ids(tokenizer, fitted, True)
+        return encode.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+    keep = encode.protected(tokenizer, example.prompt, example.cue, ids)
     return encode.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or encode.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
 
 

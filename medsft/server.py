@@ -145,7 +145,9 @@ def create_app(loaded: Loaded, options: ServeOptions | None = None) -> FastAPI:
                 raise ApiError(400, f"prompt is longer than this server's {max_prompt} tokens", "prompt")
             loop = asyncio.get_running_loop()
             prompt = (await loop.run_in_executor(tokenizing, tokenizer, prompt))["input_ids"]
-        ids = prompt or [tokenizer.eos_token_id]
+        ids = prompt or engine.stops[:1]  # an empty prompt starts after a document separator
+        if not ids:
+            raise ApiError(400, "prompt is empty and this model has no end-of-text token to start from", "prompt")
         if len(ids) > max_prompt:
             raise ApiError(400, f"prompt ({len(ids)} tokens) is longer than this server's {max_prompt} tokens", "prompt")
         if loaded.context is not None and len(ids) + max_tokens > loaded.context:

@@ -120,3 +120,19 @@ def run_cli(*args, timeout=600, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", "medsft", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )
+
+
+@pytest.fixture(scope="session")
+def zoo_models(tmp_path_factory):
+    """family name -> folder of its tiny model (tests/zoo.py), built on first use."""
+    import zoo
+
+    root = tmp_path_factory.mktemp("zoo")
+    built: dict[str, Path] = {}
+
+    def model(name: str) -> Path:
+        if name not in built:
+            built[name] = zoo.build(zoo.FAMILIES[name], root / name)
+        return built[name]
+
+    return model

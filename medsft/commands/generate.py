@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
             print(f"  p({choice}) = {math.exp(value) / total:.3f}")
         if not task.continues():
             return 0
-        prompt = task.example(row).prompt + task.continuation(scores["prediction"])
+        answer = tokenizer(task.continuation(scores["prediction"]), add_special_tokens=False)["input_ids"]
+        prompt = encode.prompt_ids(tokenizer, task.example(row).prompt) + answer  # the explanation follows the answer
     elif prompt is None:
         raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
     elif gen.chat:

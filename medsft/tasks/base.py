@@ -42,6 +42,8 @@ class Task:
         for key in TASK_OPTIONS:
             if key not in self.options and getattr(spec, key) != defaults[key]:
                 raise UserError(f"{key} does nothing for task {self.name}; remove it (or choose a task that reads it)")
+        if spec.system_prompt and not spec.chat:
+            raise UserError("system_prompt needs chat: true (it is the system turn of a conversation)")
 
     # --- rows ---------------------------------------------------------------------------------------------------
     def row(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
@@ -96,8 +98,18 @@ class Task:
         return self.labels()
 
     def continuation(self, label: str) -> str:
-        """What follows the prompt when `label` is the answer (scored, and the start of the trained completion)."""
-        return " " + label
+        """What follows the prompt when `label` is the answer (scored, and the start of the trained completion): after
+        a string prompt " yes", in a chat the assistant's turn opening with "yes"."""
+        return label if self.spec.chat else " " + label
+
+    def formatted(self, prompt: str, completion: str, cue: str) -> Example:
+        """The prompt and completion as strings or, with `chat`, as the user's turn (after the system prompt) and the
+        assistant's reply, through the model's chat template."""
+        if not self.spec.chat:
+            return Example(prompt, completion, cue=cue)
+        system = [{"role": "system", "content": self.spec.system_prompt}] if self.spec.system_prompt else []
+        return Example([*system, {"role": "user", "content": prompt}], [{"role": "assistant", "content": completion.lstrip()}],
+                       cue=cue)
 
     def gold(self, row: dict) -> str | None:
         return None

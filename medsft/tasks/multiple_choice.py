@@ -9,7 +9,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from medsft.tasks.base import Example, Task, render
+from medsft.tasks.base import Task, render
 
 LETTERS = tuple(string.ascii_uppercase)
 
@@ -25,7 +25,7 @@ def option_lines(options: dict[str, str]) -> str:
 class MultipleChoice(Task):
     name = "multiple_choice"
     options = ("prompt_style", "calibrate", "calibration_file", "prompt_template", "question_field", "options_field", "option_fields",
-               "answer_field", "choice_labels", "include_option_text", "explanation_field")
+               "answer_field", "choice_labels", "include_option_text", "explanation_field", "chat", "system_prompt")
     choices = True
     seen: list[str]
 
@@ -121,7 +121,7 @@ class MultipleChoice(Task):
             completion += ". " + row["options"][row["answer"]]
         if self.spec.explanation_field and row.get("explanation"):
             completion += "\n" + row["explanation"]
-        return Example(prompt, completion, cue=cue)
+        return self.formatted(prompt, completion, cue)
 
 
 class MedQA(MultipleChoice):

@@ -7,7 +7,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from medsft.tasks.base import Example, Task
+from medsft.tasks.base import Task
 
 CHOICES = ("yes", "no", "maybe")
 REQUIRED = ("question", "contexts", "final_decision")
@@ -90,7 +90,7 @@ def official_ids() -> dict[str, Any]:
 
 class PubMedQA(Task):
     name = "pubmedqa"
-    options = ("prompt_style", "calibrate", "calibration_file", "include_long_answer")
+    options = ("prompt_style", "calibrate", "calibration_file", "include_long_answer", "chat", "system_prompt")
     choices = True
     split_sizes = (0.05, 0.5)  # PubMedQA's own proportions where the ids are not the official ones: 450 / 50 / 500
 
@@ -99,7 +99,7 @@ class PubMedQA(Task):
 
     def example(self, row):
         formatted = format_row(row, self.spec.prompt_style, self.spec.include_long_answer)
-        return Example(formatted["prompt"], formatted["completion"], cue=question_cue(row, self.spec.prompt_style))
+        return self.formatted(formatted["prompt"], formatted["completion"], question_cue(row, self.spec.prompt_style))
 
     def labels(self):
         return list(CHOICES)

@@ -31,8 +31,6 @@ class Template(Task):
         if not spec.prompt_template or not spec.completion_template:
             raise UserError("task template needs prompt_template and completion_template, e.g. "
                             "prompt_template: \"Question: {question}\\nAnswer:\" and completion_template: \" {answer}\"")
-        if spec.system_prompt and not spec.chat:
-            raise UserError("system_prompt needs chat: true (it is the system turn of a conversation)")
 
     def row(self, raw, key):
         render(self.spec.prompt_template, raw, "prompt_template")  # KeyError names a field the row lacks
