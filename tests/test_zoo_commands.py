@@ -117,3 +117,26 @@ def test_the_generate_command_stops_at_the_end_of_turn(zoo_models, tmp_path, nam
     model.save_pretrained(steered)
     proc = run_cli("generate", steered, "Febrile?", *(["--chat"] if chat else []), "--max_new_tokens", "16")
     assert proc.returncode == 0 and proc.stdout.strip() == "", (proc.stdout, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("recipe, name", [("qwen2.5_pubmedqa_lora.yaml", "qwen2"), ("llama3.2_pubmedqa_lora.yaml", "llama3")])
+def test_the_instruct_recipes_train_their_family_through_its_template(zoo_models, tmp_path, recipe, name):
+    """The hub recipes for Qwen and Llama-3 instruct models, pointed at the zoo's model of the same family: every
+    training row's answer ends in the family's end-of-turn token, and the recipe runs end to end."""
+    from conftest import ROOT
+    from medsft import train
+    from medsft.config import parse_recipe
+
+    family = zoo.FAMILIES[name]
+    args = [str(ROOT / "recipes" / recipe), "--model_name_or_path", str(zoo_models(name)), "--dataset_name", "synthetic",
+            "--synthetic_size", "60", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
+            "--output_dir", str(tmp_path / "out"), "--num_samples", "1", "--sample_max_new_tokens", "4", "--max_test_samples", "8"]
+    prepared = train.prepare(parse_recipe(args))
+    eot = prepared.tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    for labels in prepared.train_dataset["labels"]:
+        trained = [t for t in labels if t != -100]
+        assert trained[-1] == eot and trained.count(eot) == 1
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [evaluation] = json.loads((tmp_path / "out" / "eval_results.json").read_text())["evaluations"]
+    assert evaluation["n"] == 8 and evaluation["models"]["tuned"]["calibration"]["dev_items"] > 0
