@@ -78,6 +78,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("medsft_requests", "HTTP requests by path and status", ["path", "status"], registry=self.registry)
         Gauge("medsft_queue_depth", "Requests waiting for the generation worker", registry=self.registry).set_function(engine.depth)
+        Gauge("medsft_worker_up", "1 while the generation worker runs, 0 while it is being restarted",
+              registry=self.registry).set_function(lambda: float(engine.alive()))
+        Gauge("medsft_batch_cache_columns", "Columns of the running batch's KV cache: its longest live row",
+              registry=self.registry).set_function(lambda: engine.width)
         self.per_token = Histogram("medsft_time_per_token_seconds", "Seconds per generated token of a request, queueing included",
                                    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0), registry=self.registry)
         self.registry.register(_EngineCounts(engine))

@@ -1,5 +1,5 @@
 """The server under hostile input: generated bodies never give a 5xx, limits answer before work, a full queue
-answers 429, an API key guards the endpoints, disconnected clients free the worker, batching changes no output."""
+answers 503, an API key guards the endpoints, disconnected clients free the worker, batching changes no output."""
 
 import json
 import socket
@@ -28,8 +28,9 @@ def client_for(loaded, **options):
     from fastapi.testclient import TestClient
 
     from medsft import server
+    from medsft.pipeline import ServeOptions
 
-    return TestClient(server.create_app(loaded, server.ServeOptions(**options)), raise_server_exceptions=False)
+    return TestClient(server.create_app(loaded, ServeOptions(**options)), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,8 @@ def test_stop_strings_stop_generation(loaded, client):
         assert engine.tokens - before <= len(text)  # it stopped where the stop string appeared, not at max_tokens
 
 
-def test_a_full_queue_answers_429_with_retry_after(loaded):
+def test_a_full_queue_answers_503_with_retry_after(loaded):
+    """Overload is the server's state, not the client's fault: 503 server_error with Retry-After."""
     with client_for(loaded, max_batch=1, max_queue=1, max_tokens_cap=300) as busy:
         engine = busy.app.state.engine
         long = {"prompt": "History", "max_tokens": 300, "min_tokens": 300, "temperature": 0}
@@ -118,8 +120,8 @@ def test_a_full_queue_answers_429_with_retry_after(loaded):
         threads[1].start()
         _wait(lambda: engine.depth() == 1)
         response = busy.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
-        assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
-        assert response.json()["error"]["type"] == "rate_limit_exceeded"
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+        assert response.json()["error"]["type"] == "server_error" and response.json()["error"]["code"] == "overloaded"
         for t in threads:
             t.join()
 

@@ -76,8 +76,9 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
     from fastapi.testclient import TestClient
 
     from medsft import inference, server
+    from medsft.pipeline import ServeOptions
 
-    client = TestClient(server.create_app(inference.load(str(out)), server.ServeOptions(max_batch=4)))
+    client = TestClient(server.create_app(inference.load(str(out)), ServeOptions(max_batch=4)))
     done = post(client, "/v1/completions", {"prompt": "Temperature 39 C. Febrile?\nAnswer:", "max_tokens": 4}).json()
     assert done["choices"][0]["finish_reason"] in ("stop", "length") and done["usage"]["completion_tokens"] <= 4
     if chat:

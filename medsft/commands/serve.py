@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
     import argparse
     import ipaddress
 
-    from medsft.server import ServeOptions
+    from medsft.pipeline import ServeOptions
 
     class Parser(OneLineErrors, argparse.ArgumentParser):
         pass
