@@ -35,8 +35,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import DATA as SHARED, device  # noqa: E402
 
-from medsft import data, evaluate, metrics, models  # noqa: E402
-from medsft.arguments import DataSpec  # noqa: E402
+from medsft.data import datasets as data
+from medsft.evaluation import metrics, scoring
+from medsft.models import locate
+from medsft.models.tokenizer import load_tokenizer
+from medsft.recipe.keys import DataSpec
 
 BENCHMARKS = {
     "medqa": {
@@ -112,7 +115,7 @@ def run_lm_eval(model_path: str, bench: dict, rows: list[dict], batch: int, work
 def run_medsft(model, tokenizer, dataset, batch: int, bf16: bool) -> tuple[list[str], float]:
     start = time.perf_counter()
     with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
-        results = evaluate.score_choices(model, tokenizer, dataset.task, dataset.parts["test"], None, batch)
+        results = scoring.score_choices(model, tokenizer, dataset.task, dataset.parts["test"], None, batch)
     return [r["prediction"] for r in results], time.perf_counter() - start
 
 
@@ -171,8 +174,8 @@ def main():
     rows = dataset.parts["test"]
     gold = [dataset.task.gold(r) for r in rows]
     labels = dataset.task.labels()
-    path = models.resolve("smollm2-135m-instruct")
-    tokenizer = models.load_tokenizer(path)
+    path = locate.resolve("smollm2-135m-instruct")
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").to(device()).eval()
 
     cache = args.lm_eval_cache

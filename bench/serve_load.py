@@ -14,7 +14,7 @@ server's RSS growth. A 5xx anywhere, or the server unhealthy afterwards, exits 1
 The sustained load of `--engines` and `--soak`: 8 clients sending completions back to back, client i starting 1.5 s
 after client i-1, each request 48 tokens (`max_tokens` = `min_tokens` = 48, so no request ends early), sampled
 (temperature 0.7, top_k 50, its own seed). `--engines SECONDS` runs it in this process for SECONDS against
-medsft's engine (`medsft.engine.Engine`, max_batch 8) and then against transformers' continuous batching
+medsft's engine (`medsft.serving.engine.Engine`, max_batch 8) and then against transformers' continuous batching
 (`model.init_continuous_batching()`: paged KV cache; EOS disabled for the same 48 tokens, since it has no
 min_tokens), and prints tokens/s, request p50/p99 latency and RSS growth for each, and their ratio.
 `--soak SECONDS` runs it against `python -m medsft serve` over HTTP and prints per 20 s window the completion
@@ -205,7 +205,7 @@ def own_rss_mb() -> float:
 
 
 def medsft_engine_load(model, tokenizer, prompts, seconds):
-    from medsft.engine import Engine, Job
+    from medsft.serving.engine import Engine, Job
 
     engine = Engine(model, tokenizer, max_batch=CLIENTS)
 
@@ -273,10 +273,11 @@ def compare_engines(args) -> None:
     from transformers import AutoModelForCausalLM
 
     sys.path.insert(0, str(ROOT))
-    from medsft import models
+    from medsft.models import locate
+    from medsft.models.tokenizer import load_tokenizer
 
-    path = models.resolve(args.model)
-    tokenizer = models.load_tokenizer(path)
+    path = locate.resolve(args.model)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     print(f"sustained load, {args.engines:.0f} s each: {CLIENTS} clients back to back, staggered {STAGGER} s, "

@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import DATA as SHARED, StepTimer, device, matmul_peak, median_rate, peak_memory, synchronize  # noqa: E402
 
-from medsft import train  # noqa: E402
-from medsft.config import parse_recipe  # noqa: E402
+from medsft.models import locate
+from medsft.models.tokenizer import load_tokenizer
+from medsft.recipe.parser import parse_recipe
+from medsft.training import fit, prepare
 
 DATA = SHARED / "pubmedqa" / "ori_pqal.json"
 NOTES = SHARED / "reports" / "mtsamples.jsonl"
@@ -83,7 +85,7 @@ def measure_medsft(samples, batch, out, recipe_name="pubmedqa_lora", **overrides
     from transformers import PrinterCallback
 
     timer = StepTimer(warmup=0)
-    trainer = train.build_trainer(recipe, train.prepare(recipe), callbacks=[timer])
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe), callbacks=[timer])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     return timer
@@ -95,9 +97,9 @@ def measure_plain_trl(samples, batch, out) -> StepTimer:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from medsft import data, models
+    from medsft.data import datasets as data
 
-    from medsft import mixture
+    from medsft.recipe import mixture
 
     recipe = recipe_for(samples, batch, out)  # only to read the same rows, split and hyper-parameters
     a = recipe.training
@@ -115,7 +117,7 @@ def measure_plain_trl(samples, batch, out) -> StepTimer:
     lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                       target_modules=m.lora_target_modules, task_type="CAUSAL_LM")
     timer = StepTimer(warmup=0)
-    trainer = SFTTrainer(model=models.resolve(m.model_name_or_path), args=config, train_dataset=dataset,
+    trainer = SFTTrainer(model=locate.resolve(m.model_name_or_path), args=config, train_dataset=dataset,
                          peft_config=lora, callbacks=[timer])
     trainer.train()
     return timer
@@ -130,13 +132,12 @@ def measure_raw(samples, batch, out) -> StepTimer:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from medsft import models
 
     recipe = recipe_for(samples, batch, out)
     a, m = recipe.training, recipe.model
-    path = models.resolve(m.model_name_or_path)
-    tokenizer = models.load_tokenizer(path)
-    examples = list(train.prepare(recipe).train_dataset)  # the same token ids and labels medsft trains on
+    path = locate.resolve(m.model_name_or_path)
+    tokenizer = load_tokenizer(path)
+    examples = list(prepare.prepare(recipe).train_dataset)  # the same token ids and labels medsft trains on
     random.Random(a.seed).shuffle(examples)
     if a.train_sampling_strategy == "group_by_length":
         groups = [sorted(examples[i : i + 4 * batch], key=lambda e: len(e["input_ids"])) for i in range(0, len(examples), 4 * batch)]
@@ -246,9 +247,8 @@ def main():
     recipe = recipe_for(1, args.batch, out)
     from transformers import AutoConfig
 
-    from medsft import models
 
-    config = AutoConfig.from_pretrained(models.resolve(recipe.model.model_name_or_path))
+    config = AutoConfig.from_pretrained(locate.resolve(recipe.model.model_name_or_path))
     n_matmul = _matmul_params(config)
     # LoRA: forward 2N and backward activation-gradients 2N FLOPs a token; frozen weights get no weight-gradient.
     flops_per_token = 4 * n_matmul

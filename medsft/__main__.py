@@ -33,20 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     wants_help = "-h" in argv or "--help" in argv
-    if argv[0] == "generate" and wants_help:
-        from medsft.commands.generate import parser
-
-        parser().print_help()
+    if argv[0] in ("generate", "serve") and wants_help:
+        module = importlib.import_module(f"medsft.commands.{argv[0]}")
+        module.parser().print_help()
         return 0
-    if argv[0] == "serve" and wants_help:
-        from medsft.commands import serve
-
-        try:
-            serve.main(["--help"])  # argparse prints the options and exits 0
-        except SystemExit as e:
-            return int(e.code or 0)
     if wants_help:
-        from medsft.config import RecipeParser
+        from medsft.recipe.parser import RecipeParser
 
         print(USAGE + "\n\nEvery recipe key, with its default:")
         RecipeParser().parser.print_help()

@@ -28,13 +28,14 @@ def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer Llama with a BPE tokenizer trained here on synthetic text: seconds to build, nothing downloaded."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medsft import models, synthetic
+    from medsft.models import scratch
+    from medsft.tasks import synthetic
     from medsft.tasks import pubmedqa
 
     texts = [pubmedqa.prompt(pubmedqa.normalize(raw)) + " " + raw["final_decision"] for raw in synthetic.pubmedqa_rows(300, 1)]
     texts += [raw["text"] for raw in synthetic.report_rows(300, 1)]
     texts += ["Question: Which drug?\nA. aspirin\nB. heparin\nC. insulin\nD. morphine\nAnswer: B"] * 20
-    tokenizer = models.train_tokenizer(texts, vocab_size=600)
+    tokenizer = scratch.train_tokenizer(texts, vocab_size=600)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -64,7 +65,7 @@ def tiny_chat_model(tiny_model, tmp_path_factory) -> Path:
     """The tiny model with a chat template."""
     import shutil
 
-    from medsft.models import load_tokenizer
+    from medsft.models.tokenizer import load_tokenizer
 
     path = tmp_path_factory.mktemp("chat") / "tiny-chat"
     shutil.copytree(tiny_model, path)

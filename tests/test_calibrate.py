@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from medsft import calibrate, data, evaluate
-from medsft.arguments import DataSpec
+from medsft.evaluation import calibration
+from medsft.data import datasets as data
+from medsft.evaluation import comparison, scoring
+from medsft.recipe.keys import DataSpec
 from medsft.tasks import get
 
 LABELS = ["yes", "no", "maybe"]
@@ -16,15 +18,15 @@ def test_offsets_move_the_boundary_to_where_the_ranking_pays():
     # every item prefers " yes" by argmax, but "no" items prefer it by only 0.2 nats, "yes" items by 0.5
     logliks = [ll(-1.0, -1.5)] * 6 + [ll(-1.0, -1.2)] * 4
     gold = ["yes"] * 6 + ["no"] * 4
-    offsets = calibrate.fit_offsets(logliks, gold, LABELS)
+    offsets = calibration.fit_offsets(logliks, gold, LABELS)
     assert offsets == {"yes": 0.0, "no": pytest.approx(0.3), "maybe": 0.0}  # the smallest shift that separates them
-    assert calibrate.predict(logliks, offsets, LABELS) == gold
+    assert calibration.predict(logliks, offsets, LABELS) == gold
 
 
 def test_no_reason_to_move_keeps_the_argmax():
     logliks = [ll(-1.0, -2.0), ll(-2.0, -1.0), ll(-3.0, -3.0, -1.0)]
     gold = ["yes", "no", "maybe"]
-    assert calibrate.fit_offsets(logliks, gold, LABELS) == {"yes": 0.0, "no": 0.0, "maybe": 0.0}
+    assert calibration.fit_offsets(logliks, gold, LABELS) == {"yes": 0.0, "no": 0.0, "maybe": 0.0}
 
 
 def test_the_vectorised_objective_is_scikit_learns():
@@ -34,7 +36,7 @@ def test_the_vectorised_objective_is_scikit_learns():
     for k in (2, 4, 5):
         gold, predicted = rng.integers(0, k, 60), rng.integers(0, k - 1, 60)  # one label never predicted
         expected = accuracy_score(gold, predicted) + f1_score(gold, predicted, labels=list(range(k)), average="macro", zero_division=0)
-        assert calibrate.accuracy_plus_macro_f1(gold, predicted, k) == pytest.approx(expected)
+        assert calibration.accuracy_plus_macro_f1(gold, predicted, k) == pytest.approx(expected)
 
 
 def test_four_choices_are_fitted_by_coordinate_ascent():
@@ -48,16 +50,16 @@ def test_four_choices_are_fitted_by_coordinate_ascent():
         scores[truth] += 1.0 - (1.5 if truth == "D" else 0.0)
         gold.append(truth)
         logliks.append(scores)
-    offsets = calibrate.fit_offsets(logliks, gold, labels)
+    offsets = calibration.fit_offsets(logliks, gold, labels)
     assert 0.4 <= offsets["D"] <= 2.0 and offsets["A"] == 0.0
-    fitted = calibrate.predict(logliks, offsets, labels)
-    assert sum(p == g for p, g in zip(fitted, gold)) > sum(p == g for p, g in zip(calibrate.predict(logliks, {}, labels), gold))
+    fitted = calibration.predict(logliks, offsets, labels)
+    assert sum(p == g for p, g in zip(fitted, gold)) > sum(p == g for p, g in zip(calibration.predict(logliks, {}, labels), gold))
 
 
 def test_before_and_after_calibrates_each_model_on_dev_items_only(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.models import load_tokenizer
+    from medsft.models.tokenizer import load_tokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model).eval(), load_tokenizer(str(tiny_model))
     spec = DataSpec(task="pubmedqa", dataset_name="synthetic", calibrate=True, name="pubmedqa")
@@ -65,32 +67,32 @@ def test_before_and_after_calibrates_each_model_on_dev_items_only(tiny_model):
     rows = data.rows(spec, task)["train"][:60]
     test, dev = rows[:40], rows[40:]
     dataset = data.Dataset(spec, task, {"train": rows, "eval": dev, "test": test})
-    results, predictions = evaluate.before_and_after(model, tok, dataset, evaluate.Settings(max_length=256, num_samples=0), trained=False)
+    results, predictions = comparison.before_and_after(model, tok, dataset, scoring.Settings(max_length=256, num_samples=0), trained=False)
     record = results["models"]["base"]["calibration"]
     assert record["dev_items"] == 20
-    raw = evaluate.score_choices(model, tok, task, test, 256)
-    dev_scores = evaluate.score_choices(model, tok, task, dev, 256)
-    expected = calibrate.fit_offsets([p["loglik"] for p in dev_scores], [p["gold"] for p in dev_scores], LABELS)
+    raw = scoring.score_choices(model, tok, task, test, 256)
+    dev_scores = scoring.score_choices(model, tok, task, dev, 256)
+    expected = calibration.fit_offsets([p["loglik"] for p in dev_scores], [p["gold"] for p in dev_scores], LABELS)
     assert record["offsets"] == expected
-    assert [p["base_prediction"] for p in predictions] == calibrate.predict([p["loglik"] for p in raw], expected, LABELS)
+    assert [p["base_prediction"] for p in predictions] == calibration.predict([p["loglik"] for p in raw], expected, LABELS)
     argmax_accuracy = sum(p["prediction"] == p["gold"] for p in raw) / len(raw)
     assert record["argmax"]["accuracy"] == pytest.approx(argmax_accuracy)
 
 
 def test_cross_fitted_offsets_decide_each_fold_with_the_other_folds_only():
-    from medsft import cv
+    from medsft.training import cross_validation
 
     labels = ["yes", "no"]
     # fold 0 says "no" needs a large boost; fold 1, fitted alone, needs none
     fold0 = [{"gold": "no", "loglik": {"yes": 0.0, "no": -2.0}}] * 4 + [{"gold": "yes", "loglik": {"yes": 0.0, "no": -5.0}}] * 2
     fold1 = [{"gold": "yes", "loglik": {"yes": 0.0, "no": -1.0}}] * 4 + [{"gold": "no", "loglik": {"yes": -1.0, "no": 0.0}}] * 2
-    crossed = cv.cross_fitted([fold0, fold1], labels, seed=0)
+    crossed = cross_validation.cross_fitted([fold0, fold1], labels, seed=0)
     expected = []
     for held, other in ((fold0, fold1), (fold1, fold0)):
-        offsets = calibrate.fit_offsets([p["loglik"] for p in other], [p["gold"] for p in other], labels)
-        expected += [p == q["gold"] for p, q in zip(calibrate.predict([q["loglik"] for q in held], offsets, labels), held)]
+        offsets = calibration.fit_offsets([p["loglik"] for p in other], [p["gold"] for p in other], labels)
+        expected += [p == q["gold"] for p, q in zip(calibration.predict([q["loglik"] for q in held], offsets, labels), held)]
     assert crossed["accuracy"] == pytest.approx(sum(expected) / len(expected)) == pytest.approx(4 / 12)
     pooled = fold0 + fold1
-    in_sample = calibrate.fit_offsets([p["loglik"] for p in pooled], [p["gold"] for p in pooled], labels)
-    right = sum(p == q["gold"] for p, q in zip(calibrate.predict([q["loglik"] for q in pooled], in_sample, labels), pooled))
+    in_sample = calibration.fit_offsets([p["loglik"] for p in pooled], [p["gold"] for p in pooled], labels)
+    right = sum(p == q["gold"] for p, q in zip(calibration.predict([q["loglik"] for q in pooled], in_sample, labels), pooled))
     assert right / len(pooled) > crossed["accuracy"]  # in sample flatters the offsets

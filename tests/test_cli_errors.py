@@ -133,7 +133,7 @@ def test_missing_deepspeed_config(write_recipe, tmp_path):
 
 
 def test_4bit_with_zero3_is_refused():
-    from medsft import distributed
+    from medsft.recipe import refusals as distributed
     from medsft.errors import UserError
 
     settings = {"load_in_4bit": True, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,

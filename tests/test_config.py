@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.config import parse_recipe
+from medsft.recipe.parser import parse_recipe
 from medsft.errors import UserError
 
 from conftest import ROOT

@@ -2,10 +2,12 @@ import json
 
 import pytest
 
-from medsft import data, encode, splits
-from medsft.arguments import DataSpec
+from medsft.data import datasets as data
+from medsft.data import encoding, splits
+from medsft.training import prepare
+from medsft.recipe.keys import DataSpec
 from medsft.errors import UserError
-from medsft.models import load_tokenizer
+from medsft.models.tokenizer import load_tokenizer
 from medsft.tasks import get, stratified_sample
 
 from conftest import PUBMEDQA, needs_pubmedqa, write_jsonl
@@ -25,14 +27,14 @@ def load(**keys):
 def test_label_mask_is_exact_through_trls_collator(write_recipe, tiny_model):
     """Prompt tokens get -100; every completion token and the final EOS keep their ids, padding is masked,
     although pad == eos for this tokenizer."""
-    from medsft import train
-    from medsft.config import parse_recipe
+    from medsft.training import fit
+    from medsft.recipe.parser import parse_recipe
 
     recipe = parse_recipe([str(write_recipe(per_device_train_batch_size=3))])
-    prepared = train.prepare(recipe)
+    prepared = prepare.prepare(recipe)
     tok = prepared.tokenizer
     assert tok.pad_token_id == tok.eos_token_id
-    trainer = train.build_trainer(recipe, prepared)
+    trainer = fit.build_trainer(recipe, prepared)
     batch = next(iter(trainer.get_train_dataloader()))
     lengths = batch["attention_mask"].sum(1).tolist()
     assert len(set(lengths)) > 1, "need rows of different lengths to see padding"
@@ -59,7 +61,7 @@ def test_truncation_keeps_answer_and_question_and_counts_dropped(tokenizer):
         {"id": "long", "question": "Fever?", "contexts": [long_context], "labels": [], "long_answer": "Yes.", "final_decision": "no"},
         {"id": "huge", "question": "Fever?", "contexts": ["x"], "labels": [], "long_answer": long_context, "final_decision": "maybe"},
     ]
-    ds, stats = encode.encode([task.example(r) for r in rows], encode.Encoder(tokenizer, 64))
+    ds, stats = encoding.encode([task.example(r) for r in rows], encoding.Encoder(tokenizer, 64))
     assert (stats.kept, stats.truncated, stats.dropped) == (2, 1, 1)
     long = ds[1]
     assert len(long["input_ids"]) == 64
@@ -75,25 +77,24 @@ def test_a_row_whose_question_cannot_fit_is_dropped_not_cut(tokenizer):
            "long_answer": "", "final_decision": "yes"}
     cue = len(tokenizer("\n\nQuestion: Is the patient febrile today?\nAnswer (yes, no or maybe):", add_special_tokens=False)["input_ids"])
     fits = cue + 2 + 1  # the cue, " yes", EOS, and one token of spare room
-    assert encode.Encoder(tokenizer, fits)(task.example(row))[1] == "truncated"
-    assert encode.Encoder(tokenizer, cue)(task.example(row)) == ([], "dropped")
+    assert encoding.Encoder(tokenizer, fits)(task.example(row))[1] == "truncated"
+    assert encoding.Encoder(tokenizer, cue)(task.example(row)) == ([], "dropped")
 
 
 def test_max_length_too_small_for_any_answer_is_a_user_error(write_recipe):
-    from medsft import train
-    from medsft.config import parse_recipe
+    from medsft.recipe.parser import parse_recipe
 
     recipe = parse_recipe([str(write_recipe(max_length=4))])
     with pytest.raises(UserError, match="max_length 4 is too small to hold any answer"):
-        train.prepare(recipe)
+        prepare.prepare(recipe)
 
 
 def test_long_texts_are_split_not_cut(tokenizer):
     task = get(DataSpec(task="text"))
     text = " ".join(f"word{i}" for i in range(300))
     ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-    ds, stats = encode.encode([task.example({"text": text, "id": "0"}), task.example({"text": "short", "id": "1"})],
-                              encode.Encoder(tokenizer, 100))
+    ds, stats = encoding.encode([task.example({"text": text, "id": "0"}), task.example({"text": "short", "id": "1"})],
+                              encoding.Encoder(tokenizer, 100))
     assert (stats.kept, stats.split, stats.pieces) == (2, 1, -(-len(ids) // 100))
     pieces = [r["input_ids"] for r in ds][: stats.pieces]
     assert sum(pieces, []) == ids  # every token kept, in order
@@ -189,8 +190,8 @@ import json, sys
 from pathlib import Path
 
 import datasets, medsft
-from medsft import data
-from medsft.arguments import DataSpec
+from medsft.data import datasets as data
+from medsft.recipe.keys import DataSpec
 
 rows, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
 folder = out / "PubMedQA" / "pqa_labeled"
@@ -288,10 +289,10 @@ def test_csv_and_folder_sources(tmp_path):
 
 
 def test_fit_prompt_keeps_bos_and_the_end():
-    assert encode.fit_prompt([1, 5, 6, 7, 8], 1, 3, bos_token_id=1) == [1, 7, 8]
-    assert encode.fit_prompt([5, 6, 7, 8], 1, 3, bos_token_id=1) == [6, 7, 8]
-    assert encode.fit_prompt([5, 6], 1, 3, bos_token_id=1) == [5, 6]
-    assert encode.fit_prompt([1, 5, 6, 7, 8], 3, 3, bos_token_id=1) is None  # the protected end does not fit
+    assert encoding.fit_prompt([1, 5, 6, 7, 8], 1, 3, bos_token_id=1) == [1, 7, 8]
+    assert encoding.fit_prompt([5, 6, 7, 8], 1, 3, bos_token_id=1) == [6, 7, 8]
+    assert encoding.fit_prompt([5, 6], 1, 3, bos_token_id=1) == [5, 6]
+    assert encoding.fit_prompt([1, 5, 6, 7, 8], 3, 3, bos_token_id=1) is None  # the protected end does not fit
 
 
 def test_files_as_common_tools_write_them_train_as_the_same_file(write_recipe, tmp_path):
@@ -299,8 +300,7 @@ def test_files_as_common_tools_write_them_train_as_the_same_file(write_recipe, t
     recipe itself) change nothing: the same ids in every role, the same tokenized rows."""
     import csv
 
-    from medsft import train
-    from medsft.config import parse_recipe
+    from medsft.recipe.parser import parse_recipe
 
     rows = [{"prompt": f"Note {i}: fever {'yes' if i % 3 else 'no'}. Fébrile?\nAnswer:", "completion": " yes" if i % 3 else " no"}
             for i in range(40)]
@@ -308,15 +308,15 @@ def test_files_as_common_tools_write_them_train_as_the_same_file(write_recipe, t
     bom = b"\xef\xbb\xbf"
     (tmp_path / "windows.jsonl").write_bytes(bom + b"\r\n\r\n".join(json.dumps(r).encode() for r in rows) + b"\r\n")
     (tmp_path / "windows.json").write_bytes(bom + json.dumps(rows, indent=1).replace("\n", "\r\n").encode())
-    for name, end, encoding in (("plain.csv", "\n", "utf-8"), ("windows.csv", "\r\n", "utf-8-sig")):  # as Excel saves it
-        with open(tmp_path / name, "w", newline="", encoding=encoding) as f:
+    for name, end, codec in (("plain.csv", "\n", "utf-8"), ("windows.csv", "\r\n", "utf-8-sig")):  # as Excel saves it
+        with open(tmp_path / name, "w", newline="", encoding=codec) as f:
             csv.DictWriter(f, ["prompt", "completion"], lineterminator=end).writerows([{"prompt": "prompt", "completion": "completion"}, *rows])
 
     def prepared(name: str, recipe_bom: bool = False):
         recipe = write_recipe(f"{name}.yaml", task="prompt_completion", dataset_name=str(tmp_path / name), max_length=64)
         if recipe_bom:
             recipe.write_bytes(bom + recipe.read_text().replace("\n", "\r\n").encode())
-        p = train.prepare(parse_recipe([str(recipe)]))
+        p = prepare.prepare(parse_recipe([str(recipe)]))
         return ({role: [r["id"] for r in part] for role, part in p.datasets[0].parts.items()},
                 p.train_dataset["input_ids"], p.train_dataset["labels"])
 
@@ -342,15 +342,14 @@ def test_max_test_samples_scores_exactly_that_many_with_every_label(tmp_path):
 
 
 def test_mixture_weights_draw_with_split_seed_not_the_training_seed(write_recipe, tmp_path):
-    from medsft import train
-    from medsft.config import parse_recipe
+    from medsft.recipe.parser import parse_recipe
 
     rows = [{"prompt": f"Q{i}?\nAnswer:", "completion": f" {i}"} for i in range(40)]
     path = write_jsonl(tmp_path / "qa.jsonl", rows)
     recipe = write_recipe(dataset_name=None, dataset_mixture=[{"path": str(path), "task": "prompt_completion", "weight": 0.5}])
 
     def trained(*keys):
-        return sorted(map(tuple, train.prepare(parse_recipe([str(recipe), *keys])).train_dataset["input_ids"]))
+        return sorted(map(tuple, prepare.prepare(parse_recipe([str(recipe), *keys])).train_dataset["input_ids"]))
 
     first = trained("--seed", "1")
     assert trained("--seed", "2") == first

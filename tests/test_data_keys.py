@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from medsft import encode, train
+from medsft.data import encoding
 from medsft.__main__ import main
-from medsft.config import parse_recipe
+from medsft.recipe.parser import parse_recipe
 from medsft.errors import UserError
+from medsft.training import fit, prepare
 
 from conftest import write_jsonl
 
@@ -16,7 +17,7 @@ PAIRS = [{"prompt": f"Temperature {37 + i % 3} C. Fever?", "completion": " yes" 
 
 
 def prepared(write_recipe, **keys):
-    return train.prepare(parse_recipe([str(write_recipe(**keys))]))
+    return prepare.prepare(parse_recipe([str(write_recipe(**keys))]))
 
 
 def labels_of(prep):
@@ -46,7 +47,7 @@ def test_assistant_only_loss_false_trains_the_whole_conversation(write_recipe, t
 
 
 def test_eos_token_is_the_trained_end(write_recipe, tmp_path, tiny_model):
-    from medsft.models import load_tokenizer
+    from medsft.models.tokenizer import load_tokenizer
 
     end = load_tokenizer(str(tiny_model)).convert_ids_to_tokens(7)
     prep = prepared(write_recipe, task="prompt_completion", dataset_name=str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), eos_token=end)
@@ -100,7 +101,7 @@ def test_a_scalar_for_a_list_key_is_a_list_of_one(write_recipe):
 def test_packed_rows_never_attend_across_documents(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.trainer import packed_rows
+    from medsft.training.trainer import packed_rows
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     a, b, c = list(range(5, 25)), list(range(30, 42)), list(range(50, 60))
@@ -120,8 +121,8 @@ def test_packing_trains_through_packed_rows(write_recipe, tmp_path):
     notes = [{"text": " ".join(f"note{i} word{j}" for j in range(3 * i + 2))} for i in range(30)]
     recipe = parse_recipe([str(write_recipe(task="text", dataset_name=str(write_jsonl(tmp_path / "n.jsonl", notes)),
                                             packing=True, max_length=64))])
-    prep = train.prepare(recipe)
-    trainer = train.build_trainer(recipe, prep)
+    prep = prepare.prepare(recipe)
+    trainer = fit.build_trainer(recipe, prep)
     batches = list(trainer.get_train_dataloader())
     assert all("attention_mask" not in b for b in batches)
     assert batches[0]["input_ids"].shape[0] == recipe.training.per_device_train_batch_size
@@ -185,34 +186,34 @@ def test_every_recipe_key_of_medsft_is_read_by_some_code():
     import re
 
     from conftest import ROOT
-    from medsft.arguments import MedsftArguments
+    from medsft.recipe.keys import MedsftArguments
 
-    code = "\n".join(p.read_text() for p in (ROOT / "medsft").rglob("*.py") if p.name != "arguments.py")
+    code = "\n".join(p.read_text() for p in (ROOT / "medsft").rglob("*.py") if p.name != "keys.py")
     unread = [f.name for f in dataclasses.fields(MedsftArguments) if not re.search(rf"\b{f.name}\b", code)]
     assert unread == []
 
 
 def test_encode_drops_a_conversation_that_cannot_fit(tiny_chat_model):
-    from medsft.models import load_tokenizer
+    from medsft.models.tokenizer import load_tokenizer
     from medsft.tasks import Example
 
     tok = load_tokenizer(str(tiny_chat_model))
     long = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
-    assert encode.Encoder(tok, 64)(Example(messages=long)) == ([], "dropped")
+    assert encoding.Encoder(tok, 64)(Example(messages=long)) == ([], "dropped")
     turns = [{"role": "user", "content": "old question " * 20}, {"role": "assistant", "content": "old answer"},
              {"role": "user", "content": "new?"}, {"role": "assistant", "content": "new answer"}]
-    [row], status = encode.Encoder(tok, 40)(Example(messages=turns))
+    [row], status = encoding.Encoder(tok, 40)(Example(messages=turns))
     assert status == "truncated" and "old" not in tok.decode(row["input_ids"]) and "new answer" in tok.decode(row["input_ids"])
 
 
 def test_a_conversation_without_an_assistant_turn_is_counted_as_such(tiny_chat_model):
-    from medsft import encode
-    from medsft.models import load_tokenizer
+    from medsft.data import encoding
+    from medsft.models.tokenizer import load_tokenizer
     from medsft.tasks import Example
 
     rows = [Example(messages=[{"role": "user", "content": "Is it?"}]),
             Example(messages=[{"role": "user", "content": "Is it?"}, {"role": "assistant", "content": "Yes."}])]
-    _, stats = encode.encode(rows, encode.Encoder(load_tokenizer(str(tiny_chat_model)), 256))
+    _, stats = encoding.encode(rows, encoding.Encoder(load_tokenizer(str(tiny_chat_model)), 256))
     assert (stats.untrained, stats.dropped, stats.kept) == (1, 0, 1)
 
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from medsft import encode, evaluate, metrics
-from medsft.arguments import DataSpec
-from medsft.models import load_tokenizer
+from medsft.data import encoding
+from medsft.evaluation import metrics, scoring
+from medsft.recipe.keys import DataSpec
+from medsft.models.tokenizer import load_tokenizer
 from medsft.tasks import get
 
 from test_data import load
@@ -47,8 +48,8 @@ def test_majority_baseline():
 def test_choice_scores_batched_equal_unbatched(model_and_tokenizer, rows, style):
     model, tok = model_and_tokenizer
     task = get(DataSpec(task="pubmedqa", prompt_style=style))
-    batched = evaluate.score_choices(model, tok, task, rows, max_length=256, batch_size=8)
-    single = evaluate.score_choices(model, tok, task, rows, max_length=256, batch_size=1)
+    batched = scoring.score_choices(model, tok, task, rows, max_length=256, batch_size=8)
+    single = scoring.score_choices(model, tok, task, rows, max_length=256, batch_size=1)
     for a, b in zip(batched, single):
         assert a["id"] == b["id"] and a["prediction"] == b["prediction"]
         for c in ("yes", "no", "maybe"):
@@ -60,7 +61,7 @@ def test_choice_scores_equal_a_plain_forward(model_and_tokenizer, rows):
     model, tok = model_and_tokenizer
     task = get(DataSpec(task="pubmedqa"))
     row = rows[0]
-    result = evaluate.score_choices(model, tok, task, [row], max_length=None)[0]
+    result = scoring.score_choices(model, tok, task, [row], max_length=None)[0]
     prompt = tok(task.example(row).prompt)["input_ids"]
     for choice in ("yes", "no", "maybe"):
         cont = tok(" " + choice, add_special_tokens=False)["input_ids"]
@@ -74,10 +75,10 @@ def test_perplexity_is_token_weighted(model_and_tokenizer):
     model, tok = model_and_tokenizer
     task = get(DataSpec(task="report"))
     notes = load(task="report", dataset_name="synthetic", synthetic_size=6, test_split_size=0, eval_split_size=0).parts["train"]
-    ppl = evaluate.perplexity(model, tok, task, notes, max_length=64)
+    ppl = scoring.perplexity(model, tok, task, notes, max_length=64)
     total, count = 0.0, 0
     for note in notes:  # every piece of every note, as training splits it
-        for piece in encode.Encoder(tok, 64)(task.example(note))[0]:
+        for piece in encoding.Encoder(tok, 64)(task.example(note))[0]:
             ids = piece["input_ids"]
             with torch.no_grad():
                 logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
@@ -92,7 +93,7 @@ def test_choice_scores_of_multi_token_choices_equal_a_plain_forward(model_and_to
     task = get(DataSpec(task="multiple_choice", choice_labels=["alpha", "beta", "gamma"], options_field="options"))
     row = task.row({"question": "Which drug?", "options": ["aspirin", "heparin", "insulin"], "answer_idx": 1}, "0")
     task.prepare([row])
-    result = evaluate.score_choices(model, tok, task, [row], max_length=None)[0]
+    result = scoring.score_choices(model, tok, task, [row], max_length=None)[0]
     assert result["gold"] == "beta" and set(result["loglik"]) == {"alpha", "beta", "gamma"}
     prompt = tok(task.example(row).prompt)["input_ids"]
     for label in ("alpha", "beta", "gamma"):
@@ -112,7 +113,7 @@ def test_each_batch_is_scored_by_one_process_and_every_rank_runs_as_many_passes(
     shares = []
     for rank in range(processes):
         monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank: type("S", (), {"num_processes": processes, "process_index": rank})())
-        shares.append(evaluate._my_batches(lists))
+        shares.append(scoring._my_batches(lists))
     assert len({len(s) for s in shares}) == 1  # ZeRO-3: every forward pass is collective
     real = sorted(j for s in shares for j, _ in s if j >= 0)
     assert real == list(range(batches))

@@ -3,21 +3,22 @@
 import pytest
 import torch
 
-from medsft import train
-from medsft import trainer as fast
-from medsft.config import parse_recipe
+from medsft.training import fit
+from medsft.training import prepare
+from medsft.training import trainer as fast
+from medsft.recipe.parser import parse_recipe
 
 
 def run(path, monkeypatch, use_fast, **keys):
     args = [str(path)] + [x for k, v in keys.items() for x in (f"--{k}", str(v))]
     recipe = parse_recipe(args)
-    prepared = train.prepare(recipe)
+    prepared = prepare.prepare(recipe)
     calls = []
     original = fast.SFTTrainer.compute_loss
     monkeypatch.setattr(fast.SFTTrainer, "compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     if not use_fast:  # every batch takes TRL's own fused-head path
         monkeypatch.setattr(fast, "SPARSE_SHARE", -1.0)
-    t = train.build_trainer(recipe, prepared)
+    t = fit.build_trainer(recipe, prepared)
     t.train()
     monkeypatch.undo()
     assert bool(calls) != use_fast, "the fast path must not fall back to TRL's, and TRL's must be used when asked"
@@ -45,7 +46,7 @@ def test_language_modelling_takes_trls_path(write_recipe, monkeypatch):
     original = fast.SFTTrainer.compute_loss
     monkeypatch.setattr(fast.SFTTrainer, "compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     recipe = parse_recipe([str(write_recipe(task="report", max_steps=1))])
-    train.build_trainer(recipe, train.prepare(recipe)).train()
+    fit.build_trainer(recipe, prepare.prepare(recipe)).train()
     assert calls, "every token is trained: TRL's chunked kernel is the right tool"
 
 
@@ -59,7 +60,7 @@ def test_every_tensor_handed_to_a_collective_lives_on_the_batchs_device(write_re
     """NCCL refuses a CPU tensor: the gather here refuses any tensor not derived from the batch or the model's
     outputs, on the completion-only path (attention mask) and on packed rows (position ids)."""
     recipe = parse_recipe([str(write_recipe(packing=packing, per_device_train_batch_size=3))])
-    trainer = train.build_trainer(recipe, train.prepare(recipe))
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe))
     model = trainer.model
     model.register_forward_hook(lambda module, args, kwargs, out: setattr(out, "logits", out.logits.as_subclass(OnBatchDevice)),
                                 with_kwargs=True)

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from medsft import encode, train
-from medsft.config import parse_recipe
+from medsft.data import encoding
+from medsft.recipe.parser import parse_recipe
+from medsft.training import fit, prepare
 
 from conftest import ROOT, run_cli, write_jsonl
 
@@ -16,8 +17,8 @@ DRUGS = ["aspirin", "heparin", "insulin", "morphine"]
 def batches_of(recipe_path, *overrides):
     """(prepared, every batch of one epoch) as TRL's collator builds them for the trainer."""
     recipe = parse_recipe([str(recipe_path), *overrides])
-    prepared = train.prepare(recipe)
-    trainer = train.build_trainer(recipe, prepared)
+    prepared = prepare.prepare(recipe)
+    trainer = fit.build_trainer(recipe, prepared)
     return prepared, list(trainer.get_train_dataloader())
 
 
@@ -106,7 +107,7 @@ def test_messages_format_trains_assistant_turns_through_their_end(write_recipe, 
     train_cli(recipe)
     prepared, batches = batches_of(recipe)
     tok = prepared.tokenizer
-    by_text = {tok.decode(encode.chat_ids(tok, r["messages"])): r["messages"] for r in prepared.datasets[0].parts["train"]}
+    by_text = {tok.decode(encoding.chat_ids(tok, r["messages"])): r["messages"] for r in prepared.datasets[0].parts["train"]}
     rows = rows_of(batches)
     assert len(rows) == len(by_text)
     for ids, labels in rows:

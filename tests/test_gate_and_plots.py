@@ -30,8 +30,8 @@ def test_gate_met_exits_0(write_recipe):
 
 
 def test_gate_rules():
-    from medsft.arguments import MedsftArguments
-    from medsft.metrics import quality_gate
+    from medsft.recipe.keys import MedsftArguments
+    from medsft.evaluation.metrics import quality_gate
 
     args = MedsftArguments(max_eval_loss=0.5, min_accuracy=0.6)
     perplexity = {"models": {"base": {"perplexity": 9.0}}}
@@ -47,8 +47,8 @@ def test_gate_rules():
 def test_eval_report_renders_table_rows():
     from rich.console import Console
 
-    from medsft import report
-    from medsft.metrics import classification_metrics
+    from medsft.console import evaluation_tables
+    from medsft.evaluation.metrics import classification_metrics
 
     labels = ["yes", "no", "maybe"]
     gold = ["yes", "no", "maybe", "yes"]
@@ -66,7 +66,7 @@ def test_eval_report_renders_table_rows():
         "evaluations": [evaluation, notes],
     }
     console = Console(record=True, width=120)
-    report.eval_report(console, results)
+    evaluation_tables.eval_report(console, results)
     text = console.export_text()
     assert "pubmedqa: pubmedqa on 4 test items" in text and "notes: report on 9 test items" in text
     assert "12.50" in text and "7.25" in text

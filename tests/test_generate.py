@@ -4,10 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from medsft import data, evaluate
-from medsft.arguments import DataSpec
-from medsft.generate import generate
-from medsft.models import load_tokenizer
+from medsft.data import datasets as data
+from medsft.evaluation import comparison, scoring
+from medsft.recipe.keys import DataSpec
+from medsft.generation.sampling import generate
+from medsft.models.tokenizer import load_tokenizer
 from medsft.tasks import get
 
 
@@ -49,7 +50,7 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
     spec = DataSpec(task="pubmedqa", dataset_name="synthetic", name="pubmedqa")
     rows = data.rows(spec, get(spec))["train"][:40]
     dataset = data.Dataset(spec, get(spec), {"train": rows, "eval": [], "test": rows})
-    settings = evaluate.Settings(max_length=256, batch_size=16, num_samples=2, sample_max_new_tokens=6)
+    settings = scoring.Settings(max_length=256, batch_size=16, num_samples=2, sample_max_new_tokens=6)
     batches: dict[str, int] = {}
 
     def track_for(name):
@@ -61,7 +62,7 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
 
         return track
 
-    results, predictions = evaluate.before_and_after(model, tok, dataset, settings, track_for=track_for)
+    results, predictions = comparison.before_and_after(model, tok, dataset, settings, track_for=track_for)
     assert batches == {"base": 3, "tuned": 3}  # 40 items in batches of 16
     assert len(predictions) == 40 and set(results["models"]) == {"base", "tuned"}
     assert len(results["samples"]) == 2

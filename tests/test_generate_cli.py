@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow
 def test_greedy_generation_streams_the_same_text_as_the_library(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.generate import generate
-    from medsft.models import load_tokenizer
+    from medsft.generation.sampling import generate
+    from medsft.models.tokenizer import load_tokenizer
 
     proc = run_cli("generate", tiny_model, "Patient presents with fever", "--temperature", "0", "--max_new_tokens", "8")
     assert proc.returncode == 0, proc.stderr
@@ -47,9 +47,9 @@ def test_pubmedqa_answer_from_a_trained_run(write_recipe, tmp_path):
 def test_chat_prompt_is_rendered_as_training_renders_it(tiny_chat_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.encode import chat_ids
-    from medsft.generate import generate
-    from medsft.models import load_tokenizer
+    from medsft.data.encoding import chat_ids
+    from medsft.generation.sampling import generate
+    from medsft.models.tokenizer import load_tokenizer
 
     proc = run_cli("generate", tiny_chat_model, "Fever?", "--chat", "--temperature", "0", "--max_new_tokens", "6")
     assert proc.returncode == 0, proc.stderr

@@ -11,8 +11,9 @@ import yaml
 
 from conftest import run_cli
 
-from medsft import inference, train
-from medsft.generate import generate
+from medsft.models import inference
+from medsft.recipe import run_folder
+from medsft.generation.sampling import generate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -37,7 +38,7 @@ def lora_run(tmp_path_factory, tiny_model):
 
 
 def test_a_lora_run_is_loaded_on_the_gpu_with_its_base_in_bf16(lora_run):
-    assert not yaml.safe_load((lora_run / train.HARDWARE_FILE).read_text()).get("use_cpu")
+    assert not yaml.safe_load((lora_run / run_folder.HARDWARE_FILE).read_text()).get("use_cpu")
     loaded = inference.load(str(lora_run))
     assert {p.device.type for p in loaded.model.parameters()} == {"cuda"}
     if torch.cuda.is_bf16_supported():

@@ -9,9 +9,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from medsft import limits
+from medsft.recipe import ranges as limits
 from medsft.__main__ import main
-from medsft.config import RecipeParser
+from medsft.recipe.parser import RecipeParser
 
 HINTS = RecipeParser().hints
 WHOLE = {key for key in limits.RANGES if "int" in str(HINTS[key]) and "float" not in str(HINTS[key])}

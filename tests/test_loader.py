@@ -8,8 +8,10 @@ import torch
 import yaml
 from conftest import run_cli
 
-from medsft import config, inference, train
-from medsft.config import parse_recipe, parse_run
+from medsft.models import inference, loading
+from medsft.recipe import hardware, parser, run_folder
+from medsft.recipe.parser import parse_recipe
+from medsft.recipe.run_folder import parse_run
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def _dtypes(model) -> set:
 
 
 def test_eval_generate_serve_and_merge_load_the_recipe_dtype_and_attention(bf16_run, tmp_path):
-    model, _ = train.load_trained(parse_run(bf16_run, ["--output_dir", str(bf16_run)]), bf16_run)
+    model, _ = loading.load_trained(parse_run(bf16_run, ["--output_dir", str(bf16_run)]), bf16_run)
     assert _dtypes(model) == {torch.bfloat16}  # eval
     assert model.config._attn_implementation == "eager"
     loaded = inference.load(str(bf16_run))  # generate and serve
@@ -47,24 +49,24 @@ def test_eval_generate_serve_and_merge_load_the_recipe_dtype_and_attention(bf16_
 
 
 def test_a_run_folder_records_no_hardware_default(bf16_run):
-    saved = yaml.safe_load((bf16_run / train.RECIPE_FILE).read_text())
+    saved = yaml.safe_load((bf16_run / run_folder.RECIPE_FILE).read_text())
     assert "use_cpu" not in saved and "bf16" not in saved and saved["dtype"] == "bfloat16"
-    hardware = yaml.safe_load((bf16_run / train.HARDWARE_FILE).read_text())
+    recorded = yaml.safe_load((bf16_run / run_folder.HARDWARE_FILE).read_text())
     # recorded apart: a CPU machine sets use_cpu, a CUDA machine nothing of the kind
-    assert hardware.get("use_cpu", False) is not torch.cuda.is_available()
+    assert recorded.get("use_cpu", False) is not torch.cuda.is_available()
 
 
 def test_the_reading_machine_derives_its_own_device_setting(bf16_run, monkeypatch):
-    path = bf16_run / train.RECIPE_FILE
+    path = bf16_run / run_folder.RECIPE_FILE
     saved = yaml.safe_load(path.read_text())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert parse_recipe([str(path)]).training.use_cpu is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    merged, hardware, replaced = config.settings(path, saved, {})
+    merged, machine, replaced = parser.settings(path, saved, {})
     assert "use_cpu" not in merged  # a CPU run resumed on a GPU machine trains on the GPU
-    assert config.hardware_defaults({"use_peft": True}) == {"dtype": "bfloat16"}  # LoRA: frozen base in bf16
-    assert config.hardware_defaults({"use_peft": False}) == {}  # a full fine-tune keeps float32 master weights
+    assert hardware.hardware_defaults({"use_peft": True}) == {"dtype": "bfloat16"}  # LoRA: frozen base in bf16
+    assert hardware.hardware_defaults({"use_peft": False}) == {}  # a full fine-tune keeps float32 master weights
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def gpu_without_bf16(monkeypatch):
     for name, value in (("is_available", lambda: True), ("is_bf16_supported", lambda *a, **k: False),
                         ("get_device_name", lambda *a: "Tesla T4"), ("set_device", lambda *a: None), ("device_count", lambda: 1)):
         monkeypatch.setattr(torch.cuda, name, value)
-    monkeypatch.setattr(config, "_SAID", set())
+    monkeypatch.setattr(hardware, "_SAID", set())
 
 
 @pytest.mark.parametrize("recipe, extra, bf16, fp16, dtype, line", [
@@ -98,8 +100,8 @@ def test_a_gpu_without_bf16_trains_in_fp16_or_float32_with_one_line(gpu_without_
 def test_trust_remote_code_from_a_run_folder_needs_the_flag(bf16_run, tmp_path, capsys):
     run = tmp_path / "downloaded"
     run.mkdir()
-    saved = yaml.safe_load((bf16_run / train.RECIPE_FILE).read_text())
-    (run / train.RECIPE_FILE).write_text(yaml.safe_dump({**saved, "trust_remote_code": True}))
+    saved = yaml.safe_load((bf16_run / run_folder.RECIPE_FILE).read_text())
+    (run / run_folder.RECIPE_FILE).write_text(yaml.safe_dump({**saved, "trust_remote_code": True}))
     recipe = parse_run(run, ["--output_dir", str(run)])
     assert recipe.training.trust_remote_code is False
     err = capsys.readouterr().err.strip().splitlines()
@@ -122,8 +124,8 @@ def _copy_with(run, tmp_path, **keys):
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    saved = yaml.safe_load((copy / train.RECIPE_FILE).read_text())
-    (copy / train.RECIPE_FILE).write_text(yaml.safe_dump({**saved, "output_dir": str(copy), **keys}))
+    saved = yaml.safe_load((copy / run_folder.RECIPE_FILE).read_text())
+    (copy / run_folder.RECIPE_FILE).write_text(yaml.safe_dump({**saved, "output_dir": str(copy), **keys}))
     return copy
 
 
@@ -134,7 +136,7 @@ def test_loading_a_run_needs_none_of_its_training_machinery(bf16_run, tmp_path):
     run = _copy_with(bf16_run, tmp_path, report_to="tensorboard", deepspeed="accelerate_configs/deepspeed/zero3.json",
                      fp16=True, tf32=True)
     if not torch.cuda.is_available():  # training the same recipe still checks them
-        assert "fp16: fp16 mixed precision needs a CUDA GPU" in run_cli(run / train.RECIPE_FILE).stderr
+        assert "fp16: fp16 mixed precision needs a CUDA GPU" in run_cli(run / run_folder.RECIPE_FILE).stderr
     loaded = inference.load(str(run))
     assert _dtypes(loaded.model) == {torch.bfloat16}
     assert run_cli("eval", run, "--max_test_samples", "4", "--num_samples", "0").returncode == 0

@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory, tiny_model):
 def test_merged_logits_equal_base_plus_adapter(trained_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from medsft import inference
+    from medsft.models import inference
 
     out = tmp_path / "merged"
     proc = run_cli("merge", trained_run, out)

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
-from medsft import train
-from medsft.config import parse_recipe
+from medsft.training import fit
+from medsft.training import prepare
+from medsft.recipe.parser import parse_recipe
 
 from test_resume import KINDS
 
 
 def losses(recipe_path, *overrides):
     recipe = parse_recipe([str(recipe_path), *overrides])
-    trainer = train.build_trainer(recipe, train.prepare(recipe))
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe))
     trainer.train()
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
@@ -30,7 +31,7 @@ def test_two_runs_with_one_seed_log_the_same_losses(write_recipe, kind):
 def test_the_environment_is_recorded_and_a_version_change_is_one_line(write_recipe, tmp_path):
     import json
 
-    from medsft import provenance
+    from medsft.recipe import provenance
 
     recipe = parse_recipe([str(write_recipe())])
     environment = provenance.record(recipe)

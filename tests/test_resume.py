@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
+from medsft.recipe import run_state
 
 pytestmark = pytest.mark.slow
 KEYS = dict(max_steps=40, save_steps=10, save_strategy="steps", save_total_limit=3, bf16=False, eval_after_train=False,
@@ -47,7 +48,7 @@ def test_sigkill_between_checkpoints_then_resume_equals_an_uninterrupted_run(wri
     proc = subprocess.Popen([sys.executable, "-m", "medsft", str(recipe)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    from medsft.checkpoints import problem
+    from medsft.recipe.run_state import problem
 
     while not (out / "checkpoint-10").is_dir() or problem(out / "checkpoint-10"):  # checkpoint 10 complete, 20 not yet
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
@@ -72,10 +73,8 @@ def test_a_half_written_checkpoint_is_skipped_with_a_warning(write_recipe, tmp_p
     broken = out / "checkpoint-30"  # newer than any real one, killed while writing: weights but no trainer state
     broken.mkdir()
     (broken / "adapter_model.safetensors").write_bytes((out / "checkpoint-20" / "adapter_model.safetensors").read_bytes()[:100])
-    from medsft import checkpoints
-
     with pytest.warns(UserWarning, match="skipping .*checkpoint-30: no trainer_state.json"):
-        assert checkpoints.latest(str(out)) == str(out / "checkpoint-20")
+        assert run_state.latest(str(out)) == str(out / "checkpoint-20")
     proc = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", "24")
     assert proc.returncode == 0, proc.stderr
     assert "skipping" in proc.stderr and "checkpoint-30" in proc.stderr
@@ -83,7 +82,6 @@ def test_a_half_written_checkpoint_is_skipped_with_a_warning(write_recipe, tmp_p
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, sig):
-    from medsft import checkpoints
 
     recipe = write_recipe(**{**KEYS, "max_steps": 100_000, "save_steps": 200_000})  # still training when signalled
     out = tmp_path / "out"
@@ -99,8 +97,8 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, s
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + sig, stderr
     assert f"stopped by {signal.Signals(sig).name} after step" in " ".join(stdout.split())
-    saved = checkpoints.latest(str(out))
-    assert saved is not None and checkpoints.problem(Path(saved)) is None
+    saved = run_state.latest(str(out))
+    assert saved is not None and run_state.problem(Path(saved)) is None
     step = int(saved.rsplit("-", 1)[1])
     assert step < 100_000
     assert not (out / "adapter_model.safetensors").exists()  # the final weights' place stays empty: nothing is final
@@ -116,6 +114,6 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, s
         assert json.loads((Path(saved) / "eval_results.json").read_text())["evaluations"][0]["models"].keys() == {"base", "tuned"}
     resumed = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", str(step + 2))
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((out / checkpoints.STATE_FILE).read_text()) == {"state": "complete", "step": step + 2}
+    assert json.loads((out / run_state.STATE_FILE).read_text()) == {"state": "complete", "step": step + 2}
     if sig == signal.SIGTERM:
         assert run_cli("eval", out, "--max_test_samples", "6", "--num_samples", "0").returncode == 0

@@ -69,8 +69,8 @@ def post(url, body, raw=False):
 def greedy(chat_model, prompt, n):
     from transformers import AutoModelForCausalLM
 
-    from medsft.generate import generate
-    from medsft.models import load_tokenizer
+    from medsft.generation.sampling import generate
+    from medsft.models.tokenizer import load_tokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model).eval(), load_tokenizer(str(chat_model))
     return generate(model, tok, [prompt], max_new_tokens=n)[0]
@@ -193,17 +193,18 @@ def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
     from tokenizers.processors import TemplateProcessing
     from transformers import AutoModelForCausalLM
 
-    from medsft import encode, server
-    from medsft.inference import Loaded
-    from medsft.arguments import DataSpec
-    from medsft.models import load_tokenizer
+    from medsft.data import encoding
+    from medsft.serving import server
+    from medsft.models.inference import Loaded
+    from medsft.recipe.keys import DataSpec
+    from medsft.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
     bos = tok.bos_token_id
     tok._tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, bos)])
     tok.chat_template = "{{ bos_token }}" + CHATML
     messages = [{"role": "user", "content": "Fever?"}]
-    ids = encode.chat_ids(tok, messages, add_generation_prompt=True)
+    ids = encoding.chat_ids(tok, messages, add_generation_prompt=True)
     assert ids[0] == bos and ids[1] != bos  # one BOS, from the template
     assert tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))["input_ids"][:2] == [bos, bos]
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()

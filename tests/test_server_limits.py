@@ -10,15 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medsft.arguments import DataSpec
-from medsft.inference import Loaded
+from medsft.recipe.keys import DataSpec
+from medsft.models.inference import Loaded
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_chat_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.models import load_tokenizer
+    from medsft.models.tokenizer import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_model).eval()
     return Loaded(model, load_tokenizer(str(tiny_chat_model)), str(tiny_chat_model), DataSpec(), 512)
@@ -27,8 +27,8 @@ def loaded(tiny_chat_model):
 def client_for(loaded, **options):
     from fastapi.testclient import TestClient
 
-    from medsft import server
-    from medsft.pipeline import ServeOptions
+    from medsft.serving import server
+    from medsft.serving.pipeline import ServeOptions
 
     return TestClient(server.create_app(loaded, ServeOptions(**options)), raise_server_exceptions=False)
 
@@ -149,7 +149,7 @@ def test_metrics_in_the_prometheus_format(client):
 
 def test_batched_requests_get_their_own_greedy_and_seeded_texts(loaded):
     """Eight requests decoded together give each the text it gets alone; a seeded sample is the same in any batch."""
-    from medsft.engine import Engine, Job
+    from medsft.serving.engine import Engine, Job
 
     tok = loaded.tokenizer
     engine = Engine(loaded.model, tok, max_batch=8)
@@ -170,7 +170,7 @@ def test_batched_requests_get_their_own_greedy_and_seeded_texts(loaded):
 def test_a_request_joining_a_running_batch_gets_its_own_text(loaded):
     """Continuous batching: a request that arrives while another decodes joins its batch between steps (caches
     merged); both texts equal the ones they get alone."""
-    from medsft.engine import Engine, Job
+    from medsft.serving.engine import Engine, Job
 
     tok = loaded.tokenizer
     engine = Engine(loaded.model, tok, max_batch=8)

@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
-from medsft import encode
-from medsft.arguments import DataSpec
-from medsft.engine import Engine, Job, decode_step, full_text
-from medsft.inference import Loaded
-from medsft.models import load_tokenizer
+from medsft.data import encoding
+from medsft.recipe.keys import DataSpec
+from medsft.serving.engine import Engine, Job
+from medsft.generation.detokenize import decode_step, full_text
+from medsft.models.inference import Loaded
+from medsft.models.tokenizer import load_tokenizer
 from test_server_limits import _wait, client_for
 
 
@@ -195,7 +196,7 @@ def test_every_family_gets_the_same_text_alone_batched_and_joining(zoo_models, n
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path))
     chat = zoo.FAMILIES[name].template is not None
     prompts = ["Is the patient febrile?", "Temperature 39 C.", "IMPRESSION: pneumonia of the left lower lobe", "PLAN:"]
-    ids = [encode.chat_ids(tok, [{"role": "user", "content": p}], True) if chat else tok(p)["input_ids"] for p in prompts]
+    ids = [encoding.chat_ids(tok, [{"role": "user", "content": p}], True) if chat else tok(p)["input_ids"] for p in prompts]
     engine = Engine(model, tok, max_batch=4)
     alone = []
     for i in ids:

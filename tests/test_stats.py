@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from medsft import stats
+from medsft.evaluation import stats
 
 LABELS = ["yes", "no", "maybe"]
 GOLD = ["yes"] * 30 + ["no"] * 20 + ["maybe"] * 10
@@ -66,8 +66,8 @@ def test_perplexity_interval_and_ratio():
 def test_the_report_shows_intervals_and_p_values():
     from rich.console import Console
 
-    from medsft import report
-    from medsft.metrics import classification_metrics
+    from medsft.console import evaluation_tables
+    from medsft.evaluation.metrics import classification_metrics
 
     models = {}
     for name, predicted in (("base", BASE), ("tuned", TUNED)):
@@ -78,7 +78,7 @@ def test_the_report_shows_intervals_and_p_values():
                   "tests": {"tuned_vs_base": stats.paired(GOLD, BASE, TUNED, LABELS),
                             "tuned_vs_majority": stats.paired(GOLD, ["yes"] * 60, TUNED, LABELS)}}
     console = Console(record=True, width=200)
-    report.eval_report(console, {"run": {}, "evaluations": [evaluation]})
+    evaluation_tables.eval_report(console, {"run": {}, "evaluations": [evaluation]})
     text = console.export_text()
     low, high = models["tuned"]["ci"]["accuracy"]
     assert f"{models['tuned']['accuracy'] * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]" in text
@@ -87,7 +87,7 @@ def test_the_report_shows_intervals_and_p_values():
 
 
 def test_samples_are_short_and_repetition_is_cut():
-    from medsft.report import short
+    from medsft.console.evaluation_tables import short
 
     assert short("A:\n" * 20) == "A:\n…"
     assert short("\n".join(f"line {i}" for i in range(9))) == "line 0\nline 1\nline 2\nline 3 …"

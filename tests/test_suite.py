@@ -59,7 +59,7 @@ def test_a_runs_suite_leaves_out_what_it_trained_on(write_recipe, suite_data, tm
 
 def test_the_suite_reads_local_data_only_where_named(tmp_path, monkeypatch, suite_data):
     """suite_data, else $MEDSFT_DATA, else the hub ids: never a folder found relative to the installed code."""
-    from medsft import suite
+    from medsft.evaluation import suites as suite
     from medsft.errors import UserError
 
     monkeypatch.delenv("MEDSFT_DATA", raising=False)

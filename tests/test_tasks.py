@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from medsft.tasks import pubmedqa, report
+from medsft.tasks import medical_report as report
+from medsft.tasks import pubmedqa
 
 from conftest import PUBMEDQA, needs_pubmedqa
 
@@ -86,7 +87,7 @@ MCQ = {"question": "A 30-year-old man has a cough. ", "options": {"A": "asthma",
              "A 30-year-old man has a cough.\nA. asthma\nB. flu\nC. TB\nD. cold\nAnswer:"),
 ])
 def test_lm_eval_multiple_choice_prompts_are_exact(task, expected):
-    from medsft.arguments import DataSpec
+    from medsft.recipe.keys import DataSpec
     from medsft.tasks import get
 
     preset = get(DataSpec(task=task, prompt_style="lm_eval"))
@@ -95,7 +96,7 @@ def test_lm_eval_multiple_choice_prompts_are_exact(task, expected):
 
 
 def test_multiple_choice_answers_as_label_index_or_text():
-    from medsft.arguments import DataSpec
+    from medsft.recipe.keys import DataSpec
     from medsft.tasks import get
 
     task = get(DataSpec(task="multiple_choice"))

@@ -5,16 +5,17 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from medsft import train
-from medsft.config import parse_recipe
+from medsft.training import fit
+from medsft.training import prepare
+from medsft.recipe.parser import parse_recipe
 
 from conftest import run_cli
 
 
 def test_sft_steps_change_lora_weights_and_lower_loss(write_recipe):
     recipe = parse_recipe([str(write_recipe(max_steps=12, per_device_train_batch_size=8))])
-    prepared = train.prepare(recipe)
-    trainer = train.build_trainer(recipe, prepared)
+    prepared = prepare.prepare(recipe)
+    trainer = fit.build_trainer(recipe, prepared)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     assert before and all(torch.count_nonzero(p) == 0 for p in before.values())  # peft starts B at zero
     trainer.train()
@@ -27,7 +28,7 @@ def test_sft_steps_change_lora_weights_and_lower_loss(write_recipe):
 
 def test_frozen_base_weights_stay(write_recipe):
     recipe = parse_recipe([str(write_recipe(max_steps=2))])
-    trainer = train.build_trainer(recipe, train.prepare(recipe))
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe))
     base = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
     trainer.train()
     assert all(torch.equal(base[n], p) for n, p in trainer.model.named_parameters() if n in base)

@@ -4,12 +4,13 @@ where generation stops, and a template that refuses a system turn, checked per f
 import threading
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 import zoo
-from medsft import encode, engine, generate
-from medsft.models import load_tokenizer
+from medsft.data import encoding
+from medsft.generation import sampling
+from medsft.models.tokenizer import load_tokenizer
+from medsft.serving import engine
 from medsft.tasks import Example
 
 CONVERSATION = [{"role": "user", "content": "Is the patient febrile?"},
@@ -33,7 +34,7 @@ def expected_mask(tokenizer, family, messages) -> list[int]:
         spans.append((start, end))
         cursor = end
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    assert encoded["input_ids"] == encode.chat_ids(tokenizer, messages), "the template renders to the same ids"
+    assert encoded["input_ids"] == encoding.chat_ids(tokenizer, messages), "the template renders to the same ids"
     return [int(any(s <= a and b <= e and b > a for s, e in spans)) for a, b in encoded["offset_mapping"]]
 
 
@@ -42,11 +43,11 @@ def test_label_mask_trains_each_assistant_turn_through_its_end_of_turn_once(zoo_
     family = zoo.FAMILIES[name]
     tokenizer = load_tokenizer(str(zoo_models(name)))
     messages = CONVERSATION if family.system == "raises" else [SYSTEM, *CONVERSATION]
-    [row], status = encode.Encoder(tokenizer, 512)(Example(messages=messages))
-    trained = [int(label != encode.IGNORE) for label in row["labels"]]
+    [row], status = encoding.Encoder(tokenizer, 512)(Example(messages=messages))
+    trained = [int(label != encoding.IGNORE) for label in row["labels"]]
     assert status == "ok" and trained == expected_mask(tokenizer, family, messages)
     eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
-    assert [t for t in row["labels"] if t != encode.IGNORE].count(eot) == 2  # each turn's end, once
+    assert [t for t in row["labels"] if t != encoding.IGNORE].count(eot) == 2  # each turn's end, once
     assert row["input_ids"].count(tokenizer.bos_token_id) == (1 if family.bos and "bos_token" in family.template else 0)
 
 
@@ -55,10 +56,10 @@ def test_a_chat_prompt_and_completion_train_the_reply_and_its_end_of_turn(zoo_mo
     family = zoo.FAMILIES[name]
     tokenizer = load_tokenizer(str(zoo_models(name)))
     prompt, reply = [{"role": "user", "content": "Abstract: fever.\n\nQuestion: Febrile?\nAnswer:"}], [{"role": "assistant", "content": "yes"}]
-    [row], _ = encode.Encoder(tokenizer, 512)(Example(prompt, reply))
-    trained = [t for t in row["labels"] if t != encode.IGNORE]
+    [row], _ = encoding.Encoder(tokenizer, 512)(Example(prompt, reply))
+    trained = [t for t in row["labels"] if t != encoding.IGNORE]
     assert trained == tokenizer("yes", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids(family.end_of_turn)]
-    assert [int(x) for x in expected_mask(tokenizer, family, prompt + reply)] == [int(label != encode.IGNORE) for label in row["labels"]]
+    assert [int(x) for x in expected_mask(tokenizer, family, prompt + reply)] == [int(label != encoding.IGNORE) for label in row["labels"]]
 
 
 @pytest.mark.parametrize("name", zoo.CHAT_FAMILIES)
@@ -66,7 +67,7 @@ def test_a_long_chat_prompt_is_shortened_from_the_left_keeping_its_cue(zoo_model
     tokenizer = load_tokenizer(str(zoo_models(name)))
     cue = "\n\nQuestion: Febrile?\nAnswer:"
     prompt = [{"role": "user", "content": "Abstract: " + "the patient was seen again. " * 80 + cue}]
-    [row], status = encode.Encoder(tokenizer, 128)(Example(prompt, [{"role": "assistant", "content": "yes"}], cue=cue))
+    [row], status = encoding.Encoder(tokenizer, 128)(Example(prompt, [{"role": "assistant", "content": "yes"}], cue=cue))
     assert status == "truncated" and len(row["input_ids"]) <= 128
     text = tokenizer.decode(row["input_ids"])
     assert "Question: Febrile?\nAnswer:" in text and "yes" in text
@@ -82,12 +83,12 @@ def test_generation_stops_at_every_stop_id_and_the_end_of_turn(zoo_models, name)
     token: generate (samples, the generate command) and the server's engine both stop there, with nothing."""
     family = zoo.FAMILIES[name]
     tokenizer = load_tokenizer(str(zoo_models(name)))
-    ids = (encode.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True) if family.template
+    ids = (encoding.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True) if family.template
            else tokenizer("Is it?")["input_ids"])
     for token in {*family.stops, *([family.end_of_turn] if family.end_of_turn else [])}:
         model, tokenizer = model_and_tokenizer(zoo_models(name))
         zoo.steer(model, ids, tokenizer.convert_tokens_to_ids(token))
-        assert generate.generate(model, tokenizer, [ids], max_new_tokens=12) == [""], token
+        assert sampling.generate(model, tokenizer, [ids], max_new_tokens=12) == [""], token
         worker = engine.Engine(model, tokenizer, max_batch=2)
         done = threading.Event()
         job = engine.Job(list(ids), 12, on_event=lambda text, finished: finished and done.set())
@@ -97,7 +98,7 @@ def test_generation_stops_at_every_stop_id_and_the_end_of_turn(zoo_models, name)
 
 def test_min_tokens_holds_back_every_stop_id_and_nothing_else(zoo_models):
     model, tokenizer = model_and_tokenizer(zoo_models("qwen2"))
-    ids = encode.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True)
+    ids = encoding.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True)
     zoo.steer(model, ids, tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # the second id of the list
     worker = engine.Engine(model, tokenizer)
     done = threading.Event()

@@ -7,7 +7,6 @@ import shutil
 import threading
 
 import pytest
-import yaml
 
 import zoo
 from conftest import run_cli, write_jsonl
@@ -75,8 +74,9 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
 
     from fastapi.testclient import TestClient
 
-    from medsft import inference, server
-    from medsft.pipeline import ServeOptions
+    from medsft.models import inference
+    from medsft.serving import server
+    from medsft.serving.pipeline import ServeOptions
 
     client = TestClient(server.create_app(inference.load(str(out)), ServeOptions(max_batch=4)))
     done = post(client, "/v1/completions", {"prompt": "Temperature 39 C. Febrile?\nAnswer:", "max_tokens": 4}).json()
@@ -103,8 +103,8 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
 @pytest.mark.parametrize("name", zoo.FAMILIES)
 def test_the_generate_command_stops_at_the_end_of_turn(zoo_models, tmp_path, name):
     """The family's end-of-turn token made the model's first reply token: `generate` prints nothing."""
-    from medsft import encode
-    from medsft.models import load_tokenizer
+    from medsft.data import encoding
+    from medsft.models.tokenizer import load_tokenizer
     from transformers import AutoModelForCausalLM
 
     family = zoo.FAMILIES[name]
@@ -113,7 +113,7 @@ def test_the_generate_command_stops_at_the_end_of_turn(zoo_models, tmp_path, nam
     tokenizer = load_tokenizer(str(steered))
     model = AutoModelForCausalLM.from_pretrained(steered)
     chat = family.template is not None
-    ids = encode.chat_ids(tokenizer, [{"role": "user", "content": "Febrile?"}], True) if chat else tokenizer("Febrile?")["input_ids"]
+    ids = encoding.chat_ids(tokenizer, [{"role": "user", "content": "Febrile?"}], True) if chat else tokenizer("Febrile?")["input_ids"]
     zoo.steer(model, ids, tokenizer.convert_tokens_to_ids(family.end_of_turn or family.eos))
     model.save_pretrained(steered)
     proc = run_cli("generate", steered, "Febrile?", *(["--chat"] if chat else []), "--max_new_tokens", "16")
@@ -125,14 +125,14 @@ def test_the_instruct_recipes_train_their_family_through_its_template(zoo_models
     """The hub recipes for Qwen and Llama-3 instruct models, pointed at the zoo's model of the same family: every
     training row's answer ends in the family's end-of-turn token, and the recipe runs end to end."""
     from conftest import ROOT
-    from medsft import train
-    from medsft.config import parse_recipe
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training import prepare
 
     family = zoo.FAMILIES[name]
     args = [str(ROOT / "recipes" / recipe), "--model_name_or_path", str(zoo_models(name)), "--dataset_name", "synthetic",
             "--synthetic_size", "60", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
             "--output_dir", str(tmp_path / "out"), "--num_samples", "1", "--sample_max_new_tokens", "4", "--max_test_samples", "8"]
-    prepared = train.prepare(parse_recipe(args))
+    prepared = prepare.prepare(parse_recipe(args))
     eot = prepared.tokenizer.convert_tokens_to_ids(family.end_of_turn)
     for labels in prepared.train_dataset["labels"]:
         trained = [t for t in labels if t != -100]

@@ -92,7 +92,7 @@ CHAT_FAMILIES = [name for name, f in FAMILIES.items() if f.template]
 
 def corpus() -> list[str]:
     """Text for the tokenizers: the tests' medical prompts, in each family's turn shapes."""
-    from medsft import synthetic
+    from medsft.tasks import synthetic
     from medsft.tasks import pubmedqa
 
     texts = [pubmedqa.prompt(pubmedqa.normalize(raw)) + " " + raw["final_decision"] for raw in synthetic.pubmedqa_rows(200, 3)]

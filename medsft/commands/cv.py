@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medsft.commands import pop_int, quiet_libraries
+from medsft.commands.common import pop_int
 from medsft.errors import UserError
 
 
@@ -14,9 +14,13 @@ def main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft import cv, data, mixture, report
-    from medsft.config import parse_recipe
-    from medsft.progress import RichProgress
+    from medsft.console import evaluation_tables
+    from medsft.console.progress import RichProgress
+    from medsft.console.quiet import quiet_libraries
+    from medsft.data import datasets as data
+    from medsft.recipe import mixture
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training import cross_validation as cv
 
     folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
     quiet_libraries()
@@ -31,29 +35,25 @@ def main(argv: list[str]) -> int:
     if not 1 <= folds <= available:
         raise UserError(f"--folds must be between 1 and {available}, got {folds}")
     out = Path(recipe.training.output_dir + "-cv")
-    fold_predictions, base_predictions = [], []
-    for fold in range(folds):
-        fold_recipe = parse_recipe([*argv, "--fold", str(fold), "--output_dir", str(out / f"fold-{fold}"),
-                                    "--eval_after_train", "false", "--overwrite_output_dir", "true"])
-        fold_recipe.training.disable_tqdm = True  # the rich bar replaces tqdm
-        try:
-            tuned, base = cv.fold(fold_recipe, [RichProgress(console)])
-        except cv.Stopped as stop:
-            import signal
 
-            console.print(f"[yellow]stopped by {signal.Signals(stop.signum).name} in fold {fold}; "
-                          f"{fold} fold(s) done, nothing summarized")
-            return 128 + stop.signum
-        fold_predictions.append(tuned)
-        base_predictions.append(base)
+    def done(fold: int, tuned: list[dict]) -> None:
         right = sum(p["prediction"] == p["gold"] for p in tuned)
         console.print(f"fold {fold}: dev accuracy {right / max(len(tuned), 1):.3f} on {len(tuned)} items")
+
+    try:
+        fold_predictions, base_predictions = cv.run(argv, folds, out, [RichProgress(console)], done)
+    except cv.Stopped as stop:
+        import signal
+
+        console.print(f"[yellow]stopped by {signal.Signals(stop.signum).name} in fold {stop.fold}; "
+                      f"{stop.fold} fold(s) done, nothing summarized")
+        return 128 + stop.signum
     results = cv.summarize(datasets[0].task, fold_predictions, base_predictions, recipe.training.seed)
     results["recipe"], results["folds_used"], results["folds_available"] = str(recipe.path), folds, available
     path = out / cv.RESULTS_FILE
     if main_process:  # every rank holds the same gathered predictions; one writes them
         cv.write(out, results, fold_predictions, base_predictions)
-    report.cv_report(console, results)
+    evaluation_tables.cv_report(console, results)
     console.print(f"written to {path}; decide the test split with these offsets: --calibration_file {path}")
     return 0
 

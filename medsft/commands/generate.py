@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
-from medsft.commands import quiet_libraries
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from medsft.errors import OneLineErrors, UserError
+from medsft.recipe.keys import DataSpec
+from medsft.textfiles import read_text
+
+
+@dataclass
+class GenerateArguments:
+    """Sampling settings of `medsft generate` (the names of transformers' GenerationConfig)."""
+
+    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens to generate; EOS stops earlier."})
+    temperature: float = field(default=0.7, metadata={"help": "0 for greedy decoding."})
+    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed: the same seed gives the same text."})
+    chat: bool = field(default=False, metadata={"help": "Send the prompt as a user turn through the chat template."})
+    question: str | None = field(default=None, metadata={"help": "Answer this question with a choice task's scoring."})
+    context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
+    task: str | None = field(default=None, metadata={"help": "The choice task --question uses (default: the run's own)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (never taken from a run folder)."})
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.temperature <= 5:
+            raise UserError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"top_k must be 0 or more, got {self.top_k}")
+
+
+def question_task(spec: DataSpec | str):
+    """The choice task `generate --question` answers with: the run's own, or one named by --task."""
+    from medsft import tasks
+
+    if isinstance(spec, str):
+        if spec not in tasks.TASKS:
+            raise UserError(f"--task {spec} is not a task; tasks are {', '.join(tasks.NAMES)}")
+        spec = DataSpec(task=spec)
+    task = tasks.get(spec)
+    if not task.choices:
+        raise UserError(f"--question needs a choice task and {task.name} is not one; name one with --task (e.g. --task pubmedqa)")
+    return task
+
+
+def read_context(context_file: str | None) -> str:
+    if context_file is None:
+        return ""
+    path = Path(context_file).expanduser()
+    if not path.is_file():
+        raise UserError(f"context_file not found: {path}")
+    return read_text(path, "context_file").strip()
 
 
 def parser():
     from transformers import HfArgumentParser
-
-    from medsft.inference import GenerateArguments
 
     class Parser(OneLineErrors, HfArgumentParser):
         pass
@@ -17,17 +68,49 @@ def parser():
     return Parser(GenerateArguments, allow_abbrev=False, prog="medsft generate")
 
 
+def _answer(gen: GenerateArguments, loaded, task) -> list[int] | None:
+    """--question: the choice and each choice's probability printed; the prompt ids to continue with the answer's
+    explanation, where the task trains one (None otherwise)."""
+    import math
+
+    from medsft.data import encoding
+    from medsft.evaluation.scoring import score_choices
+
+    task = task or question_task(loaded.spec)
+    row = task.cli_row(gen.question, read_context(gen.context_file))
+    scores = score_choices(loaded.model, loaded.tokenizer, task, [row], loaded.context)[0]
+    total = sum(math.exp(v) for v in scores["loglik"].values())
+    print(f"answer: {scores['prediction']}")
+    for choice, value in scores["loglik"].items():
+        print(f"  p({choice}) = {math.exp(value) / total:.3f}")
+    if not task.continues():
+        return None
+    answer = loaded.tokenizer(task.continuation(scores["prediction"]), add_special_tokens=False)["input_ids"]
+    return encoding.prompt_ids(loaded.tokenizer, task.example(row).prompt) + answer  # the explanation follows the answer
+
+
+def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[int]:
+    from medsft.data import encoding
+
+    if prompt is None:
+        raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
+    if not chat:
+        return tokenizer(prompt)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"--chat needs a chat template and {name} has none")
+    return encoding.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+
+
 def main(argv: list[str]) -> int:
     """`generate MODEL "prompt" [--key value]`: stream a completion (`--chat`: as a user turn, rendered with the chat
     template as training renders it); `--question` answers with the run's choice task and its probabilities."""
-    import math
-
     import torch
     from rich.console import Console
     from transformers import TextStreamer
 
-    from medsft import encode, evaluate, inference
-    from medsft.generate import generate
+    from medsft.console.quiet import quiet_libraries
+    from medsft.generation.sampling import generate
+    from medsft.models import inference
 
     positional = [a for a in argv[:2] if not a.startswith("--")]
     if not positional:
@@ -37,35 +120,18 @@ def main(argv: list[str]) -> int:
     gen, rest = parser().parse_args_into_dataclasses(argv[len(positional):], return_remaining_strings=True)
     if rest:
         raise UserError(f"unrecognized arguments: {' '.join(rest)}; see python -m medsft generate --help")
-    task = inference.question_task(gen.task) if gen.question is not None and gen.task else None
+    task = question_task(gen.task) if gen.question is not None and gen.task else None
     quiet_libraries()
-    console = Console(stderr=True)
-    with console.status(f"loading {name}"):
+    with Console(stderr=True).status(f"loading {name}"):
         loaded = inference.load(name, gen.trust_remote_code)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    if gen.question is not None:
-        task = task or inference.question_task(loaded.spec)
-        row = task.cli_row(gen.question, inference.read_context(gen.context_file))
-        scores = evaluate.score_choices(model, tokenizer, task, [row], loaded.context)[0]
-        total = sum(math.exp(v) for v in scores["loglik"].values())
-        print(f"answer: {scores['prediction']}")
-        for choice, value in scores["loglik"].items():
-            print(f"  p({choice}) = {math.exp(value) / total:.3f}")
-        if not task.continues():
-            return 0
-        answer = tokenizer(task.continuation(scores["prediction"]), add_special_tokens=False)["input_ids"]
-        prompt = encode.prompt_ids(tokenizer, task.example(row).prompt) + answer  # the explanation follows the answer
-    elif prompt is None:
-        raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
-    elif gen.chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError(f"--chat needs a chat template and {name} has none")
-        prompt = encode.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-    ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
+    tokenizer = loaded.tokenizer
+    ids = _answer(gen, loaded, task) if gen.question is not None else _prompt_ids(name, prompt, gen.chat, tokenizer)
+    if ids is None:
+        return 0
     if loaded.context is not None and len(ids) + gen.max_new_tokens > loaded.context:
         raise UserError(f"prompt plus max_new_tokens exceed the model's context of {loaded.context} tokens")
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode():
-        generate(model, tokenizer, [prompt], gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed,
+        generate(loaded.model, tokenizer, [ids], gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed,
                  top_k=gen.top_k, streamer=streamer)
     return 0

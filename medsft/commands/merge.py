@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from medsft.commands import quiet_libraries
 from medsft.errors import UserError
 
 
@@ -11,7 +10,9 @@ def main(argv: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from medsft import checkpoints, inference
+    from medsft.console.quiet import quiet_libraries
+    from medsft.models import inference
+    from medsft.recipe import run_state
 
     trust = "--trust_remote_code" in argv
     argv = [a for a in argv if a != "--trust_remote_code"]
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> int:
     run, out = Path(argv[0]), Path(argv[1])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
-    checkpoints.require_finished(run)
+    run_state.require_finished(run)
     if not (run / "adapter_config.json").is_file():
         raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
     quiet_libraries()

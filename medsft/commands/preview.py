@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medsft.commands import pop_int, quiet_libraries
+from medsft.commands.common import pop_int
 
 
 def main(argv: list[str]) -> int:
@@ -11,8 +11,11 @@ def main(argv: list[str]) -> int:
 
     from rich.console import Console
 
-    from medsft import data, encode, report, train
-    from medsft.config import parse_recipe
+    from medsft.console import training_tables
+    from medsft.console.quiet import quiet_libraries
+    from medsft.data import datasets, encoding
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training.prepare import prepare
 
     n, argv = pop_int(argv, "-n", "examples, e.g. -n 5")
     n = 5 if n is None else n
@@ -20,13 +23,13 @@ def main(argv: list[str]) -> int:
     recipe = parse_recipe(argv)
     console = Console()
     with console.status("loading tokenizer and data"):
-        prepared = train.prepare(recipe)
+        prepared = prepare(recipe)
     dataset, tokenizer, args = prepared.train_dataset, prepared.tokenizer, recipe.training
     examples = []
     for row in dataset.select(range(min(n, len(dataset)))):
         pieces = [tokenizer.decode([t]) for t in row["input_ids"]]
-        examples.append((pieces, [int(label != encode.IGNORE) for label in row["labels"]]))
-    summary = data.summarize(dataset, prepared.stats["train"])
+        examples.append((pieces, [int(label != encoding.IGNORE) for label in row["labels"]]))
+    summary = datasets.summarize(dataset, prepared.stats["train"])
     steps = math.ceil(len(dataset) / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
-    report.preview(console, examples, summary, steps)
+    training_tables.preview(console, examples, summary, steps)
     return 0

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from medsft.commands import quiet_libraries
 from medsft.errors import OneLineErrors
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [limits]`."""
-    import argparse
-    import ipaddress
-
-    from medsft.pipeline import ServeOptions
+    from medsft.serving.pipeline import ServeOptions
 
     class Parser(OneLineErrors, argparse.ArgumentParser):
         pass
@@ -36,16 +33,27 @@ def main(argv: list[str]) -> int:
                         help="require Authorization: Bearer KEY on every endpoint but /health and / (or MEDSFT_API_KEY)")
     parser.add_argument("--max_tokens_cap", type=positive(int), default=defaults.max_tokens_cap, help="largest max_tokens a request may ask for")
     parser.add_argument("--max_batch", type=positive(int), default=defaults.max_batch, help="requests decoded together (1: one at a time)")
-    parser.add_argument("--max_queue", type=positive(int), default=defaults.max_queue, help="requests that may wait; more get 429")
+    parser.add_argument("--max_queue", type=positive(int), default=defaults.max_queue, help="requests that may wait; more get 503")
     parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
     parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
     parser.add_argument("--trust_remote_code", action="store_true", help="run the model's own code (never taken from a run folder)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Load the model and serve it until stopped."""
+    import ipaddress
+
+    from medsft.console.quiet import quiet_libraries
+    from medsft.serving.pipeline import ServeOptions
+
+    args = parser().parse_args(argv)
     quiet_libraries()
     import uvicorn
 
-    from medsft import inference, server
+    from medsft.models import inference
+    from medsft.serving import server
 
     options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
                            args.timeout, args.api_key or None)

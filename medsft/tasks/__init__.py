@@ -5,7 +5,7 @@ from medsft.tasks.chat import Messages
 from medsft.tasks.multiple_choice import MMLU, MedMCQA, MedQA, MultipleChoice
 from medsft.tasks.prompt_completion import PromptCompletion
 from medsft.tasks.pubmedqa import PubMedQA
-from medsft.tasks.report import Report
+from medsft.tasks.medical_report import Report
 from medsft.tasks.template import Template
 from medsft.tasks.text import Text
 

@@ -117,6 +117,6 @@ class PubMedQA(Task):
         return official_ids()
 
     def synthetic(self, n, seed):
-        from medsft import synthetic
+        from medsft.tasks import synthetic
 
         return synthetic.pubmedqa_rows(n, seed)

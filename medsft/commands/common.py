@@ -1,0 +1,34 @@
+"""What the commands share: their integer options, and the exit code of the recipe's quality gate."""
+
+from __future__ import annotations
+
+import sys
+
+from medsft.errors import UserError
+
+
+def pop_int(argv: list[str], flag: str, example: str) -> tuple[int | None, list[str]]:
+    """(the integer after `flag`, argv without the two), or (None, argv) when the flag is absent; one line when the
+    value is missing or not an integer."""
+    if flag not in argv:
+        return None, argv
+    i = argv.index(flag)
+    try:
+        value = int(argv[i + 1])
+    except (IndexError, ValueError):
+        raise UserError(f"{flag} needs a number of {example}") from None
+    return value, argv[:i] + argv[i + 2:]
+
+
+def gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = True) -> int:
+    """Exit code 3 with one line when the recipe's quality gate is missed; everything is written already."""
+    import dataclasses
+
+    from medsft.evaluation.metrics import quality_gate
+
+    script = recipe.script if loss else dataclasses.replace(recipe.script, max_eval_loss=None)
+    missed = quality_gate(script, eval_loss, results)
+    if missed:
+        print(f"medsft: quality gate missed: {'; '.join(missed)}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,144 @@
+"""Base against tuned on one dataset's test split, as eval_results.json reports it: each model scored on the same
+items (the base with the adapter disabled: the same weights, no second load), decided with per-choice offsets where
+the recipe says (fitted on the dev rows, or by `medsft cv`), with bootstrap intervals, paired tests against each
+other and the majority baseline, and sample generations from both under the same seeds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from medsft.data import encoding
+from medsft.evaluation import calibration, stats
+from medsft.evaluation.metrics import classification_metrics, majority_baseline
+from medsft.evaluation.scoring import Settings, Track, no_track, evaluate_split, score_choices
+from medsft.generation.sampling import generate
+from medsft.tasks import Task
+
+
+def calibrated(model, tokenizer, task: Task, dev_rows: list[dict], predictions: list[dict], settings: Settings,
+               track: Track) -> dict[str, Any]:
+    """Refit the predictions' decisions with offsets fitted on the dev rows (see calibration.py); returns the
+    offsets and the dev size."""
+    dev = score_choices(model, tokenizer, task, dev_rows, settings.max_length, settings.batch_size, track)
+    offsets = calibration.fit_offsets([p["loglik"] for p in dev], [p["gold"] for p in dev], task.labels())
+    for p, label in zip(predictions, calibration.predict([p["loglik"] for p in predictions], offsets, task.labels())):
+        p["prediction"] = label
+    return {"offsets": offsets, "dev_items": len(dev)}
+
+
+def decided_with_offsets(model, name: str, tokenizer, dataset, metrics: dict, predictions: list[dict], settings: Settings,
+                         track: Track) -> dict[str, Any]:
+    """The metrics once each prediction is decided with offsets: the cv run's (`calibration_file`) or fitted on the
+    dev rows (`calibrate`); the argmax's metrics kept beside them."""
+    task, spec = dataset.task, dataset.spec
+    if spec.calibration_file:  # fitted by `medsft cv` on out-of-fold predictions
+        record = {"offsets": calibration.offsets_from(spec.calibration_file, name), "source": spec.calibration_file}
+        for p, label in zip(predictions, calibration.predict([p["loglik"] for p in predictions], record["offsets"], task.labels())):
+            p["prediction"] = label
+    else:
+        record = calibrated(model, tokenizer, task, dataset.parts["eval"], predictions, settings, track)
+    record["argmax"] = {k: metrics[k] for k in ("accuracy", "macro_f1")}  # evaluate_split's, before the refit
+    refit = classification_metrics([p["gold"] for p in predictions], [p["prediction"] for p in predictions], task.labels())
+    refit["calibration"] = record
+    return refit
+
+
+def score_model(model, name: str, tokenizer, dataset, settings: Settings, track_for: Callable[[str], Track]):
+    """(metrics, predictions) of one model on the test split: decided as the recipe says, with intervals."""
+    task, spec, parts = dataset.task, dataset.spec, dataset.parts
+    prefix = f"{spec.name} " if spec.name != task.name else ""
+    metrics, predictions = evaluate_split(model, tokenizer, task, parts["test"], settings, track_for(prefix + name))
+    if task.choices and (spec.calibration_file or (spec.calibrate and parts["eval"])):
+        metrics = decided_with_offsets(model, name, tokenizer, dataset, metrics, predictions, settings,
+                                       track_for(f"{prefix}{name} dev"))
+    if task.choices and parts["test"]:
+        gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
+        metrics["ci"] = stats.classification_intervals(gold, predicted, task.labels(), settings.seed)
+    return metrics, predictions
+
+
+def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]], majority: dict | None,
+                seed: int) -> dict[str, Any]:
+    """Paired tests on the same items: tuned vs base, and each model vs the majority baseline (choice tasks: exact
+    McNemar and a paired bootstrap of macro-F1; perplexity: a paired bootstrap of the ratio)."""
+    out: dict[str, Any] = {}
+    if not task.choices:
+        if {"base", "tuned"} <= set(predictions):
+            base, tuned = predictions["base"], predictions["tuned"]
+            out["tuned_vs_base"] = stats.paired_perplexity([p["loglik"] for p in base], [p["loglik"] for p in tuned],
+                                                           [p["tokens"] for p in base], seed)
+        return out
+    gold = [task.gold(r) for r in rows]
+    runs = {name: [p["prediction"] for p in preds] for name, preds in predictions.items()}
+    final = "tuned" if "tuned" in runs else "base"
+    if majority is not None:
+        runs["majority"] = [majority["label"]] * len(rows)
+        majority["ci"] = stats.classification_intervals(gold, runs["majority"], task.labels(), seed)
+    for second, first in (("tuned", "base"), (final, "majority"), ("base", "majority")):
+        if first in runs and second in runs:
+            out[f"{second}_vs_{first}"] = stats.paired(gold, runs[first], runs[second], task.labels(), seed)
+    return out
+
+
+def _models(model, base_model, trained: bool):
+    """(name, model) to score in turn: the base with the adapter disabled while it is scored (or `base_model`, the
+    weights a full fine-tune started from), then the tuned model; a model alone is "tuned" when it was trained."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield "base", model
+        yield "tuned", model
+    elif base_model is not None:
+        yield "base", base_model.eval()
+        yield "tuned", model
+    else:
+        yield ("tuned" if trained else "base"), model
+
+
+def _header(dataset) -> dict[str, Any]:
+    task, spec = dataset.task, dataset.spec
+    result: dict[str, Any] = {"name": spec.name, "task": task.name, "n": len(dataset.parts["test"]), "models": {}}
+    if "prompt_style" in task.options:
+        result["prompt_style"] = spec.prompt_style
+    if task.choices:
+        result["labels"] = task.labels()
+    return result
+
+
+def prediction_rows(predictions: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """predictions.jsonl's rows: each item's gold answer, and each model's prediction and log-likelihood."""
+    rows = []
+    for i, row in enumerate(next(iter(predictions.values()), [])):
+        item = {"id": row["id"], "gold": row["gold"]}
+        for name, preds in predictions.items():
+            item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
+        rows.append(item)
+    return rows
+
+
+def before_and_after(model, tokenizer, dataset, settings: Settings,
+                     track_for: Callable[[str], Track] | None = None, base_model=None,
+                     trained: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split."""
+    track_for = track_for or (lambda name: no_track)
+    task, rows = dataset.task, dataset.parts["test"]
+    result = _header(dataset)
+    samples = task.samples(rows, settings.num_samples, settings.seed, settings.sample_prompts)
+    prompts = [encoding.prompt_ids(tokenizer, s.pop("input")) for s in samples]
+    temperature = 0.0 if task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
+    predictions: dict[str, list] = {}
+    was_training = model.training
+    model.eval()
+    for name, scored in _models(model, base_model, trained):
+        result["models"][name], predictions[name] = score_model(scored, name, tokenizer, dataset, settings, track_for)
+        texts = generate(scored, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed,
+                         max_length=settings.max_length)
+        for sample, text in zip(samples, texts):
+            sample[name] = text
+    model.train(was_training)
+    if task.choices:
+        result["majority_baseline"] = majority_baseline([task.gold(r) for r in dataset.parts["train"]], [task.gold(r) for r in rows],
+                                                        task.labels())
+    if rows:
+        result["tests"] = comparisons(task, rows, predictions, result.get("majority_baseline"), settings.seed)
+    result["samples"] = samples
+    return result, prediction_rows(predictions)

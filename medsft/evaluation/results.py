@@ -1,0 +1,77 @@
+"""An evaluation of a run or a model, as eval_results.json and predictions.jsonl hold it: the datasets it scores
+(the recipe's test splits, a run's recorded ones, or a benchmark suite less what the run trained on), the header
+saying what produced the numbers, and every test split scored base against tuned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medsft.data.datasets import Dataset, load
+from medsft.evaluation import scoring, suites
+from medsft.evaluation.comparison import before_and_after
+from medsft.models import loading
+from medsft.models.loading import base_of
+from medsft.recipe import mixture, provenance
+from medsft.recipe.parser import Recipe
+
+
+def test_datasets(recipe: Recipe, recorded: dict | None, ids: bool = False) -> tuple[list[Dataset], dict[str, int]]:
+    """(the datasets an evaluation scores, {benchmark: items left out}): the recipe's own test splits (a run's
+    recorded ones), or with `suite` the suite's benchmarks, less the items the run trained or tuned on (`recorded`:
+    split_ids.json, or with `ids` the run's rows in memory)."""
+    if not recipe.script.suite:
+        return load(mixture.specs(recipe.script, recipe.training), recorded), {}
+    datasets = load(suites.specs(recipe.script.suite, recipe.script.suite_data, recipe.script.prompt_style))
+    if ids and recorded is not None:
+        recorded = {name: {role: [r["id"] for r in rows] for role, rows in parts.items()} for name, parts in recorded.items()}
+    return datasets, suites.leave_out(datasets, recorded)
+
+
+def run_info(recipe: Recipe, datasets: list[Dataset], steps: int | None, seconds: float | None, adapter: bool | None = None,
+             run_dir=None) -> dict:
+    """The header of eval_results.json and of the report: what produced the numbers, and how to reproduce them (the
+    trained run's environment.json; for an evaluation alone, this machine's)."""
+    return {
+        "environment": (provenance.read(run_dir) if run_dir is not None else None) or provenance.record(recipe),
+        "recipe": str(recipe.path),
+        "model": recipe.model.model_name_or_path,
+        "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file() if adapter is None else adapter,
+        "datasets": {d.spec.name: {role: len(rows) for role, rows in d.parts.items()} for d in datasets},
+        "steps": steps,
+        "train_seconds": seconds,
+    }
+
+
+def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out: str | None,
+                 run: dict | None = None, track_for=None, trained: bool = True) -> dict:
+    """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
+    and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
+    progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base)."""
+    import torch
+    from accelerate.utils import gather_object
+
+    args = recipe.training
+    device = loading.device(recipe)
+    if not loading.quantized(recipe):  # k-bit weights stay where they were quantized
+        model.to(device)
+    base = base_of(recipe, model) if trained else None
+    scoring.SCORED["items"] = 0
+    settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
+                                recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
+    evaluations, predictions = [], []
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        for dataset in datasets:
+            if not dataset.parts["test"]:
+                continue
+            result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained)
+            evaluations.append(result)
+            predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
+    # how the items were shared out: one count per process (the same results as one process, in a share of the time)
+    results = {"run": {**(run or {}), "scored_per_process": gather_object([scoring.SCORED["items"]])}, "evaluations": evaluations}
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    return results

@@ -1,0 +1,203 @@
+"""Scoring: the log-likelihood of each choice after the prompt (lm-evaluation-harness's method) and the perplexity of
+the tokens training trains, batched by length, the LM head run only on the positions scored, shared out among
+processes with the same numbers as one; a split's metrics, and the dev metrics logged at each evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from medsft.data import encoding
+from medsft.evaluation import stats
+from medsft.evaluation.metrics import classification_metrics
+from medsft.tasks import Task
+
+# track(batches, total) -> batches: how a caller shows progress (rich's track, a test's counter); identity by default.
+Track = Callable[[Iterable, int], Iterable]
+
+
+def no_track(batches: Iterable, total: int) -> Iterable:
+    return batches
+
+
+@dataclass
+class Settings:
+    max_length: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+    num_samples: int = 3
+    sample_prompts: list[str] | None = None
+    sample_max_new_tokens: int = 64
+
+
+# Sequences each process scored in this process's life: the 2-process test reads it back.
+SCORED = {"items": 0}
+
+
+def _my_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """This process's share of the batches: every num_processes-th, padded with a repeat of batch 0 so that every
+    rank runs the same number of forward passes (under ZeRO-3 each one is collective); padding is marked -1."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    n, rank = state.num_processes, state.process_index
+    mine = [(j, batches[j]) for j in range(rank, len(batches), n)]
+    return mine + [(-1, batches[0])] * (-(-len(batches) // n) - len(mine)) if batches else []
+
+
+@torch.no_grad()
+def _scored(model, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch_size: int,
+            reduce: Callable[[int, torch.Tensor], Any], track: Track = no_track) -> list:
+    """reduce(i, next-token log-probabilities at positions[i] of sequences[i], shape (len(positions[i]), vocab))
+    for every sequence, in order.
+
+    Sequences are batched by length and right-padded, so positions need no shifting; the LM head runs only on the
+    requested positions (`logits_to_keep` as a boolean mask). Under several processes each scores whole batches of
+    that one length-sorted list and the reduced values are gathered: every sequence is padded and batched as a
+    single process would, so the numbers are the same to the bit, in bf16 too."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mine, out = _my_batches(batches), {}
+    for j, chunk in track(mine, len(mine)):
+        width = max(len(sequences[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        for row, i in enumerate(chunk):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            attention[row, : len(sequences[i])] = 1
+            keep[row, positions[i]] = True
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), logits_to_keep=keep.to(device)).logits
+        if j < 0:
+            continue
+        log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
+        k = 0
+        for i in chunk:  # kept rows come out in (row, position) order
+            n = len(positions[i])
+            out[i] = reduce(i, log_probs[k : k + n])
+            k += n
+    SCORED["items"] += len(out)
+    if PartialState().num_processes > 1:
+        out = {i: v for part in gather_object([out]) for i, v in part.items()}
+    return [out[i] for i in range(len(sequences))]
+
+
+def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int,
+                   track: Track = no_track) -> list[float]:
+    """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
+    positions = [[t - 1 for t in ts] for ts in targets]
+
+    def summed(i: int, lp: torch.Tensor) -> float:
+        ids = torch.tensor([sequences[i][t] for t in targets[i]])
+        return lp.gather(-1, ids.unsqueeze(-1)).sum().item()
+
+    return _scored(model, sequences, positions, pad_id, batch_size, summed, track)
+
+
+def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[int]:
+    """The row's prompt as training tokenizes it, shortened from the left as training shortens it (the question
+    and answer cue kept). An item whose cue alone exceeds the room is still scored, cut plainly."""
+    example = task.example(row)
+    ids = encoding.prompt_ids(tokenizer, example.prompt)
+    if room is None or len(ids) <= room:
+        return ids
+    if isinstance(example.prompt, list):
+        fitted = encoding.fit_chat(tokenizer, example.prompt, room, example.cue)
+        if fitted is not None:
+            return encoding.chat_ids(tokenizer, fitted, True)
+        return encoding.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+    keep = encoding.protected(tokenizer, example.prompt, example.cue, ids)
+    return encoding.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or encoding.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+
+
+def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 8,
+                  track: Track = no_track) -> list[dict[str, Any]]:
+    """Per item: id, gold, prediction (argmax of summed log-likelihood) and each choice's log-likelihood.
+
+    Each choice is scored as its continuation after the prompt (" yes", " B"), as lm-evaluation-harness does.
+    When every choice is one token, one forward pass per prompt scores all of them from the same next-token
+    distribution; otherwise each choice is its own sequence."""
+    labels = [task.row_labels(r) for r in rows]
+    cont = {c: tokenizer(task.continuation(c), add_special_tokens=False)["input_ids"] for ls in labels for c in ls}
+    longest = max(map(len, cont.values()))
+    room = None if max_length is None else max_length - longest
+    prompts = [scoring_prompt(task, r, tokenizer, room) for r in rows]
+    pad = tokenizer.pad_token_id
+    if longest == 1:
+        scores = _scored(model, prompts, [[len(p) - 1] for p in prompts], pad, batch_size,
+                         lambda i, lp: lp[0, [cont[c][0] for c in labels[i]]].tolist(), track)
+    else:
+        sequences = [p + cont[c] for p, ls in zip(prompts, labels) for c in ls]
+        targets = [list(range(len(p), len(p) + len(cont[c]))) for p, ls in zip(prompts, labels) for c in ls]
+        flat = iter(_token_logliks(model, sequences, targets, pad, batch_size, track))
+        scores = [[next(flat) for _ in ls] for ls in labels]
+    results = []
+    for row, ls, s in zip(rows, labels, scores):
+        best = max(range(len(ls)), key=lambda j: s[j])
+        results.append({"id": row["id"], "gold": task.gold(row), "prediction": ls[best], "loglik": dict(zip(ls, s))})
+    return results
+
+
+def item_logliks(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
+                 track: Track = no_track) -> tuple[list[float], list[int]]:
+    """Per row: the summed log-likelihood of its trained tokens (completions, assistant turns, whole texts; EOS
+    included), tokenized exactly as training tokenizes it, and how many tokens that is."""
+    encoder = encoding.Encoder(tokenizer, max_length)
+    sequences, targets, owner = [], [], []
+    for i, row in enumerate(rows):
+        example = task.example(row)
+        for piece in (encoder(example)[0] if example is not None else []):
+            trained = [t for t, label in enumerate(piece["labels"]) if label != encoding.IGNORE and t > 0]
+            if trained:
+                sequences.append(piece["input_ids"])
+                targets.append(trained)
+                owner.append(i)
+    scores = _token_logliks(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)
+    logliks, tokens = [0.0] * len(rows), [0] * len(rows)
+    for i, score, target in zip(owner, scores, targets):
+        logliks[i] += score
+        tokens[i] += len(target)
+    return logliks, tokens
+
+
+def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 4,
+               track: Track = no_track) -> float:
+    """Token-weighted perplexity of the rows' trained tokens."""
+    logliks, tokens = item_logliks(model, tokenizer, task, rows, max_length, batch_size, track)
+    return math.exp(-sum(logliks) / max(sum(tokens), 1))
+
+
+def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
+                   track: Track = no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity), the items
+    shared out among the processes."""
+    if task.choices:
+        predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+        gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
+        return classification_metrics(gold, predicted, task.labels()), predictions
+    logliks, tokens = item_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+    metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
+    if rows:
+        metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
+    return metrics, [{"id": r["id"], "gold": None, "prediction": None, "loglik": ll, "tokens": n}
+                     for r, ll, n in zip(rows, logliks, tokens)]
+
+
+def dev_metrics(model, tokenizer, datasets: list, settings: Settings) -> dict[str, float]:
+    """Each dataset's dev rows scored with its task's own metric (choice tasks: accuracy and macro-F1 by the
+    log-likelihood scorer, argmax; others: perplexity); keys prefixed by the dataset's name when there are several."""
+    scored = [d for d in datasets if d.parts["eval"]]
+    out = {}
+    for d in scored:
+        metrics, _ = evaluate_split(model, tokenizer, d.task, d.parts["eval"], settings)
+        prefix = f"{d.spec.name}_" if len(scored) > 1 else ""
+        out.update({prefix + key: metrics[key] for key in ("accuracy", "macro_f1", "perplexity") if key in metrics})
+    return out

@@ -1,0 +1,2 @@
+"""Generation that evaluation and serving share: the tokens that end a reply, sampling one completion, and text
+decoded incrementally."""

@@ -1,0 +1,81 @@
+"""Any model a user names, loaded for inference (generate, serve, merge): a medsft run or one of its checkpoints (as
+its recipe trained it), an adapter folder, a model folder, a hub id or the embedded alias."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsft.errors import UserError
+from medsft.models import loading, locate
+from medsft.models.tokenizer import load_tokenizer
+from medsft.recipe import mixture, run_folder, run_state
+from medsft.recipe.keys import DataSpec
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    name: str
+    spec: DataSpec  # the run's first dataset (its task and prompt style), or the defaults for a plain model
+    context: int | None  # longest sequence the model takes
+
+
+def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool):
+    """(model, tokenizer, spec) of a run folder or one of its checkpoints, loaded with the run's recipe."""
+    trust = ["--trust_remote_code", "true"] if trust_remote_code else []
+    recipe = run_folder.parse_run(folder, ["--output_dir", str(folder), *trust])
+    if dequantize and loading.quantized(recipe):
+        print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
+              f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
+    model, tokenizer = loading.load_trained(recipe, path, dequantize)
+    return model, tokenizer, mixture.specs(recipe.script, recipe.training)[0]
+
+
+def _adapter(path: Path, trust_remote_code: bool):
+    """(model, tokenizer) of a bare adapter folder, on the base its adapter_config.json names."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = locate.resolve(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="float32", trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else base,
+                               trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(model, path).to(loading.device()), tokenizer
+
+
+def _model(name: str, path: Path, trust_remote_code: bool):
+    """(model, tokenizer) of a model folder, a hub id or the embedded alias."""
+    from transformers import AutoModelForCausalLM
+
+    if path.exists() and not (path / "config.json").is_file():
+        raise UserError(f"{path} holds no model: expected a medsft run, an adapter or a model folder")
+    resolved = locate.resolve(name)
+    model = AutoModelForCausalLM.from_pretrained(resolved, dtype="float32", trust_remote_code=trust_remote_code)
+    return model.to(loading.device()), load_tokenizer(resolved, trust_remote_code=trust_remote_code)
+
+
+def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -> Loaded:
+    """The model `name` names, in eval mode, with its context length. `trust_remote_code` comes from the command line
+    only; `dequantize`: a k-bit base in its compute dtype (for merge). A run that did not finish, or anything that
+    cannot be loaded, is one UserError line."""
+    path = Path(name).expanduser()
+    folder = run_folder.folder_of(path) if path.is_dir() else None
+    run_state.require_finished(path)
+    spec = DataSpec()
+    try:
+        if folder is not None:
+            model, tokenizer, spec = _run(path, folder, trust_remote_code, dequantize)
+        elif (path / "adapter_config.json").is_file():
+            model, tokenizer = _adapter(path, trust_remote_code)
+        else:
+            model, tokenizer = _model(name, path, trust_remote_code)
+    except OSError as e:
+        raise UserError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    return Loaded(model, tokenizer, name, spec, context)

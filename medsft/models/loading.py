@@ -1,0 +1,94 @@
+"""One loader for training and inference: a model loaded as its recipe says (dtype, attention implementation, 4/8-bit
+quantization: a QLoRA adapter goes back onto the NF4 base it was trained against) on the device this machine gives
+the recipe, a run's adapter on top and the run's own tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medsft.errors import UserError
+from medsft.models import locate
+from medsft.models.tokenizer import tokenizer_for
+
+
+def device(recipe=None) -> str:
+    """CUDA when this machine has it and the recipe (if any) does not ask for the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and not (recipe is not None and recipe.training.use_cpu) else "cpu"
+
+
+def quantized(recipe) -> bool:
+    return bool(recipe.model.load_in_4bit or recipe.model.load_in_8bit)
+
+
+def base_kwargs(recipe) -> dict[str, Any]:
+    """from_pretrained's arguments that training (through TRL's model_init_kwargs) and inference share."""
+    m = recipe.model
+    return dict(
+        revision=m.model_revision,
+        trust_remote_code=recipe.training.trust_remote_code,
+        attn_implementation=m.attn_implementation,
+        dtype=m.dtype or "float32",  # TRL's default too: float32 master weights under bf16 autocast
+    )
+
+
+def model_kwargs(recipe, dequantize: bool = False) -> dict[str, Any]:
+    """from_pretrained's arguments for the recipe's model, k-bit quantization included. `dequantize`: the compute
+    dtype instead of k-bit weights (what merge folds an adapter into)."""
+    from trl import get_quantization_config
+
+    m = recipe.model
+    kwargs = base_kwargs(recipe)
+    if quantized(recipe) and not dequantize:
+        import torch
+
+        if not torch.cuda.is_available():
+            bits = 4 if m.load_in_4bit else 8
+            raise UserError(f"{recipe.training.output_dir} was trained on a {bits}-bit base (bitsandbytes), which loads on a "
+                            "CUDA GPU only; on this machine merge it first (python -m medsft merge RUN OUT_DIR) and use the "
+                            "merged model")
+        # k-bit weights are quantized on the GPU that holds them, as TRL's get_kbit_device_map places them
+        kwargs |= {"quantization_config": get_quantization_config(m), "device_map": {"": torch.cuda.current_device()}}
+    return kwargs
+
+
+def load_model(recipe, path: str | Path, dequantize: bool = False):
+    """The model at `path` (a resolved base or a saved full model) with the recipe's settings, on its device."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = model_kwargs(recipe, dequantize)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model if "device_map" in kwargs else model.to(device(recipe))
+
+
+def load_run(recipe, run: Path | None, dequantize: bool = False):
+    """The run's full model, or its base with the run's adapter; without a run, the base. The model only: the
+    tokenizer is the caller's (the run's own when it saved one)."""
+    if run is not None and (run / "config.json").is_file():  # a full fine-tune or a scratch model saved whole
+        return load_model(recipe, run, dequantize)
+    model = load_model(recipe, locate.resolve(recipe.model.model_name_or_path), dequantize)
+    if run is None:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, run)
+
+
+def load_trained(recipe, run: Path | None, dequantize: bool = False):
+    """(model, tokenizer) for evaluation, generation and merge, loaded as the recipe trained it: the run's
+    full model, or the base + the run's adapter, with the run's tokenizer (its chat template and EOS); without a run,
+    the base model. `dequantize`: a k-bit base in its compute dtype (what merge folds the adapter into)."""
+    model = load_run(recipe, run, dequantize)
+    if run is not None and (run / "tokenizer_config.json").is_file():
+        return model, tokenizer_for(recipe, str(run))
+    return model, tokenizer_for(recipe, locate.resolve(recipe.model.model_name_or_path))
+
+
+def base_of(recipe, model):
+    """The pretrained weights a full fine-tune started from, to score beside it (an adapter's base needs no second
+    load: the adapter is disabled; a model from scratch has none)."""
+    if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == locate.SCRATCH:
+        return None
+    return load_model(recipe, locate.resolve(recipe.model.model_name_or_path))

@@ -1,0 +1,125 @@
+"""medsft's own recipe keys: one dataset's source, splits and task (`DataFields`), the run's (`MedsftArguments`).
+
+Everything else in a recipe belongs to TRL's `SFTConfig` and `ModelConfig`. A `dataset_mixture` entry takes the
+same per-dataset keys as the top level (which serve as its defaults), plus `name` and `weight`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from medsft.errors import UserError
+from medsft.tasks import NAMES
+
+TaskName = Literal[NAMES]  # type: ignore[valid-type]
+
+
+def _help(text: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class DataFields:
+    """One dataset: where it is, how it splits, which task formats it and that task's options."""
+
+    task: TaskName = _help("How rows become training examples and how they are scored; see docs/data.md.", "pubmedqa")
+    dataset_name: str | None = _help("Hub id, local .json/.jsonl/.csv/.parquet file or folder, or 'synthetic' (built in).")
+    dataset_config: str | None = _help("Hub config (e.g. pqa_labeled), or a sub-folder of a local folder.")
+    data_files: dict[str, Any] | str | list[str] | None = _help("Files by split, e.g. {train: a.jsonl, test: b.jsonl}.")
+    columns: dict[str, str] | str | list[str] | None = _help("Columns to keep (a list) or to rename (a mapping old: new).")
+    train_split: str | None = _help("The dataset's split that trains.", "train")
+    eval_split: str | None = _help("The dataset's dev split (default: validation, valid, val, dev or eval if present).")
+    test_split: str | None = _help("The dataset's split that is scored.", "test")
+    split_seed: int = _help("Seed of the split made where a dataset has none of its own (never the training seed).", 0)
+    eval_split_size: float | None = _help("Dev rows carved from train where the data has no dev split: a fraction or a count.")
+    test_split_size: float | None = _help("Test rows carved from train where the data has no test split: a fraction or a count.")
+    split_file: str | None = _help("A JSON of ids: {test, folds} (PubMedQA's layout) or {train, eval, test}.")
+    fold: int = _help("With a {test, folds} split: the fold that is the dev set; the other folds train.", 0)
+    max_train_samples: int | None = _help("Cap on training rows (seeded sample).")
+    max_eval_samples: int | None = _help("Cap on dev rows (stratified sample).")
+    max_test_samples: int | None = _help("Cap on test rows (stratified sample: never the first N of a sorted file).")
+    synthetic_size: int = _help("Rows made by the synthetic generator (pubmedqa and report).", 600)
+    # Task options: each task reads some of them and refuses the others (tasks/*.py, OPTIONS).
+    prompt_style: Literal["medsft", "lm_eval"] = _help("medsft's prompt, or lm-evaluation-harness's character for character.", "medsft")
+    calibrate: bool = _help("Choice tasks: decide with per-choice offsets fitted on the dev split.", False)
+    calibration_file: str | None = _help("Choice tasks: decide with the offsets a `medsft cv` run fitted (its cv_results.json).")
+    include_long_answer: bool = _help("pubmedqa: train on the long answer after the yes/no/maybe decision.", False)
+    section: str | None = _help("report: a header such as 'IMPRESSION:'; prompt = the note before it, completion = the section.")
+    prompt_template: str | None = _help("template / multiple_choice: the prompt, with {field} placeholders.")
+    completion_template: str | None = _help("template: the completion, with {field} placeholders.")
+    chat: bool = _help("template, pubmedqa, multiple choice: the prompt as the user's turn and the answer as the assistant's, "
+                       "through the model's chat template (for instruct models).", False)
+    system_prompt: str | None = _help("With chat: a system turn before the user's.")
+    question_field: str = _help("multiple_choice: the question column.", "question")
+    options_field: str | None = _help("multiple_choice: the column holding the options (a mapping label: text, or a list).", "options")
+    option_fields: list[str] | None = _help("multiple_choice: several columns, one option each (instead of options_field).")
+    answer_field: str = _help("multiple_choice: the answer column: a label, a 0-based index or the option's text.", "answer_idx")
+    choice_labels: list[str] | None = _help("multiple_choice: the labels of the options (default A, B, C, ...).")
+    include_option_text: bool = _help("multiple_choice: train on the option's text after its label.", False)
+    explanation_field: str | None = _help("multiple_choice: a column whose text is trained after the answer.")
+
+    def __post_init__(self):
+        for key in ("data_files", "columns"):  # on the command line these arrive as JSON text
+            value = getattr(self, key)
+            if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+                try:
+                    setattr(self, key, json.loads(value))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{key} must be JSON on the command line: {e}") from None
+        if isinstance(self.columns, str):
+            self.columns = [self.columns]
+        if self.fold < 0:
+            raise UserError(f"fold must be 0 or more, got {self.fold}")
+        for key in ("eval_split_size", "test_split_size"):
+            value = getattr(self, key)
+            if value is not None and (value < 0 or (value >= 1 and value != int(value))):
+                raise UserError(f"{key} must be a fraction below 1 or a whole count, got {value}")
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples", "synthetic_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UserError(f"{key} must be at least 1, got {value}")
+
+
+@dataclass
+class DataSpec(DataFields):
+    """One dataset of a run, resolved: the top-level keys, a mixture entry's own keys on top."""
+
+    dataset_text_field: str = "text"  # SFTConfig's key at the top level
+    name: str = ""  # names its evaluation and its ids in split_ids.json
+    weight: float = 1.0  # share of its training rows used (0: evaluation only; above 1: repeated)
+
+
+@dataclass
+class MedsftArguments(DataFields):
+    """The run: its datasets (this dataset, or a mixture), evaluation after training, samples, tracking, gates."""
+
+    dataset_mixture: dict[str, Any] | str | list[Any] | None = _help(
+        "Several datasets: a list of {id or path, config, split, columns, weight, task, ...} (or {datasets: [...]})."
+    )
+    scratch_config: dict[str, Any] | str | None = _help("GPT2Config fields for model_name_or_path: scratch-gpt2.")
+    eval_after_train: bool = _help("After training, evaluate base vs tuned model on each test split.", True)
+    suite: str | None = _help("Evaluate on a benchmark suite (medical: PubMedQA, MedQA, MedMCQA, medical MMLU) instead.")
+    suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA, else the hub.")
+    num_samples: int = _help("Sample generations shown base vs tuned after evaluation (0: none).", 3)
+    sample_prompts: list[str] | None = _help("Prompts for the sample generations; default: a few from the task.")
+    sample_max_new_tokens: int = _help("Length of each sample generation.", 64)
+    mlflow_tracking_uri: str | None = _help("With report_to: mlflow, a folder (default mlruns/) or a tracking server URI.")
+    max_eval_loss: float | None = _help("Quality gate: exit 3 when the final eval loss is above this.")
+    min_accuracy: float | None = _help("Quality gate: exit 3 when test accuracy (0-1) is below this.")
+    overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds a different run.", False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("scratch_config", "dataset_mixture"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    setattr(self, key, json.loads(value))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{key} must be a mapping (JSON on the command line): {e}") from None
+        if self.num_samples < 0:
+            raise UserError(f"num_samples must be 0 or more, got {self.num_samples}")
+        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+            raise UserError(f"min_accuracy is a fraction between 0 and 1, got {self.min_accuracy}")

@@ -1,0 +1,110 @@
+"""A run folder: the resolved recipe that made it (recipe.yaml, what makes a folder a medsft run), what this machine's
+defaults set (hardware.yaml), which runs it may be overwritten by, where an evaluation without a trained run writes,
+and the time a run took."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from medsft.errors import UserError
+from medsft.recipe import run_state
+from medsft.recipe.parser import Recipe, parse_recipe
+
+RECIPE_FILE = "recipe.yaml"
+HARDWARE_FILE = "hardware.yaml"  # what this machine's defaults set; a record, never read back
+HARDWARE_NOTE = "# Set by medsft for the machine that trained this run; the machine that reads the run derives its own.\n"
+EVAL_FILE = "evaluation.yaml"  # marks a folder holding an evaluation without training
+# Keys that make two runs different runs; anything else (steps, logging, resume) may change between restarts.
+IDENTITY = ("task", "dataset_name", "dataset_config", "data_files", "dataset_mixture", "model_name_or_path", "use_peft",
+            "section", "prompt_style", "prompt_template", "completion_template", "chat")
+
+
+def differs(recipe: Recipe, saved: Path) -> str | None:
+    """The first identity key on which the run recorded in `saved` (a recipe.yaml) differs from this recipe."""
+    previous = yaml.safe_load(saved.read_text()) or {}
+    current = recipe.resolved()
+    for key in IDENTITY:
+        if previous.get(key) != current.get(key):
+            return f"{key}: {previous.get(key)!r} there, {current.get(key)!r} now"
+    return None
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse an output_dir that holds something other than this run, before anything is written."""
+    out = Path(recipe.training.output_dir)
+    if recipe.script.overwrite_output_dir or not out.is_dir() or not any(out.iterdir()):
+        return
+    saved = out / RECIPE_FILE
+    if not saved.is_file():
+        raise UserError(f"output_dir {out} is not empty and holds no medsft run; choose another output_dir or pass --overwrite_output_dir true")
+    why = differs(recipe, saved)
+    if why:
+        raise UserError(f"output_dir {out} holds a different run ({why}); choose another output_dir or pass --overwrite_output_dir true")
+
+
+def trained_run(recipe: Recipe, weights: Path | None = None) -> Path | None:
+    """The folder holding the trained weights `eval` scores: `weights` (a checkpoint of the run, or the run folder,
+    as the command line named it), else output_dir when it holds a run of this recipe's model and data; None when
+    there is no such run. A run that did not finish (stopped by a signal, killed) is one UserError line naming the
+    checkpoint to use instead."""
+    out = Path(recipe.training.output_dir)
+    if not (out / RECIPE_FILE).is_file() or differs(recipe, out / RECIPE_FILE) is not None:
+        return None
+    target = weights if weights is not None else out
+    run_state.require_finished(target)
+    if (target / "adapter_config.json").is_file() or (target / "config.json").is_file():
+        return target
+    if weights is not None and target.resolve() != out.resolve():
+        raise UserError(f"{weights} holds no weights (adapter_config.json or config.json); name a complete checkpoint")
+    return None
+
+
+def eval_dir(recipe: Recipe) -> Path:
+    """Where an evaluation without a trained run writes: the output_dir the command line names (new, empty or an
+    earlier evaluation), else outputs/eval/<run>-<model>; a training output_dir is never touched."""
+    out = Path(recipe.training.output_dir)
+    if "output_dir" in recipe.cli and not (out / RECIPE_FILE).is_file():  # not a run folder: this evaluation's own
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVAL_FILE).is_file())):
+            raise UserError(f"output_dir {out} holds something other than a medsft evaluation; name a new or empty folder")
+        return out
+    model = str(recipe.model.model_name_or_path).rstrip("/").split("/")[-1]
+    return out.parent / "eval" / f"{out.name}-{model}"
+
+
+def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
+    """(steps, training seconds) of the run saved in output_dir, from its trainer_state.json; Nones without one."""
+    state_file = Path(output_dir) / "trainer_state.json"
+    if not state_file.is_file():
+        return None, None
+    state = json.loads(state_file.read_text())
+    runtimes = [h["train_runtime"] for h in state.get("log_history", []) if "train_runtime" in h]
+    return state.get("global_step"), (runtimes[-1] if runtimes else None)
+
+
+def folder_of(path: Path) -> Path | None:
+    """The medsft run folder `path` names: itself (its recipe.yaml), or for one of its checkpoint-N folders, the run
+    that holds it; None when neither."""
+    if (path / RECIPE_FILE).is_file():
+        return path
+    if re.fullmatch(r"checkpoint-\d+", path.name) and (path.parent / RECIPE_FILE).is_file():
+        return path.parent
+    return None
+
+
+def parse_run(run: Path, argv: list[str]) -> Recipe:
+    """A run folder's recipe.yaml plus command-line keys, to load the run's model (see `loading`). A folder can come
+    from anyone: its trust_remote_code is not honoured unless this command line gives it too (one line says so)."""
+    recipe = parse_recipe([str(run / RECIPE_FILE), *argv], loading=True)
+    if recipe.training.trust_remote_code and "trust_remote_code" not in recipe.cli:
+        recipe.training.trust_remote_code = False
+        print(f"medsft: {run / RECIPE_FILE} sets trust_remote_code, not honoured from a run folder; pass "
+              "--trust_remote_code true to run the model's own code", file=sys.stderr)
+    return recipe
+
+
+# TRL data keys that have no meaning once medsft has tokenized the rows itself: refused rather than ignored.

@@ -1,0 +1,126 @@
+"""Training: the prepared data and model handed to TRL's SFTTrainer (medsft's sparse loss, packed rows, the task's
+metrics at each evaluation), and the run written to output_dir: its recipe, hardware settings, split ids,
+environment and state first, its final weights last."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsft.data import encoding, splits
+from medsft.models import loading
+from medsft.recipe import provenance, run_folder, run_state
+from medsft.recipe.parser import Recipe
+from medsft.training import checkpoints
+from medsft.training.prepare import Prepared
+
+
+def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
+    import copy
+
+    from trl import get_peft_config, get_quantization_config
+
+    from medsft.training.trainer import MedsftTrainer, packed_rows
+
+    model_args = recipe.model
+    # medsft tokenized the rows, applied the chat template and built the loss mask: TRL must not redo any of it.
+    args = copy.copy(recipe.training)
+    args.assistant_only_loss, args.chat_template_path, args.eos_token = False, None, None
+    if args.padding_free and not args.packing:
+        args.max_length = None  # every row fits already; TRL refuses padding_free with a max_length it cannot enforce
+    if isinstance(prepared.model, str):  # loaded by TRL with the arguments inference loads it with
+        args.model_init_kwargs = {**loading.base_kwargs(recipe), **(args.model_init_kwargs or {})}
+    trainer = MedsftTrainer(
+        model=prepared.model,
+        args=args,
+        train_dataset=prepared.train_dataset,
+        eval_dataset=prepared.eval_dataset,
+        processing_class=prepared.tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),  # QLoRA; CUDA only, refused on CPU up front
+        callbacks=list(callbacks),
+    )
+    if args.packing and not args.padding_free:
+        trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)
+    if prepared.eval_dataset is not None:
+        from functools import partial
+
+        from medsft.evaluation import scoring
+
+        settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
+        trainer.task_metrics = partial(scoring.dev_metrics, tokenizer=prepared.tokenizer, datasets=prepared.datasets, settings=settings)
+    return trainer
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    seconds: float
+    train_loss: float | None
+    eval_loss: float | None
+    tokens: int
+    stats: dict[str, encoding.EncodeStats]
+    log_history: list[dict] = field(default_factory=list)
+    stopped_by: int | None = None  # the signal that stopped training early (a checkpoint was saved)
+
+
+def write_run_folder(recipe: Recipe, prepared: Prepared) -> None:
+    """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
+    (its recipe, hardware settings, split ids, environment), and as unfinished (its state)."""
+    out = Path(recipe.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / run_folder.RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    (out / run_folder.HARDWARE_FILE).write_text(run_folder.HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
+    splits.write_ids(str(out), {d.spec.name: d.parts for d in prepared.datasets})
+    provenance.write(str(out), provenance.record(recipe))
+    run_state.mark(str(out), "training")
+
+
+def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainResult]:
+    args = recipe.training
+    from transformers import PrinterCallback
+
+    resume = checkpoints.resolve(args.resume_from_checkpoint, args.output_dir)
+    stopper = checkpoints.StopOnSignal()
+    trainer = build_trainer(recipe, prepared, [*callbacks, stopper])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress callback shows them
+    main = trainer.accelerator.is_main_process
+    stopper.install()
+    if main:
+        write_run_folder(recipe, prepared)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    stopped = stopper.stopped_by
+    if stopped is None:  # a stopped run's weights are in its checkpoint, never in output_dir as if final
+        trainer.save_model(args.output_dir)
+    if main:
+        run_state.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped)
+    step = trainer.state.global_step
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    eval_loss = evals[-1] if evals else None
+    if eval_loss is None and prepared.eval_dataset is not None and stopped is None:  # not evaluated yet
+        eval_loss = trainer.evaluate().get("eval_loss")
+    if main:
+        trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    result = TrainResult(
+        output_dir=args.output_dir,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        train_loss=losses[-1] if losses else None,
+        eval_loss=eval_loss,
+        tokens=trainer.state.num_input_tokens_seen,
+        stats=prepared.stats,
+        log_history=history,
+        stopped_by=stopped,
+    )
+    return trainer, result
+
+

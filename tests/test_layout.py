@@ -1,0 +1,87 @@
+"""The layout a newcomer walks: one folder per stage, imports that run one way down the stages, names that say what
+a module is (none shared), and functions short enough to read."""
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "medsft"
+# Top to bottom: a module may import its own stage or a lower one, never a higher one.
+STAGES = ["__main__", "commands", "console", "serving", "training", "evaluation", "generation", "models", "data", "recipe",
+          "tasks", "base"]
+BASE = {"__init__", "errors", "textfiles"}  # medsft's own top-level modules, below every stage
+
+
+def stage(module: str) -> str:
+    """The stage of a dotted module name inside medsft (medsft.data.encoding -> data)."""
+    parts = module.split(".")[1:]
+    if not parts or parts[0] in BASE:
+        return "base"
+    return parts[0]
+
+
+def modules() -> dict[str, Path]:
+    """dotted name -> file, a package named by its folder (medsft.data -> medsft/data/__init__.py)."""
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def imports(path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, imported medsft module) for every import in the file, inside functions too."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("medsft")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.startswith("medsft"):
+                found += [(node.lineno, f"{base}.{a.name}" if f"{base}.{a.name}" in modules() else base) for a in node.names]
+    return found
+
+
+def test_the_package_is_one_folder_per_stage():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "errors.py", "textfiles.py"]
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == sorted(s for s in STAGES if s not in ("__main__", "base"))
+    assert all((PACKAGE / f / "__init__.py").is_file() for f in folders)
+
+
+def test_imports_run_one_way_down_the_stages():
+    upward = []
+    for module, path in modules().items():
+        here = "__main__" if module == "medsft.__main__" else stage(module)
+        for line, target in imports(path, module):
+            if STAGES.index(stage(target)) < STAGES.index(here):
+                upward.append(f"{path.relative_to(ROOT)}:{line} ({here}) imports {target} ({stage(target)})")
+    assert upward == []
+
+
+def test_the_check_sees_an_import_that_runs_up(tmp_path):
+    """The checker itself: a data module importing the trainer is caught."""
+    bad = tmp_path / "encoding.py"
+    bad.write_text("from medsft.training.trainer import MedsftTrainer\n\ndef f():\n    from medsft import commands\n")
+    found = imports(bad, "medsft.data.encoding")
+    assert [stage(t) for _, t in found] == ["training", "commands"]
+    assert all(STAGES.index(stage(t)) < STAGES.index("data") for _, t in found)
+
+
+def test_no_two_modules_share_a_name():
+    names = [p.stem for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_no_function_is_longer_than_eighty_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
