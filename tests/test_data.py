@@ -3,7 +3,7 @@ import json
 import pytest
 
 from medsft.data import datasets as data
-from medsft.data import encoding, splits
+from medsft.data import encoding, splits, truncation
 from medsft.training import prepare
 from medsft.recipe.keys import DataSpec
 from medsft.errors import UserError
@@ -289,10 +289,10 @@ def test_csv_and_folder_sources(tmp_path):
 
 
 def test_fit_prompt_keeps_bos_and_the_end():
-    assert encoding.fit_prompt([1, 5, 6, 7, 8], 1, 3, bos_token_id=1) == [1, 7, 8]
-    assert encoding.fit_prompt([5, 6, 7, 8], 1, 3, bos_token_id=1) == [6, 7, 8]
-    assert encoding.fit_prompt([5, 6], 1, 3, bos_token_id=1) == [5, 6]
-    assert encoding.fit_prompt([1, 5, 6, 7, 8], 3, 3, bos_token_id=1) is None  # the protected end does not fit
+    assert truncation.fit_prompt([1, 5, 6, 7, 8], 1, 3, bos_token_id=1) == [1, 7, 8]
+    assert truncation.fit_prompt([5, 6, 7, 8], 1, 3, bos_token_id=1) == [6, 7, 8]
+    assert truncation.fit_prompt([5, 6], 1, 3, bos_token_id=1) == [5, 6]
+    assert truncation.fit_prompt([1, 5, 6, 7, 8], 3, 3, bos_token_id=1) is None  # the protected end does not fit
 
 
 def test_files_as_common_tools_write_them_train_as_the_same_file(write_recipe, tmp_path):

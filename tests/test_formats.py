@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from medsft.data import encoding
+from medsft.data import templates
 from medsft.recipe.parser import parse_recipe
 from medsft.training import fit, prepare
 
@@ -107,7 +107,7 @@ def test_messages_format_trains_assistant_turns_through_their_end(write_recipe, 
     train_cli(recipe)
     prepared, batches = batches_of(recipe)
     tok = prepared.tokenizer
-    by_text = {tok.decode(encoding.chat_ids(tok, r["messages"])): r["messages"] for r in prepared.datasets[0].parts["train"]}
+    by_text = {tok.decode(templates.chat_ids(tok, r["messages"])): r["messages"] for r in prepared.datasets[0].parts["train"]}
     rows = rows_of(batches)
     assert len(rows) == len(by_text)
     for ids, labels in rows:

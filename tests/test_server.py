@@ -193,7 +193,7 @@ def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
     from tokenizers.processors import TemplateProcessing
     from transformers import AutoModelForCausalLM
 
-    from medsft.data import encoding
+    from medsft.data import templates
     from medsft.serving import server
     from medsft.models.inference import Loaded
     from medsft.recipe.keys import DataSpec
@@ -204,7 +204,7 @@ def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
     tok._tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, bos)])
     tok.chat_template = "{{ bos_token }}" + CHATML
     messages = [{"role": "user", "content": "Fever?"}]
-    ids = encoding.chat_ids(tok, messages, add_generation_prompt=True)
+    ids = templates.chat_ids(tok, messages, add_generation_prompt=True)
     assert ids[0] == bos and ids[1] != bos  # one BOS, from the template
     assert tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))["input_ids"][:2] == [bos, bos]
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
-from medsft.data import encoding
+from medsft.data import templates
 from medsft.recipe.keys import DataSpec
 from medsft.serving.engine import Engine, Job
 from medsft.generation.detokenize import decode_step, full_text
@@ -196,7 +196,7 @@ def test_every_family_gets_the_same_text_alone_batched_and_joining(zoo_models, n
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path))
     chat = zoo.FAMILIES[name].template is not None
     prompts = ["Is the patient febrile?", "Temperature 39 C.", "IMPRESSION: pneumonia of the left lower lobe", "PLAN:"]
-    ids = [encoding.chat_ids(tok, [{"role": "user", "content": p}], True) if chat else tok(p)["input_ids"] for p in prompts]
+    ids = [templates.chat_ids(tok, [{"role": "user", "content": p}], True) if chat else tok(p)["input_ids"] for p in prompts]
     engine = Engine(model, tok, max_batch=4)
     alone = []
     for i in ids:

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 import zoo
-from medsft.data import encoding
+from medsft.data import encoding, templates
 from medsft.generation import sampling
 from medsft.models.tokenizer import load_tokenizer
 from medsft.serving import engine
@@ -34,7 +34,7 @@ def expected_mask(tokenizer, family, messages) -> list[int]:
         spans.append((start, end))
         cursor = end
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    assert encoded["input_ids"] == encoding.chat_ids(tokenizer, messages), "the template renders to the same ids"
+    assert encoded["input_ids"] == templates.chat_ids(tokenizer, messages), "the template renders to the same ids"
     return [int(any(s <= a and b <= e and b > a for s, e in spans)) for a, b in encoded["offset_mapping"]]
 
 
@@ -83,7 +83,7 @@ def test_generation_stops_at_every_stop_id_and_the_end_of_turn(zoo_models, name)
     token: generate (samples, the generate command) and the server's engine both stop there, with nothing."""
     family = zoo.FAMILIES[name]
     tokenizer = load_tokenizer(str(zoo_models(name)))
-    ids = (encoding.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True) if family.template
+    ids = (templates.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True) if family.template
            else tokenizer("Is it?")["input_ids"])
     for token in {*family.stops, *([family.end_of_turn] if family.end_of_turn else [])}:
         model, tokenizer = model_and_tokenizer(zoo_models(name))
@@ -98,7 +98,7 @@ def test_generation_stops_at_every_stop_id_and_the_end_of_turn(zoo_models, name)
 
 def test_min_tokens_holds_back_every_stop_id_and_nothing_else(zoo_models):
     model, tokenizer = model_and_tokenizer(zoo_models("qwen2"))
-    ids = encoding.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True)
+    ids = templates.chat_ids(tokenizer, [{"role": "user", "content": "Is it?"}], True)
     zoo.steer(model, ids, tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # the second id of the list
     worker = engine.Engine(model, tokenizer)
     done = threading.Event()

@@ -103,7 +103,7 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
 @pytest.mark.parametrize("name", zoo.FAMILIES)
 def test_the_generate_command_stops_at_the_end_of_turn(zoo_models, tmp_path, name):
     """The family's end-of-turn token made the model's first reply token: `generate` prints nothing."""
-    from medsft.data import encoding
+    from medsft.data import templates
     from medsft.models.tokenizer import load_tokenizer
     from transformers import AutoModelForCausalLM
 
@@ -113,7 +113,7 @@ def test_the_generate_command_stops_at_the_end_of_turn(zoo_models, tmp_path, nam
     tokenizer = load_tokenizer(str(steered))
     model = AutoModelForCausalLM.from_pretrained(steered)
     chat = family.template is not None
-    ids = encoding.chat_ids(tokenizer, [{"role": "user", "content": "Febrile?"}], True) if chat else tokenizer("Febrile?")["input_ids"]
+    ids = templates.chat_ids(tokenizer, [{"role": "user", "content": "Febrile?"}], True) if chat else tokenizer("Febrile?")["input_ids"]
     zoo.steer(model, ids, tokenizer.convert_tokens_to_ids(family.end_of_turn or family.eos))
     model.save_pretrained(steered)
     proc = run_cli("generate", steered, "Febrile?", *(["--chat"] if chat else []), "--max_new_tokens", "16")

@@ -90,7 +90,7 @@ def _answer(gen: GenerateArguments, loaded, task) -> list[int] | None:
 
 
 def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[int]:
-    from medsft.data import encoding
+    from medsft.data import templates
 
     if prompt is None:
         raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
@@ -98,7 +98,7 @@ def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[in
         return tokenizer(prompt)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"--chat needs a chat template and {name} has none")
-    return encoding.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+    return templates.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
 
 
 def main(argv: list[str]) -> int:

@@ -16,81 +16,15 @@ from dataclasses import asdict, dataclass, field
 
 from jinja2 import TemplateError
 
+from medsft.data.templates import chat_ids, end_of_turn
+from medsft.data.truncation import drop_oldest_turn, fit_chat, fit_prompt, protected
 from medsft.tasks import Example
 
 IGNORE = -100
-PROBE = "medsft-end-of-turn-probe"  # an assistant turn's text, to see what the template writes after it
-
-
-def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """The chat template rendered straight to ids: never text tokenized again, which doubles a template's BOS."""
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
-                                              return_dict=False))
 
 
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
     return chat_ids(tokenizer, prompt, True) if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
-
-
-def end_of_turn(tokenizer) -> int | None:
-    """The token that ends an assistant turn in the tokenizer's chat template: the first special token the template
-    writes after the turn's text (Llama-3 <|eot_id|>, Gemma <end_of_turn>, ChatML <|im_end|>, Phi-3 <|end|>, Mistral
-    </s>); the tokenizer's EOS where the template writes none, or where there is no template."""
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": PROBE}],
-                                                 tokenize=False)
-        except TemplateError:
-            text = ""
-        if PROBE in text:
-            after = tokenizer(text[text.index(PROBE) + len(PROBE):], add_special_tokens=False)["input_ids"]
-            special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-            found = next((i for i in after if i in special), None)
-            if found is not None:
-                return found
-    return tokenizer.eos_token_id
-
-
-def protected(tokenizer, prompt: str, cue: str, ids: list[int], special: bool = True) -> int:
-    """How many tokens at the end of `ids` (the tokenized prompt, with special tokens or not) spell the cue."""
-    if not cue or not prompt.endswith(cue):
-        return 0
-    start = len(prompt) - len(cue)
-    if tokenizer.is_fast:
-        offsets = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=special)["offset_mapping"]
-        first = next((k for k, (_, end) in enumerate(offsets) if end > start), len(ids))
-        return len(ids) - first
-    return len(tokenizer(cue, add_special_tokens=False)["input_ids"])
-
-
-def fit_prompt(ids: list[int], keep: int, room: int, bos_token_id: int | None) -> list[int] | None:
-    """The last `room` tokens of a prompt with a leading BOS kept; None when the last `keep` tokens do not fit."""
-    if len(ids) <= room:
-        return ids
-    bos = 1 if ids and ids[0] == bos_token_id else 0
-    if room - bos < max(keep, 1):
-        return None
-    return ids[:bos] + ids[len(ids) - (room - bos) :]
-
-
-def fit_chat(tokenizer, messages: list[dict], room: int, cue: str = "") -> list[dict] | None:
-    """A conversational prompt whose rendering (with the generation prompt) fits `room` tokens: its last message's
-    text shortened from the left as a string prompt is, the cue at its end kept; None when even the cue does not
-    fit. Training and scoring shorten a chat prompt alike."""
-    ids = chat_ids(tokenizer, messages, True)
-    if len(ids) <= room:
-        return messages
-    last = messages[-1]
-    text_ids = tokenizer(last["content"], add_special_tokens=False)["input_ids"]
-    keep = protected(tokenizer, last["content"], cue, text_ids, special=False)
-    for extra in range(4):  # the shortened text can retokenize a token or two longer: cut a little more
-        cut = len(ids) - room + extra
-        if len(text_ids) - cut < max(keep, 1):
-            return None
-        shortened = [*messages[:-1], {**last, "content": tokenizer.decode(text_ids[cut:])}]
-        if len(chat_ids(tokenizer, shortened, True)) <= room:
-            return shortened
-    return None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -173,7 +107,7 @@ class Encoder:
         status = "ok"
         ids = chat_ids(self.tokenizer, prompt + completion)
         while self.max_length is not None and len(ids) > self.max_length:
-            status, shorter = "truncated", _drop_oldest_turn(prompt)
+            status, shorter = "truncated", drop_oldest_turn(prompt)
             if shorter is None:  # one turn left: its text shortened, the answer and the cue kept
                 answer = len(ids) - len(chat_ids(self.tokenizer, prompt, True))
                 shorter = fit_chat(self.tokenizer, prompt, self.max_length - answer, cue)
@@ -198,7 +132,7 @@ class Encoder:
             ids = chat_ids(self.tokenizer, messages)
             if self.max_length is None or len(ids) <= self.max_length:
                 break
-            messages, status = _drop_oldest_turn(messages, keep_last=2), "truncated"
+            messages, status = drop_oldest_turn(messages, keep_last=2), "truncated"
             if messages is None or not any(m["role"] == "assistant" for m in messages):
                 return [], "dropped"
         mask = self._assistant_mask(messages, ids) if self.assistant_only else [1] * len(ids)
@@ -224,19 +158,6 @@ class Encoder:
                                      "(chat_template_path) or assistant_only_loss: false")
                 mask[start:end] = [1] * (end - start)
         return through_eos(list(mask), ids, self.end_of_turn)
-
-
-def _drop_oldest_turn(messages: list[dict], keep_last: int = 1) -> list[dict] | None:
-    """The conversation without its oldest non-system turn (and any assistant turn left leading); None when only
-    the system message and the last `keep_last` messages remain."""
-    system = [m for m in messages[:1] if m["role"] == "system"]
-    rest = messages[len(system) :]
-    if len(rest) <= keep_last + 1:
-        return None
-    rest = rest[1:]
-    while rest and rest[0]["role"] == "assistant" and len(rest) > keep_last:
-        rest = rest[1:]
-    return system + rest
 
 
 @dataclass

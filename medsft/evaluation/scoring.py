@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from medsft.data import encoding
+from medsft.data import encoding, templates, truncation
 from medsft.evaluation import stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.tasks import Task
@@ -110,12 +110,12 @@ def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[i
     if room is None or len(ids) <= room:
         return ids
     if isinstance(example.prompt, list):
-        fitted = encoding.fit_chat(tokenizer, example.prompt, room, example.cue)
+        fitted = truncation.fit_chat(tokenizer, example.prompt, room, example.cue)
         if fitted is not None:
-            return encoding.chat_ids(tokenizer, fitted, True)
-        return encoding.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
-    keep = encoding.protected(tokenizer, example.prompt, example.cue, ids)
-    return encoding.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or encoding.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+            return templates.chat_ids(tokenizer, fitted, True)
+        return truncation.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+    keep = truncation.protected(tokenizer, example.prompt, example.cue, ids)
+    return truncation.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or truncation.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
 
 
 def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 8,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from medsft.data import encoding
+from medsft.data import templates, truncation
 
 
 def stop_ids(tokenizer, model=None) -> list[int]:
@@ -14,7 +14,7 @@ def stop_ids(tokenizer, model=None) -> list[int]:
     <|eot_id|>, Gemma's <end_of_turn>, Phi-3's <|end|>) and each id of the model's generation_config.eos_token_id
     (Qwen and Llama-3 list several)."""
     listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [tokenizer.eos_token_id, encoding.end_of_turn(tokenizer), *(listed if isinstance(listed, list) else [listed])]
+    ids = [tokenizer.eos_token_id, templates.end_of_turn(tokenizer), *(listed if isinstance(listed, list) else [listed])]
     return sorted({i for i in ids if i is not None})
 
 
@@ -41,7 +41,7 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
     for i, prompt in enumerate(prompts):
         ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
         if max_length is not None:  # leave room for the answer, cut the prompt as training cuts it
-            ids = encoding.fit_prompt(ids, 0, max(1, max_length - max_new_tokens), tokenizer.bos_token_id) or ids[-1:]
+            ids = truncation.fit_prompt(ids, 0, max(1, max_length - max_new_tokens), tokenizer.bos_token_id) or ids[-1:]
         if not ids:  # an empty prompt on a tokenizer without BOS: start from a stop token, the document separator
             ids = stop_ids(tokenizer, model)[:1]
         input_ids = torch.tensor([ids], device=device)
@@ -50,3 +50,20 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
                              streamer=streamer)
         outputs.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
     return outputs
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> int:
+    """One token from a row's next-token logits: the argmax without a generator, else sampled from the generator (a
+    row's own, so its draws do not depend on its batch) after temperature, top-k and top-p."""
+    if generator is None:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        order = logits.argsort(descending=True)
+        cumulative = logits[order].softmax(-1).cumsum(-1)
+        drop = cumulative - logits[order].softmax(-1) > top_p  # keep the smallest prefix reaching top_p
+        logits[order[drop]] = float("-inf")
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))

@@ -26,7 +26,8 @@ from typing import Callable
 import torch
 
 from medsft.generation.detokenize import decode_step
-from medsft.generation.sampling import stop_ids
+from medsft.generation.sampling import next_token, stop_ids
+from medsft.serving.batch import Batch, merge, new_cache, trim
 
 # Why a job ended: stop (a stop token or string), length (max tokens), timeout (its deadline, mid-generation),
 # cancelled (its client left), expired (its deadline passed while it waited), unavailable (the worker died),
@@ -61,54 +62,6 @@ class Job:
 
     def failed(self) -> bool:
         return (self.finish_reason or "").startswith(FAILED)
-
-
-@dataclass
-class _Batch:
-    """Rows decoding together: their jobs and generators, one KV cache, the attention mask, each row's last position,
-    the number of columns each row attends to, and the token each row feeds next."""
-
-    jobs: list[Job]
-    generators: list
-    cache: object
-    mask: torch.Tensor
-    positions: torch.Tensor
-    lengths: list[int]
-    pending: list[int] = field(default_factory=list)
-
-
-def _cache(layers) -> object:
-    from transformers import DynamicCache
-
-    return DynamicCache(layers)
-
-
-def _left_pad(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
-    missing = length - t.shape[dim]
-    if not missing:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-
-def _merge(a: _Batch, b: _Batch) -> _Batch:
-    """Two batches as one: caches and masks left-padded to the same length (masked), rows stacked."""
-    length = max(a.mask.shape[1], b.mask.shape[1])
-    layers = [(torch.cat([_left_pad(x.keys, 2, length), _left_pad(y.keys, 2, length)]),
-               torch.cat([_left_pad(x.values, 2, length), _left_pad(y.values, 2, length)]))
-              for x, y in zip(a.cache.layers, b.cache.layers)]
-    return _Batch(a.jobs + b.jobs, a.generators + b.generators, _cache(layers),
-                  torch.cat([_left_pad(a.mask, 1, length), _left_pad(b.mask, 1, length)]),
-                  torch.cat([a.positions, b.positions]), a.lengths + b.lengths, a.pending + b.pending)
-
-
-def _trim(batch: _Batch) -> None:
-    """Drop the leading columns no live row attends to (each row's columns are its last `length`)."""
-    width = max(batch.lengths)
-    if batch.mask.shape[1] > width:
-        batch.mask = batch.mask[:, -width:]
-        batch.cache = _cache([(layer.keys[:, :, -width:], layer.values[:, :, -width:]) for layer in batch.cache.layers])
 
 
 class Engine:
@@ -219,7 +172,7 @@ class Engine:
                 joining = self._take(self.max_batch - len(batch.jobs))
                 if joining:
                     joined = self._prefill(joining)
-                    batch = _merge(batch, joined) if joined is not None else batch
+                    batch = merge(batch, joined) if joined is not None else batch
             self.width = batch.mask.shape[1]
             batch = self._step(batch)
 
@@ -243,7 +196,7 @@ class Engine:
         self.steps += 1
         return out.logits[:, -1, :].float()
 
-    def _prefill(self, jobs: list[Job]) -> _Batch | None:
+    def _prefill(self, jobs: list[Job]) -> Batch | None:
         """The prompts of `jobs` through the model (left-padded), their first tokens chosen."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.stops or [0])[0]
         width = max(len(j.ids) for j in jobs)
@@ -254,19 +207,19 @@ class Engine:
             mask[row, width - len(job.ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _cache(None)
+        cache = new_cache(None)
         logits = self._forward(ids, mask, positions, cache)
-        batch = _Batch(jobs, [self._generator(j) for j in jobs], cache, mask, positions[:, -1:], [len(j.ids) for j in jobs])
+        batch = Batch(jobs, [self._generator(j) for j in jobs], cache, mask, positions[:, -1:], [len(j.ids) for j in jobs])
         return self._choose(batch, logits)
 
-    def _step(self, batch: _Batch) -> _Batch | None:
+    def _step(self, batch: Batch) -> Batch | None:
         ids = torch.tensor(batch.pending, device=self.device).unsqueeze(-1)
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.jobs), 1))], dim=-1)
         batch.positions = batch.positions + 1
         batch.lengths = [n + 1 for n in batch.lengths]
         return self._choose(batch, self._forward(ids, batch.mask, batch.positions, batch.cache))
 
-    def _choose(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
+    def _choose(self, batch: Batch, logits: torch.Tensor) -> Batch | None:
         """Each row's next token from its logits; finished rows leave the batch (None when none is left), and the
         columns only they attended to with them."""
         chosen = [self._next(job, logits[row], generator) for row, (job, generator) in enumerate(zip(batch.jobs, batch.generators))]
@@ -281,7 +234,7 @@ class Engine:
             batch.jobs = [batch.jobs[row] for row in keep]
             batch.generators = [batch.generators[row] for row in keep]
             batch.lengths = [batch.lengths[row] for row in keep]
-            _trim(batch)
+            trim(batch)
         batch.pending = [chosen[row] for row in keep]
         return batch
 
@@ -295,18 +248,7 @@ class Engine:
     def _next(self, job: Job, logits: torch.Tensor, generator: torch.Generator | None) -> int:
         if len(job.tokens) < job.min_new_tokens and self.stops:
             logits[self.stops] = float("-inf")
-        if generator is None:
-            return int(logits.argmax())
-        logits = logits / job.temperature
-        if job.top_k > 0:
-            kth = torch.topk(logits, min(job.top_k, logits.numel())).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if job.top_p < 1.0:
-            order = logits.argsort(descending=True)
-            cumulative = logits[order].softmax(-1).cumsum(-1)
-            drop = cumulative - logits[order].softmax(-1) > job.top_p  # keep the smallest prefix reaching top_p
-            logits[order[drop]] = float("-inf")
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+        return next_token(logits, job.temperature, job.top_k, job.top_p, generator)
 
     def _advance(self, job: Job, token: int) -> bool:
         """Record one token and the text it adds; stream what is final; True when the job is finished."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from medsft.data import encoding
+from medsft.data import templates
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
 from medsft.serving.protocol import DONE, ApiError, Reply, Sampling, event, server_error, unavailable
@@ -75,7 +75,7 @@ class Pipeline:
         if sum(len(m["content"]) for m in messages) > 8 * self.max_prompt:
             raise ApiError(400, f"messages are longer than this server's {self.max_prompt} tokens", "messages")
         try:  # rendered to ids exactly as training renders chats: one BOS, never the text tokenized again
-            return await self._off_loop(lambda: encoding.chat_ids(self.tokenizer, messages, True))
+            return await self._off_loop(lambda: templates.chat_ids(self.tokenizer, messages, True))
         except Exception as e:  # noqa: BLE001 - the template's own checks (roles, alternation) are the client's to fix
             raise ApiError(400, f"messages: {str(e).splitlines()[0] if str(e) else type(e).__name__}", "messages") from None
 
