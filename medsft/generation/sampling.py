@@ -28,6 +28,7 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
     the same seeds whatever else ran before. top_k 0 keeps every token; a streamer receives tokens as they come."""
     device = next(model.parameters()).device
     sampling = temperature > 0
+    stops = stop_ids(tokenizer, model)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
@@ -35,7 +36,7 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
         top_p=top_p if sampling else None,
         top_k=top_k if sampling and top_k > 0 else None,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stop_ids(tokenizer, model),
+        eos_token_id=stops,
     )
     outputs = []
     for i, prompt in enumerate(prompts):
@@ -43,7 +44,7 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
         if max_length is not None:  # leave room for the answer, cut the prompt as training cuts it
             ids = truncation.fit_prompt(ids, 0, max(1, max_length - max_new_tokens), tokenizer.bos_token_id) or ids[-1:]
         if not ids:  # an empty prompt on a tokenizer without BOS: start from a stop token, the document separator
-            ids = stop_ids(tokenizer, model)[:1]
+            ids = stops[:1]
         input_ids = torch.tensor([ids], device=device)
         torch.manual_seed(seed + i)
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,

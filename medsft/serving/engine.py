@@ -29,11 +29,6 @@ from medsft.generation.detokenize import decode_step
 from medsft.generation.sampling import next_token, stop_ids
 from medsft.serving.batch import Batch, merge, new_cache, trim
 
-# Why a job ended: stop (a stop token or string), length (max tokens), timeout (its deadline, mid-generation),
-# cancelled (its client left), expired (its deadline passed while it waited), unavailable (the worker died),
-# "error: ..." (its batch failed).
-FAILED = ("error", "unavailable")
-
 
 class Unavailable(Exception):
     """The worker is not running (it died and is being restarted): the request cannot be queued."""
@@ -57,11 +52,11 @@ class Job:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of `text` already handed to on_event
+    # Why it ended: stop (a stop token or string), length (max tokens), timeout (its deadline, mid-generation),
+    # cancelled (its client left), expired (its deadline passed while it waited), unavailable (the worker died),
+    # "error: ..." (its batch failed).
     finish_reason: str | None = None
     decoded: tuple[int, int] = (0, 0)  # incremental decoding: (prefix, read) offsets into tokens
-
-    def failed(self) -> bool:
-        return (self.finish_reason or "").startswith(FAILED)
 
 
 class Engine:
@@ -132,14 +127,10 @@ class Engine:
 
     def _loop(self) -> None:
         while True:
-            jobs = [self.queue.get()]
-            while len(jobs) < self.max_batch:
-                try:
-                    jobs.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._running = list(jobs)  # taken from the queue: ended, if the worker dies, with the ones that join
-            live = [j for j in jobs if not self._expired(j)]
+            first = self.queue.get()
+            self._running = [first]  # taken from the queue: ended, if the worker dies, with the ones that join
+            live = [] if self._expired(first) else [first]
+            live += self._take(self.max_batch - len(live))
             start = time.perf_counter()
             try:
                 if live:
@@ -156,8 +147,7 @@ class Engine:
     def _expired(self, job: Job) -> bool:
         """A job whose client left, or whose deadline passed, while it waited: never started."""
         if job.cancelled.is_set() or time.monotonic() > job.deadline:
-            job.finish_reason = "cancelled" if job.cancelled.is_set() else "expired"
-            job.on_event("", True)
+            self._end(job, "cancelled" if job.cancelled.is_set() else "expired")
             return True
         return False
 
@@ -177,6 +167,7 @@ class Engine:
             batch = self._step(batch)
 
     def _take(self, room: int) -> list[Job]:
+        """Up to `room` waiting jobs that are still wanted, without waiting for any."""
         jobs = []
         while len(jobs) < room:
             try:

@@ -148,8 +148,9 @@ class Pipeline:
         first = await self.next_event(request, job, events)  # a job that never started fails with its own status
         if first is None:
             return Response(status_code=499)
-        if first[1] and self.failure(job) is not None:
-            raise self.failure(job)
+        failed = self.failure(job) if first[1] else None
+        if failed is not None:
+            raise failed
 
         async def chunks():
             got = first
