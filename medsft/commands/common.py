@@ -32,3 +32,18 @@ def gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = Tru
         print(f"medsft: quality gate missed: {'; '.join(missed)}", file=sys.stderr)
         return 3
     return 0
+
+
+def json_mapping(text: str | None, what: str) -> dict | None:
+    """A JSON object given on the command line; one line when it is not one."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} must be a JSON object, e.g. '{{\"enable_thinking\": false}}': {e}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{what} must be a JSON object, e.g. '{{\"enable_thinking\": false}}'")
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsft.commands.common import json_mapping
 from medsft.errors import OneLineErrors, UserError
 from medsft.recipe.keys import DataSpec
 from medsft.textfiles import read_text
@@ -24,6 +25,8 @@ class GenerateArguments:
     context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
     task: str | None = field(default=None, metadata={"help": "The choice task --question uses (default: the run's own)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (never taken from a run folder)."})
+    chat_template_kwargs: str | None = field(default=None, metadata={
+        "help": "JSON keywords for the chat template, on top of a run's own (e.g. '{\"enable_thinking\": false}')."})
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -34,6 +37,7 @@ class GenerateArguments:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UserError(f"top_k must be 0 or more, got {self.top_k}")
+        self.template_kwargs = json_mapping(self.chat_template_kwargs, "--chat_template_kwargs")
 
 
 def question_task(spec: DataSpec | str):
@@ -69,28 +73,31 @@ def parser():
 
 
 def _answer(gen: GenerateArguments, loaded, task) -> list[int] | None:
-    """--question: the choice and each choice's probability printed; the prompt ids to continue with the answer's
-    explanation, where the task trains one (None otherwise)."""
+    """--question: the choice and each choice's probability printed; the ids to continue with the answer's
+    explanation, where the task trains one (None otherwise). The prompt is shortened as the run's training shortened
+    it (its max_length; a model's own context otherwise)."""
     import math
 
     from medsft.data import encoding
-    from medsft.evaluation.scoring import score_choices
+    from medsft.evaluation.scoring import choice_spans, score_choices
 
     task = task or question_task(loaded.spec)
     row = task.cli_row(gen.question, read_context(gen.context_file))
-    scores = score_choices(loaded.model, loaded.tokenizer, task, [row], loaded.context)[0]
+    room = loaded.max_length or loaded.context
+    scores = score_choices(loaded.model, loaded.tokenizer, task, [row], room)[0]
     total = sum(math.exp(v) for v in scores["loglik"].values())
     print(f"answer: {scores['prediction']}")
     for choice, value in scores["loglik"].items():
         print(f"  p({choice}) = {math.exp(value) / total:.3f}")
     if not task.continues():
         return None
-    answer = loaded.tokenizer(task.continuation(scores["prediction"]), add_special_tokens=False)["input_ids"]
-    return encoding.prompt_ids(loaded.tokenizer, task.example(row).prompt) + answer  # the explanation follows the answer
+    chosen = task.row_labels(row).index(scores["prediction"])
+    span = choice_spans(encoding.Encoder(loaded.tokenizer, room), task, row)[chosen]
+    return span.ids[: span.stop]  # the explanation follows the answer, as training trained it
 
 
 def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[int]:
-    from medsft.data import templates
+    from medsft.data import spans
 
     if prompt is None:
         raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
@@ -98,7 +105,7 @@ def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[in
         return tokenizer(prompt)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"--chat needs a chat template and {name} has none")
-    return templates.chat_ids(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+    return spans.generation_prompt(tokenizer, [{"role": "user", "content": prompt}])
 
 
 def main(argv: list[str]) -> int:
@@ -123,7 +130,7 @@ def main(argv: list[str]) -> int:
     task = question_task(gen.task) if gen.question is not None and gen.task else None
     quiet_libraries()
     with Console(stderr=True).status(f"loading {name}"):
-        loaded = inference.load(name, gen.trust_remote_code)
+        loaded = inference.load(name, gen.trust_remote_code, chat_template_kwargs=gen.template_kwargs)
     tokenizer = loaded.tokenizer
     ids = _answer(gen, loaded, task) if gen.question is not None else _prompt_ids(name, prompt, gen.chat, tokenizer)
     if ids is None:

@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
     parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
     parser.add_argument("--trust_remote_code", action="store_true", help="run the model's own code (never taken from a run folder)")
+    parser.add_argument("--chat_template_kwargs", default=None,
+                        help="JSON keywords for the chat template, on top of a run's own (a request may add its own)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
     return parser
 
@@ -48,7 +50,10 @@ def main(argv: list[str]) -> int:
     from medsft.console.quiet import quiet_libraries
     from medsft.serving.pipeline import ServeOptions
 
+    from medsft.commands.common import json_mapping
+
     args = parser().parse_args(argv)
+    template_kwargs = json_mapping(args.chat_template_kwargs, "--chat_template_kwargs")
     quiet_libraries()
     import uvicorn
 
@@ -57,7 +62,7 @@ def main(argv: list[str]) -> int:
 
     options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
                            args.timeout, args.api_key or None)
-    app = server.create_app(inference.load(args.model, args.trust_remote_code), options)
+    app = server.create_app(inference.load(args.model, args.trust_remote_code, chat_template_kwargs=template_kwargs), options)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:

@@ -12,11 +12,13 @@ string completion.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from jinja2 import TemplateError
 
-from medsft.data.templates import chat_ids, end_of_turn
+from medsft.data import spans
+from medsft.data.templates import chat_ids, end_of_turn, kwargs_of
 from medsft.data.truncation import drop_oldest_turn, fit_chat, fit_prompt, protected
 from medsft.tasks import Example
 
@@ -24,11 +26,9 @@ IGNORE = -100
 
 
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
-    return chat_ids(tokenizer, prompt, True) if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    """The ids a reply to `prompt` is generated after: a conversation's generation prompt as training renders it,
+    or the text with the tokenizer's BOS."""
+    return spans.generation_prompt(tokenizer, prompt) if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
 
 
 def through_eos(mask: list[int], ids: list[int], eos: int | None) -> list[int]:
@@ -68,61 +68,69 @@ class Encoder:
     def __call__(self, example: Example) -> tuple[list[dict], str]:
         """([{input_ids, labels}, ...], status): status is ok, truncated, split (several pieces), dropped or
         untrained. ValueError when the chat template refuses the row (Gemma's refuses a system turn)."""
-        try:
-            return self._encode(example)
-        except TemplateError as e:
-            messages = example.messages or (example.prompt if isinstance(example.prompt, list) else [])
-            hint = ("; this model's template takes no system turn: drop system_prompt (or the system messages)"
-                    if any(m["role"] == "system" for m in messages) else "")
-            raise ValueError(f"the chat template refuses a row: {e.message}{hint}") from None
+        with template_errors(example):
+            if example.messages is not None:
+                return self._conversation(example.messages)
+            if example.text:
+                return self._text(example.completion)
+            span, status = self._span(example)
+            if span is None:
+                return [], status
+            trained = [0 if self.completion_only else 1] * span.start + [1] * (len(span.ids) - span.start)
+            if self.completion_only:
+                trained[span.end:] = [0] * (len(span.ids) - span.end)
+            return [self._row(span.ids, trained)], status
 
-    def _encode(self, example: Example) -> tuple[list[dict], str]:
-        if example.messages is not None:
-            return self._conversation(example.messages)
-        if isinstance(example.prompt, list):
-            return self._chat_pair(example.prompt, example.completion, example.cue)
+    def span(self, example: Example, reserve: int = 0) -> tuple[spans.Span | None, str]:
+        """The prompt + completion example rendered and split as training renders it, its prompt shortened (from the
+        left, the cue kept) until the answer and whatever the template writes after it fit max_length, with room for
+        at least `reserve` tokens after the prompt (the longest of several choices); (None, "dropped") when the cue
+        cannot fit."""
+        with template_errors(example):
+            return self._span(example, reserve)
+
+    def _text(self, text: str) -> tuple[list[dict], str]:
         tok = self.tokenizer
-        if example.text:
-            ids = tok(example.completion)["input_ids"] + [tok.eos_token_id]
-            step = self.max_length or len(ids)
-            # A last piece of one token (the EOS, say) would train nothing: nothing precedes it in its row.
-            pieces = [p for i, p in enumerate(ids[i : i + step] for i in range(0, len(ids), step)) if i == 0 or len(p) > 1]
-            return [self._row(p, [1] * len(p)) for p in pieces], ("split" if len(pieces) > 1 else "ok")
-        prompt = tok(example.prompt)["input_ids"] if example.prompt else []
-        completion = tok(example.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        status = "ok"
-        if self.max_length is not None and len(prompt) + len(completion) > self.max_length:
-            keep = protected(tok, example.prompt, example.cue, prompt) if example.prompt else 0
-            prompt = fit_prompt(prompt, keep, self.max_length - len(completion), tok.bos_token_id)
-            if prompt is None:
-                return [], "dropped"
-            status = "truncated"
-        trained = [0 if self.completion_only else 1] * len(prompt) + [1] * len(completion)
-        return [self._row(prompt + completion, trained)], status
+        ids = tok(text)["input_ids"] + [tok.eos_token_id]
+        step = self.max_length or len(ids)
+        # A last piece of one token (the EOS, say) would train nothing: nothing precedes it in its row.
+        pieces = [p for i, p in enumerate(ids[i : i + step] for i in range(0, len(ids), step)) if i == 0 or len(p) > 1]
+        return [self._row(p, [1] * len(p)) for p in pieces], ("split" if len(pieces) > 1 else "ok")
+
+    def _span(self, example: Example, reserve: int = 0) -> tuple[spans.Span | None, str]:
+        if isinstance(example.prompt, list):
+            return self._chat_pair(example.prompt, example.completion, example.cue, reserve)
+        tok = self.tokenizer
+        span = spans.plain(tok, example.prompt, example.completion)
+        need = max(len(span.ids) - span.start, reserve)
+        if self.max_length is None or span.start + need <= self.max_length:
+            return span, "ok"
+        prompt = span.ids[: span.start]
+        keep = protected(tok, example.prompt, example.cue, tok(example.prompt)["input_ids"]) if example.prompt else 0
+        prompt = fit_prompt(prompt, keep, self.max_length - need, tok.bos_token_id)
+        if prompt is None:
+            return None, "dropped"
+        cut = span.start - len(prompt)
+        return spans.Span(prompt + span.ids[span.start :], span.start - cut, span.stop - cut, span.end - cut), "truncated"
 
     def _row(self, ids: list[int], trained: list[int]) -> dict:
         return {"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, trained)]}
 
-    def _chat_pair(self, prompt: list[dict], completion: list[dict], cue: str = "") -> tuple[list[dict], str]:
+    def _chat_pair(self, prompt: list[dict], completion: list[dict], cue: str = "", reserve: int = 0):
         status = "ok"
-        ids = chat_ids(self.tokenizer, prompt + completion)
-        while self.max_length is not None and len(ids) > self.max_length:
+        span = spans.chat(self.tokenizer, prompt, completion)
+        while self.max_length is not None and span.start + max(len(span.ids) - span.start, reserve) > self.max_length:
+            need = max(len(span.ids) - span.start, reserve)
             status, shorter = "truncated", drop_oldest_turn(prompt)
             if shorter is None:  # one turn left: its text shortened, the answer and the cue kept
-                answer = len(ids) - len(chat_ids(self.tokenizer, prompt, True))
-                shorter = fit_chat(self.tokenizer, prompt, self.max_length - answer, cue)
+                shorter = fit_chat(self.tokenizer, prompt, self.max_length - need, cue)
                 if shorter is None:
-                    return [], "dropped"
-            prompt, previous = shorter, len(ids)
-            ids = chat_ids(self.tokenizer, prompt + completion)
-            if len(ids) >= previous:  # a template that renders the shortened prompt no shorter
-                return [], "dropped"
-        head = chat_ids(self.tokenizer, prompt, True)
-        start = common_prefix(head, ids)
-        mask = [0 if self.completion_only else 1] * start + [1] * (len(ids) - start)
-        if self.completion_only:
-            mask = through_eos(mask, ids, self.end_of_turn)
-        return [self._row(ids, mask)], status
+                    return None, "dropped"
+            prompt, previous = shorter, span.start
+            span = spans.chat(self.tokenizer, prompt, completion)
+            if span.start >= previous:  # a template that renders the shortened prompt no shorter
+                return None, "dropped"
+        return span, status
 
     def _conversation(self, messages: list[dict]) -> tuple[list[dict], str]:
         if self.assistant_only and not any(m["role"] == "assistant" for m in messages):
@@ -143,21 +151,28 @@ class Encoder:
     def _assistant_mask(self, messages: list[dict], ids: list[int]) -> list[int]:
         tok = self.tokenizer
         if self.generation_markers:  # the template marks the assistant tokens itself
-            mask = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)["assistant_masks"]
-        else:  # each assistant turn is what its rendering adds to the conversation before it
-            mask = [0] * len(ids)
-            for i, message in enumerate(messages):
-                if message["role"] != "assistant":
-                    continue
-                before, through = chat_ids(tok, messages[:i], True) if i else [], chat_ids(tok, messages[: i + 1])
-                # Where they diverge, not where `before` ends: a token may merge across the boundary (": " + "5").
-                start, end = common_prefix(before, ids), common_prefix(through, ids)
-                if end <= start or start < len(before) - 2:
-                    raise ValueError("the chat template renders a turn differently once later turns follow, so the "
-                                     "assistant tokens cannot be located; use a template with {% generation %} markers "
-                                     "(chat_template_path) or assistant_only_loss: false")
-                mask[start:end] = [1] * (end - start)
-        return through_eos(list(mask), ids, self.end_of_turn)
+            mask = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+                                           **kwargs_of(tok))["assistant_masks"]
+            return through_eos(list(mask), ids, self.end_of_turn)
+        rendered, turns = spans.assistant_turns(tok, messages)
+        if rendered != ids:
+            raise ValueError("the chat template renders differently from one call to the next; use a deterministic template")
+        mask = [0] * len(ids)
+        for start, end in turns:
+            mask[start:end] = [1] * (end - start)
+        return mask
+
+
+@contextmanager
+def template_errors(example: Example):
+    """A chat template's own refusal (Gemma's of a system turn) as a ValueError naming what to change."""
+    try:
+        yield
+    except TemplateError as e:
+        messages = example.messages or (example.prompt if isinstance(example.prompt, list) else [])
+        hint = ("; this model's template takes no system turn: drop system_prompt (or the system messages)"
+                if any(m["role"] == "system" for m in messages) else "")
+        raise ValueError(f"the chat template refuses a row: {e.message}{hint}") from None
 
 
 @dataclass

@@ -4,7 +4,7 @@ shorten alike."""
 
 from __future__ import annotations
 
-from medsft.data.templates import chat_ids
+from medsft.data.spans import generation_prompt
 
 
 def protected(tokenizer, prompt: str, cue: str, ids: list[int], special: bool = True) -> int:
@@ -30,10 +30,10 @@ def fit_prompt(ids: list[int], keep: int, room: int, bos_token_id: int | None) -
 
 
 def fit_chat(tokenizer, messages: list[dict], room: int, cue: str = "") -> list[dict] | None:
-    """A conversational prompt whose rendering (with the generation prompt) fits `room` tokens: its last message's
-    text shortened from the left as a string prompt is, the cue at its end kept; None when even the cue does not
-    fit. Training and scoring shorten a chat prompt alike."""
-    ids = chat_ids(tokenizer, messages, True)
+    """A conversational prompt whose rendering (through the generation prompt, as the answer follows it) fits `room`
+    tokens: its last message's text shortened from the left as a string prompt is, the cue at its end kept; None
+    when even the cue does not fit. Training and scoring shorten a chat prompt alike."""
+    ids = generation_prompt(tokenizer, messages)
     if len(ids) <= room:
         return messages
     last = messages[-1]
@@ -44,7 +44,7 @@ def fit_chat(tokenizer, messages: list[dict], room: int, cue: str = "") -> list[
         if len(text_ids) - cut < max(keep, 1):
             return None
         shortened = [*messages[:-1], {**last, "content": tokenizer.decode(text_ids[cut:])}]
-        if len(chat_ids(tokenizer, shortened, True)) <= room:
+        if len(generation_prompt(tokenizer, shortened)) <= room:
             return shortened
     return None
 

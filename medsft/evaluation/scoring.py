@@ -1,5 +1,5 @@
-"""Scoring: the log-likelihood of each choice after the prompt (lm-evaluation-harness's method) and the perplexity of
-the tokens training trains, batched by length, the LM head run only on the positions scored, shared out among
+"""Scoring: the log-likelihood of each choice after the prompt (lm-evaluation-harness's method, on the tokens training
+trains as the answer) and the perplexity of the tokens training trains, batched by length, the LM head run only on the positions scored, shared out among
 processes with the same numbers as one; a split's metrics, and the dev metrics logged at each evaluation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from medsft.data import encoding, templates, truncation
+from medsft.data import encoding, spans, truncation
 from medsft.evaluation import stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.tasks import Task
@@ -102,45 +102,68 @@ def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], 
     return _scored(model, sequences, positions, pad_id, batch_size, summed, track)
 
 
-def scoring_prompt(task: Task, row: dict, tokenizer, room: int | None) -> list[int]:
-    """The row's prompt as training tokenizes it, shortened from the left as training shortens it (the question
-    and answer cue kept). An item whose cue alone exceeds the room is still scored, cut plainly."""
-    example = task.example(row)
-    ids = encoding.prompt_ids(tokenizer, example.prompt)
-    if room is None or len(ids) <= room:
-        return ids
-    if isinstance(example.prompt, list):
-        fitted = truncation.fit_chat(tokenizer, example.prompt, room, example.cue)
-        if fitted is not None:
-            return templates.chat_ids(tokenizer, fitted, True)
-        return truncation.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
-    keep = truncation.protected(tokenizer, example.prompt, example.cue, ids)
-    return truncation.fit_prompt(ids, keep, room, tokenizer.bos_token_id) or truncation.fit_prompt(ids, 0, room, tokenizer.bos_token_id)
+def choice_spans(encoder: encoding.Encoder, task: Task, row: dict) -> list[spans.Span]:
+    """Each of the row's choices as the whole answer, rendered and split as training renders it (spans.py); when the
+    prompt must be shortened, every choice's alike, leaving room for the longest (an item whose cue alone does not
+    fit is still scored, its prompt cut plainly from the left)."""
+    examples = [task.choice_example(row, label) for label in task.row_labels(row)]
+    whole = [encoding.Encoder(encoder.tokenizer, None).span(e)[0] for e in examples]
+    room = encoder.max_length
+    reserve = max(len(s.ids) - s.start for s in whole)
+    if room is None or all(s.start + reserve <= room for s in whole):
+        return whole
+    fitted = [encoder.span(e, reserve)[0] for e in examples]
+    if all(f is not None for f in fitted):
+        return fitted
+    bos = encoder.tokenizer.bos_token_id
+    cut = [truncation.fit_prompt(s.ids[: s.start], 0, max(1, room - reserve), bos) for s in whole]
+    return [spans.Span(c + s.ids[s.start :], len(c), len(c) + s.stop - s.start, len(c) + s.end - s.start)
+            for c, s in zip(cut, whole)]
+
+
+def _one_position(choices: list[spans.Span]) -> bool:
+    """Every choice one token after one and the same prompt: one forward pass scores them all."""
+    first = choices[0]
+    return first.start > 0 and all(s.stop - s.start == 1 and s.ids[: s.start] == first.ids[: first.start] for s in choices)
 
 
 def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int = 8,
                   track: Track = no_track) -> list[dict[str, Any]]:
     """Per item: id, gold, prediction (argmax of summed log-likelihood) and each choice's log-likelihood.
 
-    Each choice is scored as its continuation after the prompt (" yes", " B"), as lm-evaluation-harness does.
-    When every choice is one token, one forward pass per prompt scores all of them from the same next-token
-    distribution; otherwise each choice is its own sequence."""
+    Each choice is scored on the tokens that spell it where training puts the answer, after the prompt training
+    trains it after (choice_spans): " yes" after a plain prompt, the assistant's "yes" after a chat template's
+    generation prompt and whatever the template writes before the reply. When every choice of an item is one token
+    after the same prompt, one forward pass scores all of them; otherwise each choice is its own sequence."""
+    encoder = encoding.Encoder(tokenizer, max_length)
     labels = [task.row_labels(r) for r in rows]
-    cont = {c: tokenizer(task.continuation(c), add_special_tokens=False)["input_ids"] for ls in labels for c in ls}
-    longest = max(map(len, cont.values()))
-    room = None if max_length is None else max_length - longest
-    prompts = [scoring_prompt(task, r, tokenizer, room) for r in rows]
-    pad = tokenizer.pad_token_id
-    if longest == 1:
-        scores = _scored(model, prompts, [[len(p) - 1] for p in prompts], pad, batch_size,
-                         lambda i, lp: lp[0, [cont[c][0] for c in labels[i]]].tolist(), track)
-    else:
-        sequences = [p + cont[c] for p, ls in zip(prompts, labels) for c in ls]
-        targets = [list(range(len(p), len(p) + len(cont[c]))) for p, ls in zip(prompts, labels) for c in ls]
-        flat = iter(_token_logliks(model, sequences, targets, pad, batch_size, track))
-        scores = [[next(flat) for _ in ls] for ls in labels]
+    sequences, positions, targets, owner = [], [], [], []
+    for r, row in enumerate(rows):
+        choices = choice_spans(encoder, task, row)
+        if _one_position(choices):
+            s = choices[0]
+            sequences.append(s.ids[: s.start])
+            positions.append([s.start - 1])
+            targets.append([c.ids[c.start] for c in choices])
+            owner.append(None)
+            continue
+        for s in choices:
+            first = max(s.start, 1)  # a first token has nothing before it to be predicted from
+            sequences.append(s.ids[: s.stop])
+            positions.append(list(range(first - 1, s.stop - 1)))
+            targets.append(s.ids[first : s.stop])
+            owner.append(r)
+
+    def reduce(i: int, lp: torch.Tensor):
+        if owner[i] is None:  # every choice's token from the one next-token distribution
+            return lp[0, targets[i]].tolist()
+        return lp.gather(-1, torch.tensor(targets[i], dtype=torch.long).unsqueeze(-1)).sum().item()
+
+    values = iter(_scored(model, sequences, positions, tokenizer.pad_token_id, batch_size, reduce, track))
     results = []
-    for row, ls, s in zip(rows, labels, scores):
+    for row, ls in zip(rows, labels):
+        first = next(values)
+        s = first if isinstance(first, list) else [first] + [next(values) for _ in ls[1:]]
         best = max(range(len(ls)), key=lambda j: s[j])
         results.append({"id": row["id"], "gold": task.gold(row), "prediction": ls[best], "loglik": dict(zip(ls, s))})
     return results

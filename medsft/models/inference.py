@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsft.data import templates
 from medsft.errors import UserError
 from medsft.models import loading, locate
 from medsft.models.tokenizer import load_tokenizer
@@ -23,17 +24,19 @@ class Loaded:
     name: str
     spec: DataSpec  # the run's first dataset (its task and prompt style), or the defaults for a plain model
     context: int | None  # longest sequence the model takes
+    max_length: int | None = None  # a run's: the longest row it trained on (prompts are shortened to fit it)
 
 
 def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool):
-    """(model, tokenizer, spec) of a run folder or one of its checkpoints, loaded with the run's recipe."""
+    """(model, tokenizer, spec, max_length) of a run folder or one of its checkpoints, loaded with the run's recipe
+    (its tokenizer renders with the run's chat_template_kwargs)."""
     trust = ["--trust_remote_code", "true"] if trust_remote_code else []
     recipe = run_folder.parse_run(folder, ["--output_dir", str(folder), *trust])
     if dequantize and loading.quantized(recipe):
         print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
               f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
     model, tokenizer = loading.load_trained(recipe, path, dequantize)
-    return model, tokenizer, mixture.specs(recipe.script, recipe.training)[0]
+    return model, tokenizer, mixture.specs(recipe.script, recipe.training)[0], recipe.training.max_length
 
 
 def _adapter(path: Path, trust_remote_code: bool):
@@ -59,23 +62,29 @@ def _model(name: str, path: Path, trust_remote_code: bool):
     return model.to(loading.device()), load_tokenizer(resolved, trust_remote_code=trust_remote_code)
 
 
-def load(name: str, trust_remote_code: bool = False, dequantize: bool = False) -> Loaded:
+def load(name: str, trust_remote_code: bool = False, dequantize: bool = False,
+         chat_template_kwargs: dict | None = None) -> Loaded:
     """The model `name` names, in eval mode, with its context length. `trust_remote_code` comes from the command line
-    only; `dequantize`: a k-bit base in its compute dtype (for merge). A run that did not finish, or anything that
-    cannot be loaded, is one UserError line."""
+    only; `dequantize`: a k-bit base in its compute dtype (for merge); `chat_template_kwargs`: template keywords on
+    top of a run's own. A run that did not finish, or anything that cannot be loaded, is one UserError line."""
     path = Path(name).expanduser()
     folder = run_folder.folder_of(path) if path.is_dir() else None
     run_state.require_finished(path)
-    spec = DataSpec()
+    spec, max_length = DataSpec(), None
     try:
         if folder is not None:
-            model, tokenizer, spec = _run(path, folder, trust_remote_code, dequantize)
+            model, tokenizer, spec, max_length = _run(path, folder, trust_remote_code, dequantize)
         elif (path / "adapter_config.json").is_file():
             model, tokenizer = _adapter(path, trust_remote_code)
         else:
             model, tokenizer = _model(name, path, trust_remote_code)
     except OSError as e:
         raise UserError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
+    if chat_template_kwargs:
+        try:
+            templates.use_kwargs(tokenizer, {**templates.kwargs_of(tokenizer), **chat_template_kwargs})
+        except ValueError as e:
+            raise UserError(str(e)) from None
     model.eval()
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return Loaded(model, tokenizer, name, spec, context)
+    return Loaded(model, tokenizer, name, spec, context, max_length)

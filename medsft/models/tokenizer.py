@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medsft.data import templates
 from medsft.errors import UserError
 from medsft.textfiles import read_text
 
@@ -35,9 +36,10 @@ def checked_template(template: str, path: Path) -> str:
     return template
 
 
-def configure_tokenizer(tokenizer, args) -> None:
+def configure_tokenizer(tokenizer, args, chat_template_kwargs: dict | None = None) -> None:
     """SFTConfig's tokenizer keys, applied before medsft tokenizes (TRL would apply them after): chat_template_path
-    (a .jinja file, or a tokenizer whose template is copied), eos_token and pad_token (tokens of the vocabulary)."""
+    (a .jinja file, or a tokenizer whose template is copied), eos_token and pad_token (tokens of the vocabulary);
+    and the recipe's chat_template_kwargs, which every render with this tokenizer then passes to the template."""
     vocab = tokenizer.get_vocab()
     if args.chat_template_path:
         path = Path(args.chat_template_path).expanduser()
@@ -59,10 +61,14 @@ def configure_tokenizer(tokenizer, args) -> None:
             if token not in vocab:
                 raise UserError(f"{key} {token!r} is not in the tokenizer's vocabulary; name one of its tokens")
             setattr(tokenizer, key, token)
+    try:
+        templates.use_kwargs(tokenizer, chat_template_kwargs)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def tokenizer_for(recipe, name: str):
     """The tokenizer at `name` (a resolved model, or a run folder that saved one) with the recipe's keys applied."""
     tokenizer = load_tokenizer(name, recipe.model.model_revision, recipe.training.trust_remote_code)
-    configure_tokenizer(tokenizer, recipe.training)
+    configure_tokenizer(tokenizer, recipe.training, recipe.script.chat_template_kwargs)
     return tokenizer

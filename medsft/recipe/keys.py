@@ -99,6 +99,10 @@ class MedsftArguments(DataFields):
         "Several datasets: a list of {id or path, config, split, columns, weight, task, ...} (or {datasets: [...]})."
     )
     scratch_config: dict[str, Any] | str | None = _help("GPT2Config fields for model_name_or_path: scratch-gpt2.")
+    chat_template_kwargs: dict[str, Any] | str | None = _help(
+        "Keywords for the chat template in every render: training, scoring, samples, generate and serve (e.g. "
+        "{enable_thinking: false} for Qwen3; as TRL's GRPOConfig names it)."
+    )
     eval_after_train: bool = _help("After training, evaluate base vs tuned model on each test split.", True)
     suite: str | None = _help("Evaluate on a benchmark suite (medical: PubMedQA, MedQA, MedMCQA, medical MMLU) instead.")
     suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA, else the hub.")
@@ -112,7 +116,7 @@ class MedsftArguments(DataFields):
 
     def __post_init__(self):
         super().__post_init__()
-        for key in ("scratch_config", "dataset_mixture"):
+        for key in ("scratch_config", "dataset_mixture", "chat_template_kwargs"):
             value = getattr(self, key)
             if isinstance(value, str):
                 try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from medsft.data import templates
+from medsft.data import spans, templates
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
 from medsft.serving.protocol import DONE, ApiError, Reply, Sampling, event, server_error, unavailable
@@ -71,11 +71,15 @@ class Pipeline:
             raise ApiError(400, "prompt is empty and this model has no end-of-text token to start from", "prompt")
         return ids
 
-    async def chat_ids(self, messages: list[dict]) -> list[int]:
+    async def chat_ids(self, messages: list[dict], kwargs: dict | None = None) -> list[int]:
         if sum(len(m["content"]) for m in messages) > 8 * self.max_prompt:
             raise ApiError(400, f"messages are longer than this server's {self.max_prompt} tokens", "messages")
-        try:  # rendered to ids exactly as training renders chats: one BOS, never the text tokenized again
-            return await self._off_loop(lambda: templates.chat_ids(self.tokenizer, messages, True))
+        try:
+            extra = templates.check_kwargs(self.tokenizer, kwargs)
+        except ValueError as e:
+            raise ApiError(400, str(e), "chat_template_kwargs") from None
+        try:  # the prompt a reply follows, rendered as training renders it (spans.generation_prompt)
+            return await self._off_loop(lambda: spans.generation_prompt(self.tokenizer, messages, extra))
         except Exception as e:  # noqa: BLE001 - the template's own checks (roles, alternation) are the client's to fix
             raise ApiError(400, f"messages: {str(e).splitlines()[0] if str(e) else type(e).__name__}", "messages") from None
 

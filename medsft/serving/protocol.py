@@ -75,6 +75,8 @@ class Message(BaseModel):
 
 class ChatRequest(Sampling):
     messages: Annotated[list[Message], Field(min_length=1, max_length=512)]
+    # template keywords on top of the run's own (Qwen3's enable_thinking), as vLLM and `transformers serve` take them
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 def validation_error(errors: list[dict]) -> ApiError:

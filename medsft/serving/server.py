@@ -66,7 +66,7 @@ def _generation_routes(app: FastAPI, pipeline: Pipeline, guard) -> None:
         @app.post("/v1/chat/completions", dependencies=guard)
         async def chat_completions(req: ChatRequest, request: Request):
             max_tokens = pipeline.max_tokens(req)
-            ids = await pipeline.chat_ids([m.model_dump() for m in req.messages])
+            ids = await pipeline.chat_ids([m.model_dump() for m in req.messages], req.chat_template_kwargs)
             return await pipeline.respond(request, req, ids, max_tokens, chat=True)
 
 

@@ -4,7 +4,7 @@ and scoring when it is a classification, and its split rules. Everything task-sp
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 from medsft.errors import UserError
@@ -101,6 +101,14 @@ class Task:
         """What follows the prompt when `label` is the answer (scored, and the start of the trained completion): after
         a string prompt " yes", in a chat the assistant's turn opening with "yes"."""
         return label if self.spec.chat else " " + label
+
+    def choice_example(self, row: dict, label: str) -> Example:
+        """The row's example with `label` as the whole answer: what a choice is scored on (its prompt is training's)."""
+        example = self.example(row)
+        answer = self.continuation(label)
+        if isinstance(example.prompt, list):
+            return replace(example, completion=[{"role": "assistant", "content": answer.lstrip()}])
+        return replace(example, completion=answer)
 
     def formatted(self, prompt: str, completion: str, cue: str) -> Example:
         """The prompt and completion as strings or, with `chat`, as the user's turn (after the system prompt) and the

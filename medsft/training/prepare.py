@@ -44,7 +44,7 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
     loaded = datasets.load(mixture.specs(script, args), saved)
     if model_args.model_name_or_path == locate.SCRATCH:
         model, tokenizer = scratch.build_scratch(datasets.texts(loaded), script.scratch_config, args.max_length, args.seed)
-        configure_tokenizer(tokenizer, args)
+        configure_tokenizer(tokenizer, args, script.chat_template_kwargs)
     else:
         model = locate.resolve(model_args.model_name_or_path)
         tokenizer = tokenizer_for(recipe, model)
