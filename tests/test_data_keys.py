@@ -117,6 +117,49 @@ def test_packed_rows_never_attend_across_documents(tiny_model):
     torch.testing.assert_close(packed[0, 20:], alone[0], atol=1e-4, rtol=1e-4)
 
 
+def test_packed_rows_train_no_document_from_the_one_before(tiny_model, write_recipe, tmp_path):
+    """A model that memorized 16 short notes: its first-step loss over them is the same packed (several notes a row)
+    and unpacked (one a row). Before, each packed note's first token was a label of the note before it (0.52 against
+    0.04 on these notes)."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from medsft.models.tokenizer import load_tokenizer
+
+    notes = [{"text": f"Note {i}: patient {i} seen for {'fever' if i % 2 else 'cough'}, plan review in {i + 2} days."} for i in range(16)]
+    tokenizer = load_tokenizer(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    rows = [tokenizer(n["text"])["input_ids"] + [tokenizer.eos_token_id] for n in notes]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    labels = ids.masked_fill(attention == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(400):
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.11:  # what is left is each note's number after "Note": nothing before it tells it
+            break
+    memorized = tmp_path / "memorized"
+    model.save_pretrained(memorized)
+    tokenizer.save_pretrained(memorized)
+    data = write_jsonl(tmp_path / "notes.jsonl", notes)
+    first = {}
+    for packing in (False, True):
+        out = tmp_path / f"out-{packing}"
+        recipe = write_recipe(f"r{packing}.yaml", model_name_or_path=str(memorized), task="text", dataset_name=str(data),
+                              eval_split_size=0, test_split_size=0, use_peft=False, packing=packing, max_length=128,
+                              per_device_train_batch_size=16, max_steps=1, eval_after_train=False, num_samples=0,
+                              bf16=False, output_dir=str(out))
+        assert main([str(recipe)]) == 0
+        first[packing] = json.loads((out / "trainer_state.json").read_text())["log_history"][0]["loss"]
+    assert first[False] < 0.15 and abs(first[True] - first[False]) < 1e-3, first
+
+
 def test_packing_trains_through_packed_rows(write_recipe, tmp_path):
     notes = [{"text": " ".join(f"note{i} word{j}" for j in range(3 * i + 2))} for i in range(30)]
     recipe = parse_recipe([str(write_recipe(task="text", dataset_name=str(write_jsonl(tmp_path / "n.jsonl", notes)),

@@ -18,6 +18,7 @@ def main(argv: list[str]) -> int:
     from medsft.console.progress import RichProgress
     from medsft.console.quiet import quiet_libraries
     from medsft.data import datasets as data
+    from medsft.evaluation import scoring
     from medsft.recipe import mixture
     from medsft.recipe.parser import parse_recipe
     from medsft.training import cross_validation as cv
@@ -50,6 +51,7 @@ def main(argv: list[str]) -> int:
         return 128 + stop.signum
     results = cv.summarize(datasets[0].task, fold_predictions, base_predictions, recipe.training.seed)
     results["recipe"], results["folds_used"], results["folds_available"] = str(recipe.path), folds, available
+    results["precision"] = scoring.precision(recipe.training)  # the same as the test split's (eval_results.json)
     path = out / cv.RESULTS_FILE
     if main_process:  # every rank holds the same gathered predictions; one writes them
         cv.write(out, results, fold_predictions, base_predictions)

@@ -123,15 +123,15 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     task, rows = dataset.task, dataset.parts["test"]
     result = _header(dataset)
     samples = task.samples(rows, settings.num_samples, settings.seed, settings.sample_prompts)
-    prompts = [encoding.prompt_ids(tokenizer, s.pop("input")) for s in samples]
+    room = None if settings.max_length is None else max(1, settings.max_length - settings.sample_max_new_tokens)
+    prompts = [encoding.prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
     temperature = 0.0 if task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
     predictions: dict[str, list] = {}
     was_training = model.training
     model.eval()
     for name, scored in _models(model, base_model, trained):
         result["models"][name], predictions[name] = score_model(scored, name, tokenizer, dataset, settings, track_for)
-        texts = generate(scored, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed,
-                         max_length=settings.max_length)
+        texts = generate(scored, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed)
         for sample, text in zip(samples, texts):
             sample[name] = text
     model.train(was_training)

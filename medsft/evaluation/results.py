@@ -48,7 +48,6 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
     and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
     progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base)."""
-    import torch
     from accelerate.utils import gather_object
 
     args = recipe.training
@@ -60,7 +59,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
                                 recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
     evaluations, predictions = [], []
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+    with scoring.autocast(args, device) as precision:
         for dataset in datasets:
             if not dataset.parts["test"]:
                 continue
@@ -68,7 +67,8 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
             evaluations.append(result)
             predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
     # how the items were shared out: one count per process (the same results as one process, in a share of the time)
-    results = {"run": {**(run or {}), "scored_per_process": gather_object([scoring.SCORED["items"]])}, "evaluations": evaluations}
+    results = {"run": {**(run or {}), "precision": precision, "scored_per_process": gather_object([scoring.SCORED["items"]])},
+               "evaluations": evaluations}
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

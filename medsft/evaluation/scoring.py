@@ -5,6 +5,7 @@ processes with the same numbers as one; a split's metrics, and the dev metrics l
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -32,6 +33,20 @@ class Settings:
     num_samples: int = 3
     sample_prompts: list[str] | None = None
     sample_max_new_tokens: int = 64
+
+
+def precision(args) -> str:
+    """What scoring computes in, everywhere a run is scored (the test split, the dev folds of `cv`, the dev metrics
+    during training): the recipe's mixed precision as autocast (bf16, or fp16 where the GPU lacks bf16), else float32."""
+    return "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+
+
+@contextmanager
+def autocast(args, device: str):
+    """Scoring under the run's precision (precision()); yields its name, to be recorded beside the numbers."""
+    name = precision(args)
+    with torch.autocast(device, dtype=getattr(torch, name), enabled=name != "float32"):
+        yield name
 
 
 # Sequences each process scored in this process's life: the 2-process test reads it back.

@@ -16,6 +16,7 @@ from medsft.data import splits
 from medsft.errors import UserError
 from medsft.evaluation import calibration, scoring, stats
 from medsft.evaluation.metrics import classification_metrics
+from medsft.models import loading
 from medsft.models.loading import base_of
 from medsft.training import fit, prepare
 
@@ -98,8 +99,10 @@ def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
     args = recipe.training
     settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
 
-    def score(scored) -> list[dict]:
-        return scoring.score_choices(scored, prepared.tokenizer, dataset.task, dataset.parts["eval"], settings.max_length, settings.batch_size)
+    def score(scored) -> list[dict]:  # in the precision the test split is scored in (evaluation/results.py)
+        with scoring.autocast(args, loading.device(recipe)):
+            return scoring.score_choices(scored, prepared.tokenizer, dataset.task, dataset.parts["eval"], settings.max_length,
+                                         settings.batch_size)
 
     tuned, base = score(model), base_of(recipe, model)
     if base is not None:

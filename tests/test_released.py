@@ -1,0 +1,165 @@
+"""The six released chat templates (verbatim, from the shared data) on tokenizers of each family's own kind
+(tests/released.py): every number is computed on exactly the tokens training trained. The label mask is the assistant's
+text and its end-of-turn token; a model that memorized items scores them as trained (choice scoring and perplexity),
+in a chat and in a plain prompt; generation of a memorized answer reproduces it and stops there."""
+
+import threading
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import released
+from medsft.data import encoding, spans, templates
+from medsft.evaluation import scoring
+from medsft.generation import sampling
+from medsft.models.tokenizer import load_tokenizer
+from medsft.recipe.keys import DataSpec
+from medsft.serving import engine
+from medsft import tasks
+from medsft.tasks import Example
+
+pytestmark = pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
+needs_pubmedqa = pytest.mark.skipif(not released.PUBMEDQA.is_file(), reason=f"real PubMedQA data absent: {released.PUBMEDQA}")
+FAMILIES = list(released.FAMILIES)
+MAX_LENGTH = 128  # long abstracts are shortened from the left, their question kept, as training shortens them
+
+
+@pytest.fixture(scope="session")
+def released_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("released")
+    built = {}
+
+    def model(name: str):
+        if name not in built:
+            built[name] = released.build(released.FAMILIES[name], root / name.replace(".", "_"), hidden=32)
+        return built[name]
+
+    return model
+
+
+@pytest.fixture(scope="session")
+def memorized(released_models):
+    """(family, chat) -> (model, tokenizer, task, rows, batch): a tiny model fully fine-tuned on 12 PubMedQA items until
+    it holds them."""
+    done = {}
+
+    def get(name: str, chat: bool):
+        if (name, chat) not in done:
+            path = released_models(name)
+            tokenizer = load_tokenizer(str(path))
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_pretrained(path)
+            task, rows = tasks.get(DataSpec(task="pubmedqa", chat=chat)), released.pubmedqa_rows(12)
+            batch = released.memorize(model, tokenizer, [task.example(r) for r in rows], MAX_LENGTH)
+            done[name, chat] = model, tokenizer, task, rows, batch
+        return done[name, chat]
+
+    return get
+
+
+def test_each_vocabulary_holds_both_spellings_and_a_template_picks_one(released_models):
+    """The premise: a word alone and the same word where the template puts an answer are different tokens on the
+    SentencePiece families (Phi-3's answer follows <|assistant|>\\n)."""
+    for name in FAMILIES:
+        tokenizer = load_tokenizer(str(released_models(name)))
+        vocab = tokenizer.get_vocab()
+        mark = "Ġ" if released.FAMILIES[name].kind == "byte" else "▁"
+        assert all(w in vocab and mark + w in vocab for w in released.ANSWERS), name
+    phi3 = load_tokenizer(str(released_models("phi3")))
+    ids = templates.chat_ids(phi3, [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "yes"}])
+    assert phi3.convert_ids_to_tokens(ids[-4:]) == ["yes", "<|end|>", "<0x0A>", "<|endoftext|>"]
+    assert phi3.convert_ids_to_tokens(phi3("yes", add_special_tokens=False)["input_ids"]) == ["▁yes"]
+
+
+def oracle_mask(tokenizer, family, messages) -> list[int]:
+    """Independently of medsft's method: in the template's text, each assistant turn's content (as the template writes
+    it) and the end-of-turn token after it; every other character untrained (a think block, a trailing newline or
+    EOS, the system and user turns)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans_, cursor = [], 0
+    for m in messages:
+        content = m["content"].strip()
+        if m["role"] == "user":  # (a system turn may be written anywhere: Mistral puts it in the last user turn)
+            cursor = text.index(content, cursor) + len(content)
+        if m["role"] != "assistant":
+            continue
+        start = text.index(content, cursor)
+        end = text.index(family.end_of_turn, start + len(content)) + len(family.end_of_turn)
+        spans_.append((start, end))
+        cursor = end
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [int(any(a < e and b > s for s, e in spans_) and b > a) for a, b in encoded["offset_mapping"]]
+
+
+CONVERSATION = [{"role": "user", "content": "Is the patient febrile?"}, {"role": "assistant", "content": "Yes, 38.9 C."},
+                {"role": "user", "content": "Pneumonia on the X-ray?"}, {"role": "assistant", "content": "No consolidation."}]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_label_mask_is_the_assistant_text_and_its_end_of_turn(released_models, name):
+    family = released.FAMILIES[name]
+    tokenizer = load_tokenizer(str(released_models(name)))
+    system = [{"role": "system", "content": "Answer briefly."}] if family.system else []
+    encoder = encoding.Encoder(tokenizer, 1024)
+    [row], _ = encoder(Example(messages=[*system, *CONVERSATION]))
+    assert [int(x != encoding.IGNORE) for x in row["labels"]] == oracle_mask(tokenizer, family, [*system, *CONVERSATION])
+    prompt = [*system, {"role": "user", "content": "Abstract: fever.\n\nQuestion: Febrile?\nAnswer (yes, no or maybe):"}]
+    [row], _ = encoder(Example(prompt, [{"role": "assistant", "content": "yes"}]))
+    trained = [t for t in row["labels"] if t != encoding.IGNORE]
+    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    assert tokenizer.convert_ids_to_tokens(trained[:-1]) in (["yes"], ["▁yes"]) and trained[-1] == eot
+    assert [int(x != encoding.IGNORE) for x in row["labels"]] == oracle_mask(tokenizer, family, prompt + [{"role": "assistant", "content": "yes"}])
+
+
+@needs_pubmedqa
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_memorized_items_are_scored_as_trained(memorized, name, chat):
+    """Choice scoring picks each memorized answer; the perplexity scorer's log-likelihoods are the training loss's own
+    numbers, token for token. (Before: Phi-3's and Qwen3's chats scored 33%: the answer tokenized alone, "▁yes", and
+    Qwen3's answer scored before the think block its template writes.)"""
+    model, tokenizer, task, rows, batch = memorized(name, chat)
+    predictions = scoring.score_choices(model, tokenizer, task, rows, MAX_LENGTH)
+    accuracy = sum(p["prediction"] == p["gold"] for p in predictions) / len(rows)
+    assert accuracy >= 0.9, (name, chat, accuracy, batch["steps"])
+    logliks, counts = scoring.item_logliks(model, tokenizer, task, rows, MAX_LENGTH)
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    log_probs = out.logits[:, :-1].float().log_softmax(-1)
+    target = batch["labels"][:, 1:]
+    kept = target != -100
+    per_token = log_probs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * kept
+    assert counts == kept.sum(1).tolist()  # exactly the trained tokens, no more and no fewer
+    torch.testing.assert_close(torch.tensor(logliks), per_token.sum(1), atol=1e-3, rtol=1e-4)
+
+
+@needs_pubmedqa
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generation_of_a_memorized_answer_reproduces_it_and_stops(memorized, name):
+    """From the prompt training trained the answer after (shortened as training shortened it): the answer, then a
+    stop at the family's end of turn, in generate (the panels, the generate command) and in the server's engine."""
+    model, tokenizer, task, rows, _ = memorized(name, True)
+    encoder = encoding.Encoder(tokenizer, MAX_LENGTH)
+    for row in rows[:3]:
+        span, _ = encoder.span(task.example(row))
+        prompt = span.ids[: span.start]
+        assert sampling.generate(model, tokenizer, [prompt], max_new_tokens=6) == [row["final_decision"]]
+        done = threading.Event()
+        job = engine.Job(list(prompt), 6, on_event=lambda text, finished: finished and done.set())
+        engine.Engine(model, tokenizer, max_batch=1).submit(job)
+        assert done.wait(60) and (job.finish_reason, job.text, job.tokens) == ("stop", row["final_decision"], span.ids[span.start : span.stop])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_generation_prompt_is_what_training_trains_the_answer_after(released_models, name):
+    """Scoring, generate and serve start where training's trained span starts: for Qwen3, after the empty think block
+    its template writes before a final answer (the template's own generation prompt stops before it)."""
+    tokenizer = load_tokenizer(str(released_models(name)))
+    system = [{"role": "system", "content": "Answer briefly."}] if released.FAMILIES[name].system else []
+    prompt = [*system, {"role": "user", "content": "Febrile?"}]
+    [row], _ = encoding.Encoder(tokenizer, None)(Example(prompt, [{"role": "assistant", "content": "no"}]))
+    first_trained = next(i for i, label in enumerate(row["labels"]) if label != encoding.IGNORE)
+    assert spans.generation_prompt(tokenizer, prompt) == row["input_ids"][:first_trained]
+    if name == "qwen3":
+        assert tokenizer.decode(row["input_ids"][:first_trained]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
