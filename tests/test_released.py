@@ -163,3 +163,98 @@ def test_the_generation_prompt_is_what_training_trains_the_answer_after(released
     assert spans.generation_prompt(tokenizer, prompt) == row["input_ids"][:first_trained]
     if name == "qwen3":
         assert tokenizer.decode(row["input_ids"][:first_trained]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def _trained_run(released_models, write_recipe, name: str, kwargs: dict):
+    """A run of the family's model trained one step on chat items with `chat_template_kwargs`, and its first test row."""
+    from medsft.__main__ import main
+    from medsft.models import inference
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training import prepare
+
+    recipe_path = write_recipe(model_name_or_path=str(released_models(name)), chat=True, chat_template_kwargs=kwargs,
+                               max_steps=1, eval_after_train=False, num_samples=0, max_length=512)
+    assert main([str(recipe_path)]) == 0
+    prepared = prepare.prepare(parse_recipe([str(recipe_path)]))
+    loaded = inference.load(str(recipe_path.parent / "out"))
+    return prepared, loaded
+
+
+def _served_ids(loaded, messages: list[dict], **body) -> list[int]:
+    """The prompt ids the server hands its engine for a chat request."""
+    from fastapi.testclient import TestClient
+
+    from medsft.serving import server
+
+    app = server.create_app(loaded)
+    seen = []
+    submit = app.state.engine.submit
+
+    def spy(job):
+        seen.append(list(job.ids))
+        return submit(job)
+
+    app.state.engine.submit = spy
+    reply = TestClient(app).post("/v1/chat/completions", json={"messages": messages, "max_tokens": 1, **body})
+    assert reply.status_code == 200, reply.text
+    return seen[0]
+
+
+@pytest.mark.parametrize("name, kwargs, visible", [("llama3.1", {"date_string": "04 Dec 2026"}, "Today Date: 04 Dec 2026"),
+                                                   ("qwen3", {"enable_thinking": False}, "<think>\n\n</think>\n\n")])
+def test_chat_template_kwargs_reach_training_scoring_generate_and_serve(released_models, write_recipe, name, kwargs, visible):
+    """One run trained with chat_template_kwargs: the prompt its training trained the answer after, the prompt its
+    scorer scores the choices after, the prompt `generate --chat` and the server generate from: the same ids, in which
+    the keywords show (Llama-3.1's date; Qwen3's empty think block, where its own generation prompt with
+    enable_thinking=false ends)."""
+    from medsft.commands.generate import _prompt_ids
+    from medsft.evaluation.scoring import choice_spans
+
+    prepared, loaded = _trained_run(released_models, write_recipe, name, kwargs)
+    dataset = prepared.datasets[0]
+    row, example = dataset.parts["test"][0], dataset.task.example(dataset.parts["test"][0])
+    question = example.prompt[-1]["content"]
+    trained = next(r for r in prepared.train_dataset)  # the first training row, as the trainer receives it
+    first = next(i for i, label in enumerate(trained["labels"]) if label != encoding.IGNORE)
+    assert visible in loaded.tokenizer.decode(trained["input_ids"][:first])
+
+    span, _ = encoding.Encoder(loaded.tokenizer, 512).span(example)
+    training_prompt = span.ids[: span.start]
+    assert visible in loaded.tokenizer.decode(training_prompt)
+    scored = choice_spans(encoding.Encoder(loaded.tokenizer, 512), dataset.task, row)
+    assert all(s.ids[: s.start] == training_prompt for s in scored)
+    assert _prompt_ids("run", question, True, loaded.tokenizer) == training_prompt
+    assert _served_ids(loaded, [{"role": "user", "content": question}]) == training_prompt
+    if name == "qwen3":  # where the template's own generation prompt, with the keyword, ends
+        assert training_prompt == loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, enable_thinking=False, return_dict=False)
+
+
+def test_a_request_adds_its_own_template_keywords_and_a_misspelt_one_is_named(released_models):
+    from medsft.models import inference
+
+    loaded = inference.load(str(released_models("llama3.1")))
+    messages = [{"role": "user", "content": "Febrile?"}]
+    ids = _served_ids(loaded, messages, chat_template_kwargs={"date_string": "01 Jan 2027"})
+    assert "Today Date: 01 Jan 2027" in loaded.tokenizer.decode(ids)
+    assert "Today Date: 26 Jul 2024" in loaded.tokenizer.decode(_served_ids(loaded, messages))
+    from fastapi.testclient import TestClient
+
+    from medsft.serving import server
+
+    reply = TestClient(server.create_app(loaded)).post("/v1/chat/completions", json={
+        "messages": messages, "max_tokens": 1, "chat_template_kwargs": {"date_strng": "x"}})
+    assert reply.status_code == 400 and reply.json()["error"]["message"] == (
+        "chat_template_kwargs.date_strng is not read by this model's chat template; did you mean date_string?")
+
+
+def test_a_misspelt_template_keyword_in_a_recipe_is_one_line(released_models, write_recipe, tmp_path, capsys):
+    from medsft.__main__ import main
+
+    recipe = write_recipe(model_name_or_path=str(released_models("qwen3")), chat=True,
+                          chat_template_kwargs={"enable_thinkng": False})
+    assert main([str(recipe)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "medsft: error: chat_template_kwargs.enable_thinkng is not read by this model's chat template; "
+        "did you mean enable_thinking?"]
+    assert not (tmp_path / "out").exists()
