@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zoo
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSFT_DATA") or ROOT.parent / "shared" / "data")
 TEMPLATES = SHARED / "templates"
@@ -146,7 +148,7 @@ def tokenizer_for(family: Released):
 
     texts = corpus()
     if family.kind == "byte":
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
         vocab, merges = _bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), texts, 900, pre_tokenizers.ByteLevel.alphabet())
@@ -156,13 +158,7 @@ def tokenizer_for(family: Released):
         specials = list(dict.fromkeys(t for t in [family.bos, family.eos, family.pad, *family.stops, *family.special] if t))
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in family.added])
-        byte_level = processors.ByteLevel(trim_offsets=False)
-        if family.text_bos:
-            bos = (family.bos, tok.token_to_id(family.bos))
-            tok.post_processor = processors.Sequence([byte_level, processors.TemplateProcessing(
-                single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B", special_tokens=[bos])])
-        else:
-            tok.post_processor = byte_level
+        tok.post_processor = zoo.byte_level_post_processor(tok, family.bos if family.text_bos else None)
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
                                             pad_token=family.pad)
     else:

@@ -258,3 +258,28 @@ def test_a_misspelt_template_keyword_in_a_recipe_is_one_line(released_models, wr
         "medsft: error: chat_template_kwargs.enable_thinkng is not read by this model's chat template; "
         "did you mean enable_thinking?"]
     assert not (tmp_path / "out").exists()
+
+
+@needs_pubmedqa
+@pytest.mark.parametrize("name", FAMILIES)
+def test_plain_prompts_split_as_lm_evaluation_harness_splits_them(released_models, name):
+    """lm-evaluation-harness's loglikelihood request (HFLM._encode_pair: the context's trailing spaces moved to the
+    continuation, context + continuation encoded whole, split at the context's own length; no BOS by default): the
+    same continuation tokens and the same context as medsft's plain choice scoring, on every tokenizer kind."""
+    from medsft.evaluation.scoring import choice_spans
+
+    tokenizer = load_tokenizer(str(released_models(name)))
+    task = tasks.get(DataSpec(task="pubmedqa", prompt_style="lm_eval"))
+    encoder = encoding.Encoder(tokenizer, None)
+    bos = [tokenizer.bos_token_id] if released.FAMILIES[name].text_bos else []
+    for row in released.pubmedqa_rows(6):
+        context = task.example(row).prompt
+        for label, span in zip(task.row_labels(row), choice_spans(encoder, task, row)):
+            continuation, ctx = task.continuation(label), context
+            spaces = len(ctx) - len(ctx.rstrip())
+            if spaces:
+                continuation, ctx = ctx[-spaces:] + continuation, ctx[:-spaces]
+            whole = tokenizer(ctx + continuation, add_special_tokens=False)["input_ids"]
+            context_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
+            assert span.ids[span.start : span.stop] == whole[len(context_ids):], (name, label)
+            assert span.ids[: span.start] == bos + context_ids, (name, label)

@@ -103,7 +103,7 @@ def corpus() -> list[str]:
 
 
 def tokenizer_for(family: Family):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     special = list(dict.fromkeys(t for t in [family.bos, family.eos, family.pad, family.end_of_turn, *family.stops,
@@ -113,18 +113,23 @@ def tokenizer_for(family: Family):
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=700, special_tokens=special,
                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    byte_level = processors.ByteLevel(trim_offsets=False)
-    if family.text_bos:
-        bos = (family.bos, tok.token_to_id(family.bos))
-        tok.post_processor = processors.Sequence([byte_level, processors.TemplateProcessing(
-            single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B", special_tokens=[bos])])
-    else:
-        tok.post_processor = byte_level
+    tok.post_processor = byte_level_post_processor(tok, family.bos if family.text_bos else None)
     extra = [t for t in special if t not in (family.bos, family.eos, family.pad)]
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
                                         pad_token=family.pad, additional_special_tokens=extra)
     tokenizer.chat_template = family.template
     return tokenizer
+
+
+def byte_level_post_processor(tok, bos: str | None):
+    """Byte-level offsets kept as they are, and `bos` before plain text where the tokenizer adds one."""
+    from tokenizers import processors
+
+    byte_level = processors.ByteLevel(trim_offsets=False)
+    if bos is None:
+        return byte_level
+    return processors.Sequence([byte_level, processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])])
 
 
 def build(family: Family, path: Path) -> Path:

@@ -3,10 +3,11 @@
 The answer is never cut. A string prompt that does not fit is shortened from the left down to its cue (the
 question and answer cue), keeping a leading BOS; a conversation loses its oldest turns, then the text of its last
 turn is shortened from the left as a string prompt is. A row whose answer or cue cannot fit is dropped and counted.
-Language modelling keeps all the text: a long row is split into max_length pieces. Chats are rendered with the
-tokenizer's chat template to ids directly (one BOS, as the server does); assistant turns are trained through the
-template's own end-of-turn token (Llama-3's <|eot_id|>, Gemma's <end_of_turn>, ...), once, and the EOS ends every
-string completion.
+Language modelling keeps all the text: a long row is split into max_length pieces. The answer's tokens are taken
+from the whole rendering, never tokenized alone (spans.py: the same span scoring and generation use); chats are
+rendered with the tokenizer's chat template and its keywords (one BOS, as the server does); assistant turns are
+trained through the template's own end-of-turn token (Llama-3's <|eot_id|>, Gemma's <end_of_turn>, ...), once, and
+the EOS ends every string completion.
 """
 
 from __future__ import annotations
@@ -87,12 +88,16 @@ class Encoder:
                 trained[span.end:] = [0] * (len(span.ids) - span.end)
             return [self._row(span.ids, trained)], status
 
-    def span(self, example: Example, reserve: int = 0) -> tuple[spans.Span | None, str]:
+    def span(self, example: Example, reserve: int = 0, fit: bool = True) -> tuple[spans.Span | None, str]:
         """The prompt + completion example rendered and split as training renders it, its prompt shortened (from the
         left, the cue kept) until the answer and whatever the template writes after it fit max_length, with room for
         at least `reserve` tokens after the prompt (the longest of several choices); (None, "dropped") when the cue
-        cannot fit."""
+        cannot fit. `fit=False`: whole, whatever its length."""
         with template_errors(example):
+            if not fit:
+                if isinstance(example.prompt, list):
+                    return spans.chat(self.tokenizer, example.prompt, example.completion), "ok"
+                return spans.plain(self.tokenizer, example.prompt, example.completion), "ok"
             return self._span(example, reserve)
 
     def _text(self, text: str) -> tuple[list[dict], str]:

@@ -84,7 +84,17 @@ def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = Fals
 def end_of_turn(tokenizer) -> int | None:
     """The token that ends an assistant turn in the tokenizer's chat template: the first special token the template
     writes after the turn's text (Llama-3 <|eot_id|>, Gemma <end_of_turn>, ChatML <|im_end|>, Phi-3 <|end|>, Mistral
-    </s>); the tokenizer's EOS where the template writes none, or where there is no template."""
+    </s>); the tokenizer's EOS where the template writes none, or where there is no template. Kept on the tokenizer
+    for as long as its template, keywords and EOS stay the same."""
+    key = (getattr(tokenizer, "chat_template", None), repr(sorted(kwargs_of(tokenizer).items())), tokenizer.eos_token_id)
+    cached = getattr(tokenizer, "_medsft_end_of_turn", None)
+    if cached is None or cached[0] != key:
+        cached = (key, _end_of_turn(tokenizer))
+        tokenizer._medsft_end_of_turn = cached
+    return cached[1]
+
+
+def _end_of_turn(tokenizer) -> int | None:
     if getattr(tokenizer, "chat_template", None):
         try:
             text = chat_text(tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": PROBE}])

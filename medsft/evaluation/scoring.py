@@ -122,7 +122,7 @@ def choice_spans(encoder: encoding.Encoder, task: Task, row: dict) -> list[spans
     prompt must be shortened, every choice's alike, leaving room for the longest (an item whose cue alone does not
     fit is still scored, its prompt cut plainly from the left)."""
     examples = [task.choice_example(row, label) for label in task.row_labels(row)]
-    whole = [encoding.Encoder(encoder.tokenizer, None).span(e)[0] for e in examples]
+    whole = [encoder.span(e, fit=False)[0] for e in examples]
     room = encoder.max_length
     reserve = max(len(s.ids) - s.start for s in whole)
     if room is None or all(s.start + reserve <= room for s in whole):

@@ -4,7 +4,8 @@ Requests wait in a bounded queue; the worker takes up to `max_batch` of them, pr
 and decodes them together with one KV cache, so concurrent requests share each forward pass; requests that arrive
 meanwhile join the running batch between steps (their own prefill, then the caches merged, left-padded and masked)
 while it has room: continuous batching. Each row has its own sampling settings and its own seeded
-`torch.Generator`, so a request's sampled text does not depend on what it was batched with. Between steps the
+`torch.Generator`, so a request's draws do not depend on what it was batched with (its text neither, where its logits
+do not: float32 on the CPU; bf16 and GPU kernels chosen by the batch's shape can move near-ties). Between steps the
 worker drops rows that are finished, cancelled (their client went away), past their deadline or stopped by a stop
 string, so a disconnected client frees the worker within one step.
 
