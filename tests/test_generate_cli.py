@@ -74,3 +74,25 @@ def test_bad_generate_input_is_one_line(tiny_model, tmp_path, args, expected):
     fill = {"missing": missing, "model": tiny_model}
     line = one_line_error(run_cli("generate", *(a.format(**fill) for a in args)))
     assert line.startswith(expected.format(**fill))
+
+
+def test_question_prompts_are_shortened_to_the_runs_max_length(write_recipe, tmp_path, monkeypatch, capsys):
+    """The run trained on rows of at most max_length tokens: `generate --question` scores within the same length (the
+    abstract shortened from the left, the question kept), not within the model's own context."""
+    from medsft.commands import generate
+    from medsft.evaluation import scoring
+
+    recipe = write_recipe(max_steps=1, eval_after_train=False, max_length=96)
+    assert run_cli(recipe).returncode == 0
+    abstract = tmp_path / "abstract.txt"
+    abstract.write_text("Heart rate 131 beats per minute at rest in a patient with fever. " * 40)
+    lengths, scored = [], scoring._scored
+
+    def recording(model, sequences, *args, **kwargs):
+        lengths.extend(len(s) for s in sequences)
+        return scored(model, sequences, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_scored", recording)
+    assert generate.main([str(tmp_path / "out"), "--question", "Is the patient tachycardic?", "--context_file", str(abstract)]) == 0
+    assert capsys.readouterr().out.startswith("answer: ")
+    assert lengths and max(lengths) <= 96
