@@ -7,6 +7,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads on a busy 2-core ma
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Prepared data (medsft/data/cache.py) goes to a folder of this test session, never the user's cache.
+os.environ.setdefault("MEDSFT_DATA_CACHE", __import__("tempfile").mkdtemp(prefix="medsft-data-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -42,6 +42,9 @@ def test_every_accelerate_config_parses(path):
         assert ds["bf16"]["enabled"] == "auto" and ds["fp16"]["enabled"] == "auto"
         assert str(ds["zero_optimization"]["stage"]) in path.stem
         assert config.mixed_precision in (None, "no")  # accelerate refuses one beside a deepspeed_config_file
+    if config.distributed_type == "FSDP":  # whole weights at save time, loadable by eval and merge
+        assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        assert config.mixed_precision in (None, "no")  # the recipe's bf16 decides
 
 
 def test_cli_overrides_recipe_and_cpu_defaults(write_recipe):

@@ -181,3 +181,60 @@ def test_launch_sh_help_and_unknown_config():
     assert proc.returncode == 0 and "NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT" in proc.stdout and "zero2_offload" in proc.stdout
     proc = _dry_run("zero7", "recipes/quickstart.yaml")
     assert proc.returncode == 2 and proc.stderr.startswith("launch.sh: error: no accelerate config")
+
+
+def test_two_processes_tokenize_the_data_once(recipe, tmp_path):
+    """Under accelerate launch the main process prepares the data and the other reads what it wrote (data/cache.py):
+    the rows are tokenized by one process only, as often as one process alone tokenizes them."""
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('COUNT_ENCODE'):\n"
+        "    import medsft.data.encoding as encoding\n"
+        "    original = encoding.encode\n"
+        "    def counted(*args, **kwargs):\n"
+        "        with open(os.environ['COUNT_ENCODE'], 'a') as f:\n"
+        "            f.write(f'{os.getpid()}\\n')\n"
+        "        return original(*args, **kwargs)\n"
+        "    encoding.encode = counted\n")
+    counts = {}
+    for processes in (1, 2):
+        log = tmp_path / f"encode-{processes}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{spy}{os.pathsep}{ROOT}", **CPU,
+               "COUNT_ENCODE": str(log), "MEDSFT_DATA_CACHE": str(tmp_path / f"cache-{processes}")}
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               f"accelerate_configs/{'multi_process' if processes > 1 else 'single_process'}.yaml", "--num_processes",
+               str(processes), "-m", "medsft", "preview", str(recipe), "-n", "1", "--eval_strategy", "steps"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts[processes] = log.read_text().split()
+    assert len(counts[1]) == 2  # the training rows and the dev rows
+    assert len(counts[2]) == len(counts[1]) and len(set(counts[2])) == 1  # one process tokenized them, once
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_fsdp2_trains_on_two_processes_and_its_whole_weights_load_in_eval_and_merge(recipe, tmp_path, peft):
+    """FSDP2 (accelerate_configs/fsdp2.yaml) on two CPU processes over gloo: the run trains, saves whole weights (a full
+    state dict, or a full adapter) whose tensors have the model's own shapes, and `eval` of the run gives the numbers
+    training reported; a LoRA run merges."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    keys = ["--use_peft", "true"] if peft else ["--use_peft", "false", "--learning_rate", "1e-3"]
+    proc = launch("fsdp2", recipe, "--output_dir", out, *keys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = load_file(out / ("adapter_model.safetensors" if peft else "model.safetensors"))
+    base = load_file(next(recipe.parent.parent.glob("tiny-llama*")) / "model.safetensors") if not peft else None
+    if peft:
+        assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())  # trained, and whole (rank x width)
+        assert all(v.shape[0] == 4 or v.shape[1] == 4 for k, v in saved.items())
+    else:
+        assert saved.keys() == base.keys() and all(saved[k].shape == base[k].shape for k in saved)
+    trained = json.loads((out / "eval_results.json").read_text())["evaluations"][0]["models"]["tuned"]
+    proc = run_cli("eval", out)  # one process, the saved weights: the run's results written again
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((out / "eval_results.json").read_text())["evaluations"][0]["models"]["tuned"]
+    assert again["accuracy"] == trained["accuracy"]
+    if peft:
+        assert run_cli("merge", out, tmp_path / "merged").returncode == 0

@@ -20,6 +20,16 @@ def pop_int(argv: list[str], flag: str, example: str) -> tuple[int | None, list[
     return value, argv[:i] + argv[i + 2:]
 
 
+def pop_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """(the value after `flag`, argv without the two), or (None, argv) when the flag is absent."""
+    if flag not in argv:
+        return None, argv
+    i = argv.index(flag)
+    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise UserError(f"{flag} needs a value")
+    return argv[i + 1], argv[:i] + argv[i + 2:]
+
+
 def gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = True) -> int:
     """Exit code 3 with one line when the recipe's quality gate is missed; everything is written already."""
     import dataclasses
@@ -47,3 +57,13 @@ def json_mapping(text: str | None, what: str) -> dict | None:
     if not isinstance(value, dict):
         raise UserError(f"{what} must be a JSON object, e.g. '{{\"enable_thinking\": false}}'")
     return value
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def checked_dtype(dtype: str | None) -> str | None:
+    """A dtype a model loads in (auto: the checkpoint's own on a GPU, float32 on the CPU); one line otherwise."""
+    if dtype is not None and dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+    return dtype

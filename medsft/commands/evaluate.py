@@ -22,6 +22,27 @@ def _recipe(argv: list[str]):
     return run_folder.parse_run(folder, [*argv[1:], "--output_dir", str(folder)]), weights
 
 
+def _base_alone(console, recipe, run_dir, datasets) -> dict | None:
+    """A full fine-tune's base, loaded and scored before the tuned model is loaded, then let go: the two are never
+    held at once. None for other runs (an adapter's base is its model with the adapter off)."""
+    import gc
+
+    from medsft.console.progress import eval_progress
+    from medsft.evaluation import results as evaluation
+    from medsft.models import loading, locate
+
+    if not loading.full_fine_tune(recipe, run_dir):
+        return None
+    with console.status("loading the base model"):
+        base = loading.load_model(recipe, locate.resolve(recipe.model.model_name_or_path))
+        tokenizer = loading.run_tokenizer(recipe, run_dir)
+    with eval_progress(console) as track_for:
+        scores = evaluation.score_base(recipe, base, tokenizer, datasets, track_for)
+    del base
+    gc.collect()
+    return scores
+
+
 def main(argv: list[str]) -> int:
     """`eval RUN_DIR` or `eval RECIPE`: the trained run (base vs tuned on the test ids it recorded) or, without one
     for this model and data, the base model alone, written to a folder of its own."""
@@ -49,6 +70,7 @@ def main(argv: list[str]) -> int:
         console.print(f"[yellow]medsft: warning: {changed}")
     datasets, left_out = evaluation.test_datasets(recipe, splits.read_ids(folder) if folder else None)
     evaluation_tables.left_out(console, left_out)
+    base_scores = _base_alone(console, recipe, run_dir, datasets) if run_dir is not None else None
     with console.status("loading model"):
         model, tokenizer = load_trained(recipe, run_dir)
     steps, seconds = run_folder.saved_run_time(str(run_dir)) if run_dir else (None, None)
@@ -61,7 +83,7 @@ def main(argv: list[str]) -> int:
         splits.write_ids(str(out), {d.spec.name: d.parts for d in datasets})
     with eval_progress(console) as track_for:
         results = evaluation.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main_process else None, run,
-                                          track_for, trained=run_dir is not None)
+                                          track_for, trained=run_dir is not None, base_scores=base_scores)
     evaluation_tables.eval_report(console, results)
     if main_process:
         plots.write_plots(str(out), [], results)

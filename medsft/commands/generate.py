@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medsft.commands.common import json_mapping
+from medsft.commands.common import checked_dtype, json_mapping
 from medsft.errors import OneLineErrors, UserError
 from medsft.recipe.keys import DataSpec
 from medsft.textfiles import read_text
@@ -25,6 +25,8 @@ class GenerateArguments:
     context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
     task: str | None = field(default=None, metadata={"help": "The choice task --question uses (default: the run's own)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (never taken from a run folder)."})
+    dtype: str | None = field(default=None, metadata={"help": "Load in auto, bfloat16, float16 or float32 (default: a run's own, else float32)."})
+    device_map: str | None = field(default=None, metadata={"help": "Spread the model over this machine's GPUs (auto, balanced, ...)."})
     chat_template_kwargs: str | None = field(default=None, metadata={
         "help": "JSON keywords for the chat template, on top of a run's own (e.g. '{\"enable_thinking\": false}')."})
 
@@ -38,6 +40,7 @@ class GenerateArguments:
         if self.top_k < 0:
             raise UserError(f"top_k must be 0 or more, got {self.top_k}")
         self.template_kwargs = json_mapping(self.chat_template_kwargs, "--chat_template_kwargs")
+        checked_dtype(self.dtype)
 
 
 def question_task(spec: DataSpec | str):
@@ -130,7 +133,8 @@ def main(argv: list[str]) -> int:
     task = question_task(gen.task) if gen.question is not None and gen.task else None
     quiet_libraries()
     with Console(stderr=True).status(f"loading {name}"):
-        loaded = inference.load(name, gen.trust_remote_code, chat_template_kwargs=gen.template_kwargs)
+        loaded = inference.load(name, gen.trust_remote_code, chat_template_kwargs=gen.template_kwargs, dtype=gen.dtype,
+                                device_map=gen.device_map)
     tokenizer = loaded.tokenizer
     ids = _answer(gen, loaded, task) if gen.question is not None else _prompt_ids(name, prompt, gen.chat, tokenizer)
     if ids is None:

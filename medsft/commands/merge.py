@@ -14,10 +14,14 @@ def main(argv: list[str]) -> int:
     from medsft.models import inference
     from medsft.recipe import run_state
 
+    from medsft.commands.common import checked_dtype, pop_option
+
     trust = "--trust_remote_code" in argv
     argv = [a for a in argv if a != "--trust_remote_code"]
+    dtype, argv = pop_option(argv, "--dtype")
+    device_map, argv = pop_option(argv, "--device_map")
     if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR [--trust_remote_code]")
+        raise UserError("usage: python -m medsft merge RUN_DIR OUT_DIR [--dtype D] [--device_map M] [--trust_remote_code]")
     run, out = Path(argv[0]), Path(argv[1])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
@@ -25,7 +29,7 @@ def main(argv: list[str]) -> int:
     if not (run / "adapter_config.json").is_file():
         raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
     quiet_libraries()
-    loaded = inference.load(str(run), trust, dequantize=True)
+    loaded = inference.load(str(run), trust, dequantize=True, dtype=checked_dtype(dtype), device_map=device_map)
     model = loaded.model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

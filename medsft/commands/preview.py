@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     for row in dataset.select(range(min(n, len(dataset)))):
         pieces = [tokenizer.decode([t]) for t in row["input_ids"]]
         examples.append((pieces, [int(label != encoding.IGNORE) for label in row["labels"]]))
-    summary = datasets.summarize(dataset, prepared.stats["train"])
+    summary = datasets.summarize(prepared.stats["train"])
     steps = math.ceil(len(dataset) / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
     training_tables.preview(console, examples, summary, steps)
     return 0

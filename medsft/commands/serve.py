@@ -11,6 +11,7 @@ from medsft.errors import OneLineErrors
 
 def parser() -> argparse.ArgumentParser:
     """`serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [limits]`."""
+    from medsft.commands.common import DTYPES
     from medsft.serving.pipeline import ServeOptions
 
     class Parser(OneLineErrors, argparse.ArgumentParser):
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_body_bytes", type=positive(int), default=defaults.max_body_bytes, help="larger bodies get 413")
     parser.add_argument("--max_prompt_tokens", type=positive(int), default=None, help="longest prompt (default: the model's context)")
     parser.add_argument("--trust_remote_code", action="store_true", help="run the model's own code (never taken from a run folder)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="load in this dtype (default: a run's own, else float32)")
+    parser.add_argument("--device_map", default=None, help="spread the model over this machine's GPUs (auto, balanced, ...)")
     parser.add_argument("--chat_template_kwargs", default=None,
                         help="JSON keywords for the chat template, on top of a run's own (a request may add its own)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
@@ -62,7 +65,9 @@ def main(argv: list[str]) -> int:
 
     options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
                            args.timeout, args.api_key or None)
-    app = server.create_app(inference.load(args.model, args.trust_remote_code, chat_template_kwargs=template_kwargs), options)
+    loaded = inference.load(args.model, args.trust_remote_code, chat_template_kwargs=template_kwargs, dtype=args.dtype,
+                            device_map=args.device_map)
+    app = server.create_app(loaded, options)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:

@@ -27,23 +27,50 @@ def _stopped(console, recipe, result, tracked: bool) -> int:
     return 128 + result.stopped_by
 
 
-def _evaluate(console, recipe, prepared, trainer, result, main_process: bool):
+def _evaluated(console, recipe, prepared) -> list:
+    """The datasets scored after training: the test splits, or the suite's less what the run trained on."""
+    from medsft.console import evaluation_tables
+    from medsft.evaluation import results as evaluation
+
+    if not recipe.script.suite:
+        return prepared.datasets
+    evaluated, left_out = evaluation.test_datasets(recipe, {d.spec.name: d.parts for d in prepared.datasets}, ids=True)
+    evaluation_tables.left_out(console, left_out)
+    return evaluated
+
+
+def _base_first(console, recipe, evaluated: list, tokenizer, scores: dict):
+    """For a full fine-tune: the base scored on the model training starts from, before it trains (so that no second
+    copy is loaded beside the tuned model afterwards); None where training starts from anything else (an adapter's
+    base is the tuned model with its adapter off; DeepSpeed shards the weights before they could be scored)."""
+    from medsft.console.progress import eval_progress
+    from medsft.evaluation import results as evaluation
+    from medsft.models import loading
+
+    if not (loading.full_fine_tune(recipe) and recipe.script.eval_after_train and not recipe.training.deepspeed
+            and any(d.parts["test"] for d in evaluated)):
+        return None
+
+    def before(model) -> None:
+        with eval_progress(console) as track_for:
+            scores.update(evaluation.score_base(recipe, model, tokenizer, evaluated, track_for))
+
+    return before
+
+
+def _evaluate(console, recipe, prepared, evaluated, trainer, result, main_process: bool, base_scores: dict):
     """The test splits (or the suite) scored base vs tuned after training; None when there is nothing to score."""
     from medsft.console import evaluation_tables
     from medsft.console.progress import eval_progress
     from medsft.evaluation import results as evaluation
 
-    evaluated = prepared.datasets
-    if recipe.script.suite:
-        evaluated, left_out = evaluation.test_datasets(recipe, {d.spec.name: d.parts for d in prepared.datasets}, ids=True)
-        evaluation_tables.left_out(console, left_out)
     if not (recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated)):
         return None
     run = evaluation.run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=recipe.training.output_dir)
     with eval_progress(console) as track_for:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        results = evaluation.evaluate_run(recipe, model, prepared.tokenizer, evaluated,
-                                          recipe.training.output_dir if main_process else None, run, track_for)
+        results = evaluation.evaluate_run(recipe, model, prepared.tokenizer, evaluated, recipe.training.output_dir if main_process
+                                          else None, run, track_for, base_scores=base_scores or None)
     evaluation_tables.eval_report(console, results)
     return results
 
@@ -79,11 +106,13 @@ def main(argv: list[str]) -> int:
     tracked = tracking.enabled(recipe) and state.is_main_process
     if tracked:
         tracking.start(recipe)
-    trainer, result = fit.train(recipe, prepared, callbacks=[RichProgress(console)])
+    evaluated, base_scores = _evaluated(console, recipe, prepared), {}
+    before = _base_first(console, recipe, evaluated, prepared.tokenizer, base_scores)
+    trainer, result = fit.train(recipe, prepared, callbacks=[RichProgress(console)], before=before)
     training_tables.train_summary(console, result, recipe.model.model_name_or_path)
     if result.stopped_by is not None:
         return _stopped(console, recipe, result, tracked)
-    results = _evaluate(console, recipe, prepared, trainer, result, state.is_main_process)
+    results = _evaluate(console, recipe, prepared, evaluated, trainer, result, state.is_main_process, base_scores)
     if state.is_main_process:
         plots.write_plots(recipe.training.output_dir, result.log_history, results)
     if tracked:

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from medsft.data import encoding, sources, splits
+from medsft.data import cache, encoding, sources, splits
 from medsft.recipe.keys import DataSpec
 from medsft.errors import UserError
 from medsft.tasks import Task, get
@@ -20,6 +20,7 @@ class Dataset:
     spec: DataSpec
     task: Task
     parts: dict[str, list[dict]] = field(default_factory=dict)
+    key: str = ""  # what its rows were prepared from (cache.py)
 
 
 def _columns(raw: dict, columns: Any, where: str) -> dict:
@@ -70,8 +71,11 @@ def load(specs: list[DataSpec], saved: dict[str, dict[str, list[str]]] | None = 
         task = get(spec)
         if saved is not None and spec.name not in saved:
             raise UserError(f"the run recorded no split for dataset {spec.name}; evaluate it with its own recipe")
-        parts = splits.assign(task, spec, rows(spec, task), saved[spec.name] if saved is not None else None)
-        loaded.append(Dataset(spec, task, parts))
+        ids = saved[spec.name] if saved is not None else None
+        key = cache.rows_key(spec, ids)
+        parts = cache.cached_rows(key, lambda: splits.assign(task, spec, rows(spec, task), ids))
+        task.prepare([r for group in parts.values() for r in group])  # the task's own state from its rows (labels seen)
+        loaded.append(Dataset(spec, task, parts, key))
     return loaded
 
 
@@ -98,10 +102,15 @@ def encoded(datasets: list[Dataset], role: str, encoder: encoding.Encoder, num_p
         items += [d.task.example(r) for r in rows_]
     if needs_chat_template(items) and not getattr(encoder.tokenizer, "chat_template", None):
         raise UserError("conversational rows need a chat template and this tokenizer has none; set chat_template_path")
-    try:
-        return encoding.encode(items, encoder, num_proc)
-    except ValueError as e:
-        raise UserError(str(e).splitlines()[0]) from None
+    weights = [(d.spec.weight, d.spec.split_seed) for d in datasets] if role == "train" else []
+
+    def tokenized():
+        try:
+            return encoding.encode(items, encoder, num_proc)
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+
+    return cache.cached_encoded(cache.encoded_key([d.key for d in datasets], role, weights, encoder), tokenized)
 
 
 def texts(datasets: list[Dataset]) -> list[str]:
@@ -113,18 +122,17 @@ def texts(datasets: list[Dataset]) -> list[str]:
     return out
 
 
-def summarize(dataset, stats: encoding.EncodeStats) -> dict[str, Any]:
+def summarize(stats: encoding.EncodeStats) -> dict[str, Any]:
     """What training will see: token-length statistics, row fates, tokens in all and trained."""
     import statistics
 
-    labels = dataset["labels"] if dataset is not None else []
     lengths = sorted(stats.lengths)
     p95 = lengths[min(len(lengths) - 1, int(round(0.95 * (len(lengths) - 1))))] if lengths else 0
     return {
         "rows": stats.rows, "kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped,
         "skipped": stats.skipped, "untrained": stats.untrained, "split": stats.split, "pieces": stats.pieces,
-        "all_masked": sum(1 for row in labels if all(t == encoding.IGNORE for t in row)),
+        "all_masked": stats.all_masked,
         "length": {"min": lengths[0] if lengths else 0, "median": statistics.median(lengths) if lengths else 0,
                    "p95": p95, "max": lengths[-1] if lengths else 0},
-        "tokens": sum(lengths), "trained_tokens": sum(sum(t != encoding.IGNORE for t in row) for row in labels),
+        "tokens": sum(lengths), "trained_tokens": stats.trained_tokens,
     }

@@ -197,10 +197,12 @@ class EncodeStats:
     split: int = 0  # long texts split into max_length pieces
     pieces: int = 0  # the rows those became
     lengths: list[int] = field(default_factory=list)
+    trained_tokens: int = 0  # labels that train, in the rows kept
+    all_masked: int = 0  # rows kept that train nothing
 
 
 def _encode_batch(batch: dict, indices: list[int], encoder: Encoder) -> dict:
-    out = {"input_ids": [], "labels": [], "status": [], "source": []}
+    out = {"input_ids": [], "labels": [], "status": [], "source": [], "trained": []}
     for text, index in zip(batch["example"], indices):
         rows, status = encoder(Example(**json.loads(text))) if text else ([], "skipped")
         for row in rows or [{"input_ids": [], "labels": []}]:
@@ -208,18 +210,22 @@ def _encode_batch(batch: dict, indices: list[int], encoder: Encoder) -> dict:
             out["labels"].append(row["labels"])
             out["status"].append(status)
             out["source"].append(index)
+            out["trained"].append(sum(label != IGNORE for label in row["labels"]))
     return out
 
 
 def encode(examples: list[Example | None], encoder: Encoder, num_proc: int | None = None):
     """Examples (None: unformattable) -> (datasets.Dataset of input_ids / labels or None, EncodeStats).
     num_proc > 1 tokenizes in that many processes (SFTConfig's dataset_num_proc)."""
+    import pyarrow.compute
     from datasets import Dataset
 
     source = Dataset.from_dict({"example": [json.dumps(asdict(e)) if e is not None else "" for e in examples]})
     encoded = source.map(_encode_batch, batched=True, with_indices=True, fn_kwargs={"encoder": encoder}, remove_columns=["example"],
                          num_proc=num_proc if num_proc and num_proc > 1 and len(examples) > 1 else None)
-    status, sources = encoded["status"], encoded["source"]
+    # whole columns through Arrow: iterating a datasets Column goes row by row through its formatter (45 s at 50k rows)
+    table = encoded.data
+    status, sources, trained = (table.column(name).to_pylist() for name in ("status", "source", "trained"))
     stats = EncodeStats(rows=len(examples))
     for name in ("dropped", "skipped", "untrained", "truncated"):
         setattr(stats, name, status.count(name))
@@ -229,6 +235,9 @@ def encode(examples: list[Example | None], encoder: Encoder, num_proc: int | Non
     keep = [i for i, s in enumerate(status) if s not in ("dropped", "skipped", "untrained")]
     if not keep:
         return None, stats
-    kept = encoded.select(keep).remove_columns(["status", "source"])
-    stats.lengths = [len(x) for x in kept["input_ids"]]
+    kept = encoded.select(keep).remove_columns(["status", "source", "trained"])
+    lengths = pyarrow.compute.list_value_length(table.column("input_ids")).to_pylist()
+    stats.lengths = [lengths[i] for i in keep]
+    stats.trained_tokens = sum(trained[i] for i in keep)
+    stats.all_masked = sum(1 for i in keep if trained[i] == 0)
     return kept, stats

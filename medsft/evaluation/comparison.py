@@ -115,26 +115,45 @@ def prediction_rows(predictions: dict[str, list[dict]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _sample_prompts(tokenizer, dataset, settings: Settings) -> tuple[list[dict], list[list[int]]]:
+    """The sample panels' items and their prompts, shortened as training shortens a prompt."""
+    samples = dataset.task.samples(dataset.parts["test"], settings.num_samples, settings.seed, settings.sample_prompts)
+    room = None if settings.max_length is None else max(1, settings.max_length - settings.sample_max_new_tokens)
+    return samples, [encoding.prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
+
+
+def scored_alone(model, name: str, tokenizer, dataset, settings: Settings, track_for: Callable[[str], Track],
+                 prompts: list[list[int]] | None = None) -> dict[str, Any]:
+    """One model's part of an evaluation: {metrics, predictions, texts} (its sample generations), in eval mode; what a
+    full fine-tune's base contributes when it is scored on its own, before training or before the tuned model loads."""
+    if prompts is None:
+        _, prompts = _sample_prompts(tokenizer, dataset, settings)
+    was_training = model.training
+    model.eval()
+    metrics, predictions = score_model(model, name, tokenizer, dataset, settings, track_for)
+    temperature = 0.0 if dataset.task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
+    texts = generate(model, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed)
+    model.train(was_training)
+    return {"metrics": metrics, "predictions": predictions, "texts": texts}
+
+
 def before_and_after(model, tokenizer, dataset, settings: Settings,
                      track_for: Callable[[str], Track] | None = None, base_model=None,
-                     trained: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split."""
+                     trained: bool = True, base_scored: dict | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split. `base_scored`:
+    the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model."""
     track_for = track_for or (lambda name: no_track)
     task, rows = dataset.task, dataset.parts["test"]
     result = _header(dataset)
-    samples = task.samples(rows, settings.num_samples, settings.seed, settings.sample_prompts)
-    room = None if settings.max_length is None else max(1, settings.max_length - settings.sample_max_new_tokens)
-    prompts = [encoding.prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
-    temperature = 0.0 if task.choices else 0.7  # greedy where the decision is the argmax; free text loops greedily
+    samples, prompts = _sample_prompts(tokenizer, dataset, settings)
+    parts = {"base": base_scored} if base_scored is not None else {}
+    for name, scored in [("tuned", model)] if base_scored is not None else _models(model, base_model, trained):
+        parts[name] = scored_alone(scored, name, tokenizer, dataset, settings, track_for, prompts)
     predictions: dict[str, list] = {}
-    was_training = model.training
-    model.eval()
-    for name, scored in _models(model, base_model, trained):
-        result["models"][name], predictions[name] = score_model(scored, name, tokenizer, dataset, settings, track_for)
-        texts = generate(scored, tokenizer, prompts, settings.sample_max_new_tokens, temperature, seed=settings.seed)
-        for sample, text in zip(samples, texts):
+    for name, part in parts.items():
+        result["models"][name], predictions[name] = part["metrics"], part["predictions"]
+        for sample, text in zip(samples, part["texts"]):
             sample[name] = text
-    model.train(was_training)
     if task.choices:
         result["majority_baseline"] = majority_baseline([task.gold(r) for r in dataset.parts["train"]], [task.gold(r) for r in rows],
                                                         task.labels())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
 from medsft.evaluation import scoring, suites
-from medsft.evaluation.comparison import before_and_after
+from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
 from medsft.recipe import mixture, provenance
@@ -43,27 +43,52 @@ def run_info(recipe: Recipe, datasets: list[Dataset], steps: int | None, seconds
     }
 
 
+def _settings(recipe: Recipe) -> scoring.Settings:
+    args = recipe.training
+    return scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
+                            recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
+
+
+def _placed(recipe: Recipe, model) -> str:
+    """The model on the recipe's device (k-bit weights, and a device_map's, stay where they were put)."""
+    device = loading.device(recipe)
+    if not loading.quantized(recipe) and not recipe.script.device_map:
+        model.to(device)
+    return device
+
+
+def score_base(recipe: Recipe, model, tokenizer, datasets: list[Dataset], track_for=None) -> dict[str, dict]:
+    """A full fine-tune's base scored on its own ({dataset name: its part}): before training, with the model training
+    starts from, or before the tuned model is loaded, so that the two are never held at once."""
+    track_for = track_for or (lambda name: scoring.no_track)
+    device, settings, out = _placed(recipe, model), _settings(recipe), {}
+    with scoring.autocast(recipe.training, device):
+        for dataset in datasets:
+            if dataset.parts["test"]:
+                out[dataset.spec.name] = scored_alone(model, "base", tokenizer, dataset, settings, track_for)
+    return out
+
+
 def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out: str | None,
-                 run: dict | None = None, track_for=None, trained: bool = True) -> dict:
+                 run: dict | None = None, track_for=None, trained: bool = True, base_scores: dict | None = None) -> dict:
     """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
     and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
-    progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base)."""
+    progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base);
+    `base_scores`: a full fine-tune's base scored already (score_base), else it is loaded beside the tuned model."""
     from accelerate.utils import gather_object
 
     args = recipe.training
-    device = loading.device(recipe)
-    if not loading.quantized(recipe):  # k-bit weights stay where they were quantized
-        model.to(device)
-    base = base_of(recipe, model) if trained else None
+    device = _placed(recipe, model)
+    base = base_of(recipe, model) if trained and base_scores is None else None
     scoring.SCORED["items"] = 0
-    settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
-                                recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
+    settings = _settings(recipe)
     evaluations, predictions = [], []
     with scoring.autocast(args, device) as precision:
         for dataset in datasets:
             if not dataset.parts["test"]:
                 continue
-            result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained)
+            result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained,
+                                            (base_scores or {}).get(dataset.spec.name))
             evaluations.append(result)
             predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
     # how the items were shared out: one count per process (the same results as one process, in a share of the time)

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 from medsft.data import encoding, spans, truncation
-from medsft.evaluation import stats
+from medsft.evaluation import logprobs, stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.tasks import Task
 
@@ -65,19 +64,20 @@ def _my_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
 
 
 @torch.no_grad()
-def _scored(model, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch_size: int,
-            reduce: Callable[[int, torch.Tensor], Any], track: Track = no_track) -> list:
-    """reduce(i, next-token log-probabilities at positions[i] of sequences[i], shape (len(positions[i]), vocab))
-    for every sequence, in order.
+def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int]]], pad_id: int, batch_size: int,
+            track: Track = no_track) -> list[list[float]]:
+    """For every sequence, in order: log p(token | sequence[: position + 1]) for each (position, token) of its
+    targets, in their order (several tokens may be scored at one position: the choices after one prompt).
 
-    Sequences are batched by length and right-padded, so positions need no shifting; the LM head runs only on the
-    requested positions (`logits_to_keep` as a boolean mask). Under several processes each scores whole batches of
-    that one length-sorted list and the reduced values are gathered: every sequence is padded and batched as a
-    single process would, so the numbers are the same to the bit, in bf16 too."""
+    Sequences are batched by length and right-padded, so positions need no shifting; the model runs to its hidden
+    states at the targets' positions only and each is reduced on its device to the numbers asked for
+    (logprobs.py: nothing vocabulary-sized per position). Under several processes each scores whole batches of that
+    one length-sorted list and the values are gathered: every sequence is padded and batched as a single process
+    would, so the numbers are the same to the bit, in bf16 too."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # the first of several under a device_map
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     mine, out = _my_batches(batches), {}
@@ -89,16 +89,18 @@ def _scored(model, sequences: list[list[int]], positions: list[list[int]], pad_i
         for row, i in enumerate(chunk):
             ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
             attention[row, : len(sequences[i])] = 1
-            keep[row, positions[i]] = True
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), logits_to_keep=keep.to(device)).logits
-        if j < 0:
+            keep[row, [p for p, _ in targets[i]]] = True
+        kept = keep.flatten().cumsum(0) - 1  # kept positions come out in (row, position) order
+        rows = [int(kept[row * width + p]) for row, i in enumerate(chunk) for p, _ in targets[i]]
+        tokens = [t for i in chunk for _, t in targets[i]]
+        values = logprobs.target_log_probs(model, ids.to(device), attention.to(device), keep.to(device),
+                                           torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long)).tolist()
+        if j < 0:  # a repeat that keeps every process's forward passes in step
             continue
-        log_probs = F.log_softmax(logits.float(), dim=-1).cpu()
         k = 0
-        for i in chunk:  # kept rows come out in (row, position) order
-            n = len(positions[i])
-            out[i] = reduce(i, log_probs[k : k + n])
-            k += n
+        for i in chunk:
+            out[i] = values[k : k + len(targets[i])]
+            k += len(targets[i])
     SCORED["items"] += len(out)
     if PartialState().num_processes > 1:
         out = {i: v for part in gather_object([out]) for i, v in part.items()}
@@ -108,13 +110,8 @@ def _scored(model, sequences: list[list[int]], positions: list[list[int]], pad_i
 def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int,
                    track: Track = no_track) -> list[float]:
     """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
-    positions = [[t - 1 for t in ts] for ts in targets]
-
-    def summed(i: int, lp: torch.Tensor) -> float:
-        ids = torch.tensor([sequences[i][t] for t in targets[i]])
-        return lp.gather(-1, ids.unsqueeze(-1)).sum().item()
-
-    return _scored(model, sequences, positions, pad_id, batch_size, summed, track)
+    pairs = [[(t - 1, sequence[t]) for t in ts] for sequence, ts in zip(sequences, targets)]
+    return [sum(values) for values in _scored(model, sequences, pairs, pad_id, batch_size, track)]
 
 
 def choice_spans(encoder: encoding.Encoder, task: Task, row: dict) -> list[spans.Span]:
@@ -152,33 +149,25 @@ def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: in
     after the same prompt, one forward pass scores all of them; otherwise each choice is its own sequence."""
     encoder = encoding.Encoder(tokenizer, max_length)
     labels = [task.row_labels(r) for r in rows]
-    sequences, positions, targets, owner = [], [], [], []
-    for r, row in enumerate(rows):
+    sequences, targets, shared = [], [], []
+    for row in rows:
         choices = choice_spans(encoder, task, row)
-        if _one_position(choices):
+        if _one_position(choices):  # every choice's token from the one next-token distribution
             s = choices[0]
             sequences.append(s.ids[: s.start])
-            positions.append([s.start - 1])
-            targets.append([c.ids[c.start] for c in choices])
-            owner.append(None)
+            targets.append([(s.start - 1, c.ids[c.start]) for c in choices])
+            shared.append(True)
             continue
         for s in choices:
             first = max(s.start, 1)  # a first token has nothing before it to be predicted from
             sequences.append(s.ids[: s.stop])
-            positions.append(list(range(first - 1, s.stop - 1)))
-            targets.append(s.ids[first : s.stop])
-            owner.append(r)
-
-    def reduce(i: int, lp: torch.Tensor):
-        if owner[i] is None:  # every choice's token from the one next-token distribution
-            return lp[0, targets[i]].tolist()
-        return lp.gather(-1, torch.tensor(targets[i], dtype=torch.long).unsqueeze(-1)).sum().item()
-
-    values = iter(_scored(model, sequences, positions, tokenizer.pad_token_id, batch_size, reduce, track))
+            targets.append([(t - 1, s.ids[t]) for t in range(first, s.stop)])
+            shared.append(False)
+    values = iter(zip(shared, _scored(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)))
     results = []
     for row, ls in zip(rows, labels):
-        first = next(values)
-        s = first if isinstance(first, list) else [first] + [next(values) for _ in ls[1:]]
+        one, first = next(values)
+        s = first if one else [sum(first)] + [sum(next(values)[1]) for _ in ls[1:]]
         best = max(range(len(ls)), key=lambda j: s[j])
         results.append({"id": row["id"], "gold": task.gold(row), "prediction": ls[best], "loglik": dict(zip(ls, s))})
     return results

@@ -26,7 +26,7 @@ def generate(model, tokenizer, prompts: list[str | list[int]], max_new_tokens: i
     of `stop_ids`.
     temperature 0 is greedy; otherwise prompt i samples under seed + i, so the base and the tuned model draw with
     the same seeds whatever else ran before. top_k 0 keeps every token; a streamer receives tokens as they come."""
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # the first of several under a device_map
     sampling = temperature > 0
     stops = stop_ids(tokenizer, model)
     config = GenerationConfig(

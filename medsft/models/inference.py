@@ -27,11 +27,12 @@ class Loaded:
     max_length: int | None = None  # a run's: the longest row it trained on (prompts are shortened to fit it)
 
 
-def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool):
+def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool, placed: dict):
     """(model, tokenizer, spec, max_length) of a run folder or one of its checkpoints, loaded with the run's recipe
-    (its tokenizer renders with the run's chat_template_kwargs)."""
+    (its tokenizer renders with the run's chat_template_kwargs) and the command line's dtype and device_map."""
     trust = ["--trust_remote_code", "true"] if trust_remote_code else []
-    recipe = run_folder.parse_run(folder, ["--output_dir", str(folder), *trust])
+    given = [arg for key, value in placed.items() if value for arg in (f"--{key}", value)]
+    recipe = run_folder.parse_run(folder, ["--output_dir", str(folder), *trust, *given])
     if dequantize and loading.quantized(recipe):
         print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
               f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
@@ -39,45 +40,55 @@ def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool):
     return model, tokenizer, mixture.specs(recipe.script, recipe.training)[0], recipe.training.max_length
 
 
-def _adapter(path: Path, trust_remote_code: bool):
+def _placed(model, placed: dict):
+    """The model on this machine's device, unless a device_map placed it."""
+    return model if placed.get("device_map") else model.to(loading.device())
+
+
+def _adapter(path: Path, trust_remote_code: bool, placed: dict):
     """(model, tokenizer) of a bare adapter folder, on the base its adapter_config.json names."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = locate.resolve(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="float32", trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code,
+                                                 **loading.placement(placed.get("dtype"), placed.get("device_map"), loading.device()))
     tokenizer = load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else base,
                                trust_remote_code=trust_remote_code)
-    return PeftModel.from_pretrained(model, path).to(loading.device()), tokenizer
+    return _placed(PeftModel.from_pretrained(model, path), placed), tokenizer
 
 
-def _model(name: str, path: Path, trust_remote_code: bool):
+def _model(name: str, path: Path, trust_remote_code: bool, placed: dict):
     """(model, tokenizer) of a model folder, a hub id or the embedded alias."""
     from transformers import AutoModelForCausalLM
 
     if path.exists() and not (path / "config.json").is_file():
         raise UserError(f"{path} holds no model: expected a medsft run, an adapter or a model folder")
     resolved = locate.resolve(name)
-    model = AutoModelForCausalLM.from_pretrained(resolved, dtype="float32", trust_remote_code=trust_remote_code)
-    return model.to(loading.device()), load_tokenizer(resolved, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(resolved, trust_remote_code=trust_remote_code,
+                                                 **loading.placement(placed.get("dtype"), placed.get("device_map"), loading.device()))
+    return _placed(model, placed), load_tokenizer(resolved, trust_remote_code=trust_remote_code)
 
 
 def load(name: str, trust_remote_code: bool = False, dequantize: bool = False,
-         chat_template_kwargs: dict | None = None) -> Loaded:
+         chat_template_kwargs: dict | None = None, dtype: str | None = None, device_map: str | None = None) -> Loaded:
     """The model `name` names, in eval mode, with its context length. `trust_remote_code` comes from the command line
     only; `dequantize`: a k-bit base in its compute dtype (for merge); `chat_template_kwargs`: template keywords on
-    top of a run's own. A run that did not finish, or anything that cannot be loaded, is one UserError line."""
+    top of a run's own; `dtype` (a run's own by default, else float32; `auto`: the checkpoint's on a GPU) and
+    `device_map` (across this machine's GPUs). A run that did not finish, or anything that cannot be loaded, is one
+    UserError line."""
+    placed = {"dtype": dtype, "device_map": device_map}
     path = Path(name).expanduser()
     folder = run_folder.folder_of(path) if path.is_dir() else None
     run_state.require_finished(path)
     spec, max_length = DataSpec(), None
     try:
         if folder is not None:
-            model, tokenizer, spec, max_length = _run(path, folder, trust_remote_code, dequantize)
+            model, tokenizer, spec, max_length = _run(path, folder, trust_remote_code, dequantize, placed)
         elif (path / "adapter_config.json").is_file():
-            model, tokenizer = _adapter(path, trust_remote_code)
+            model, tokenizer = _adapter(path, trust_remote_code, placed)
         else:
-            model, tokenizer = _model(name, path, trust_remote_code)
+            model, tokenizer = _model(name, path, trust_remote_code, placed)
     except OSError as e:
         raise UserError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
     if chat_template_kwargs:

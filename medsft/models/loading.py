@@ -23,6 +23,20 @@ def quantized(recipe) -> bool:
     return bool(recipe.model.load_in_4bit or recipe.model.load_in_8bit)
 
 
+def resolved_dtype(dtype: str | None, where: str) -> str:
+    """The dtype weights load in: `auto` is the checkpoint's own on a GPU and float32 on the CPU (whose bf16 matmuls
+    are slower, and where medsft computes in float32 under bf16 autocast); none given is float32 (TRL's default too:
+    float32 master weights under bf16 autocast)."""
+    if dtype == "auto":
+        return "auto" if where == "cuda" else "float32"
+    return dtype or "float32"
+
+
+def placement(dtype: str | None, device_map: str | None, where: str) -> dict[str, Any]:
+    """from_pretrained's dtype and, where given, device_map (the model then stays where it puts it)."""
+    return {"dtype": resolved_dtype(dtype, where), **({"device_map": device_map} if device_map else {})}
+
+
 def base_kwargs(recipe) -> dict[str, Any]:
     """from_pretrained's arguments that training (through TRL's model_init_kwargs) and inference share."""
     m = recipe.model
@@ -30,7 +44,7 @@ def base_kwargs(recipe) -> dict[str, Any]:
         revision=m.model_revision,
         trust_remote_code=recipe.training.trust_remote_code,
         attn_implementation=m.attn_implementation,
-        dtype=m.dtype or "float32",  # TRL's default too: float32 master weights under bf16 autocast
+        **placement(m.dtype, recipe.script.device_map, device(recipe)),
     )
 
 
@@ -76,19 +90,30 @@ def load_run(recipe, run: Path | None, dequantize: bool = False):
     return PeftModel.from_pretrained(model, run)
 
 
+def run_tokenizer(recipe, run: Path | None):
+    """The run's tokenizer (its chat template and EOS) where it saved one, else the base's, with the recipe's keys."""
+    if run is not None and (run / "tokenizer_config.json").is_file():
+        return tokenizer_for(recipe, str(run))
+    return tokenizer_for(recipe, locate.resolve(recipe.model.model_name_or_path))
+
+
 def load_trained(recipe, run: Path | None, dequantize: bool = False):
     """(model, tokenizer) for evaluation, generation and merge, loaded as the recipe trained it: the run's
-    full model, or the base + the run's adapter, with the run's tokenizer (its chat template and EOS); without a run,
-    the base model. `dequantize`: a k-bit base in its compute dtype (what merge folds the adapter into)."""
-    model = load_run(recipe, run, dequantize)
-    if run is not None and (run / "tokenizer_config.json").is_file():
-        return model, tokenizer_for(recipe, str(run))
-    return model, tokenizer_for(recipe, locate.resolve(recipe.model.model_name_or_path))
+    full model, or the base + the run's adapter, with the run's tokenizer; without a run, the base model.
+    `dequantize`: a k-bit base in its compute dtype (what merge folds the adapter into)."""
+    return load_run(recipe, run, dequantize), run_tokenizer(recipe, run)
+
+
+def full_fine_tune(recipe, run: Path | None = None) -> bool:
+    """Whether the run trains (or trained) every weight of a pretrained base: its base is then another model."""
+    if recipe.model.model_name_or_path == locate.SCRATCH:
+        return False
+    return (run / "config.json").is_file() if run is not None else not recipe.model.use_peft
 
 
 def base_of(recipe, model):
-    """The pretrained weights a full fine-tune started from, to score beside it (an adapter's base needs no second
-    load: the adapter is disabled; a model from scratch has none)."""
+    """The pretrained weights a full fine-tune started from, loaded to score beside it where it was not scored on its
+    own first (an adapter's base needs no second load: the adapter is disabled; a model from scratch has none)."""
     if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == locate.SCRATCH:
         return None
     return load_model(recipe, locate.resolve(recipe.model.model_name_or_path))

@@ -99,6 +99,10 @@ class MedsftArguments(DataFields):
         "Several datasets: a list of {id or path, config, split, columns, weight, task, ...} (or {datasets: [...]})."
     )
     scratch_config: dict[str, Any] | str | None = _help("GPT2Config fields for model_name_or_path: scratch-gpt2.")
+    device_map: str | None = _help(
+        "Where the model's layers go when it is loaded in one process (transformers' device_map: auto, balanced, "
+        "sequential, cpu, cuda:1): a model larger than one GPU across this machine's GPUs, for eval, generate, serve, "
+        "merge and single-process training.")
     chat_template_kwargs: dict[str, Any] | str | None = _help(
         "Keywords for the chat template in every render: training, scoring, samples, generate and serve (e.g. "
         "{enable_thinking: false} for Qwen3; as TRL's GRPOConfig names it)."
@@ -113,6 +117,7 @@ class MedsftArguments(DataFields):
     max_eval_loss: float | None = _help("Quality gate: exit 3 when the final eval loss is above this.")
     min_accuracy: float | None = _help("Quality gate: exit 3 when test accuracy (0-1) is below this.")
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds a different run.", False)
+    streaming: bool = _help("Refused: rows are split by id and prepared once on disk (see docs/data.md).", False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -123,6 +128,11 @@ class MedsftArguments(DataFields):
                     setattr(self, key, json.loads(value))
                 except json.JSONDecodeError as e:
                     raise UserError(f"{key} must be a mapping (JSON on the command line): {e}") from None
+        if self.streaming:
+            raise UserError("streaming: true is not offered: medsft gives each row its role (train, dev, test) by its id "
+                            "and keeps a test split that is never trained on, which needs every row once; rows are "
+                            "prepared once and kept on disk as memory-mapped Arrow (docs/data.md). For more rows than "
+                            "fit in memory, cap them (max_train_samples) or split the files into a dataset_mixture")
         if self.num_samples < 0:
             raise UserError(f"num_samples must be 0 or more, got {self.num_samples}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:

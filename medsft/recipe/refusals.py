@@ -53,6 +53,10 @@ def check(settings: dict[str, Any], cuda: bool, world_size: int) -> None:
             if settings.get(key):
                 hint = "; bf16 works on CPU" if key == "fp16" else ""
                 raise UserError(f"{key}: {what} needs a CUDA GPU and this machine has none; remove {key} from the recipe{hint}")
+    if settings.get("device_map") and world_size > 1:
+        raise UserError(f"device_map: {settings['device_map']} splits one model across this machine's GPUs in one process, and "
+                        f"this run has {world_size} processes, each holding its own copy; use DeepSpeed ZeRO-3 or FSDP "
+                        "(./launch.sh zero3|fsdp2 RECIPE) to shard it, or run one process")
     found = deepspeed_config(settings)
     if found is None:
         return

@@ -72,7 +72,7 @@ class Engine:
         self.restarts = 0
         self.failure: str | None = None  # why the worker last died
         self.restart_delay = restart_delay
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # the first of several under a device_map
         self.stops = stop_ids(tokenizer, model)  # every token that ends a reply (several on Llama-3, Qwen, Gemma)
         self._running: list[Job] = []  # jobs taken from the queue and not finished: ended if the worker dies
         self._alive = threading.Event()

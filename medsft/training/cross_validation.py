@@ -92,21 +92,29 @@ def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
     its base (the adapter disabled, or the pretrained weights reloaded; none for a model from scratch). Stopped when
     a signal stopped the training."""
     prepared = prepare.prepare(recipe)
-    trainer, result = fit.train(recipe, prepared, callbacks)
-    if result.stopped_by is not None:
-        raise Stopped(result.stopped_by)
-    model, dataset = trainer.accelerator.unwrap_model(trainer.model).eval(), prepared.datasets[0]
-    args = recipe.training
-    settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
+    dataset, args = prepared.datasets[0], recipe.training
 
     def score(scored) -> list[dict]:  # in the precision the test split is scored in (evaluation/results.py)
+        was_training = scored.training
+        scored.eval()
         with scoring.autocast(args, loading.device(recipe)):
-            return scoring.score_choices(scored, prepared.tokenizer, dataset.task, dataset.parts["eval"], settings.max_length,
-                                         settings.batch_size)
+            out = scoring.score_choices(scored, prepared.tokenizer, dataset.task, dataset.parts["eval"], args.max_length,
+                                        args.per_device_eval_batch_size)
+        scored.train(was_training)
+        return out
 
-    tuned, base = score(model), base_of(recipe, model)
+    base_scores = []  # a full fine-tune's base: the model training starts from, scored before it trains
+    before = (lambda model: base_scores.append(score(model))) if loading.full_fine_tune(recipe) and not args.deepspeed else None
+    trainer, result = fit.train(recipe, prepared, callbacks, before)
+    if result.stopped_by is not None:
+        raise Stopped(result.stopped_by)
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    tuned = score(model)
+    if base_scores:
+        return tuned, base_scores[0]
+    base = base_of(recipe, model)
     if base is not None:
-        return tuned, score(base.eval())
+        return tuned, score(base)
     if not hasattr(model, "disable_adapter"):  # a model from scratch has no base
         return tuned, []
     with model.disable_adapter():

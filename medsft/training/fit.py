@@ -81,7 +81,9 @@ def write_run_folder(recipe: Recipe, prepared: Prepared) -> None:
     run_state.mark(str(out), "training")
 
 
-def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainResult]:
+def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tuple[Any, TrainResult]:
+    """Train as the recipe says; `before(model)` runs on the model training starts from (a fresh run only: not when
+    resuming), after the run folder is written: what a full fine-tune's base is scored with."""
     args = recipe.training
     from transformers import PrinterCallback
 
@@ -93,6 +95,12 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=()) -> tuple[Any, TrainR
     stopper.install()
     if main:
         write_run_folder(recipe, prepared)
+    if before is not None and resume is None:
+        import torch
+
+        # the base's sample generations seed torch's generator: training draws as it would without them
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            before(trainer.accelerator.unwrap_model(trainer.model))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start

@@ -1,10 +1,11 @@
-"""SFTTrainer with a loss path for completion-only rows that scores only the trained positions.
+"""SFTTrainer with a loss path for completion-only rows that scores only the trained positions, where TRL's cannot.
 
-TRL's fused LM head scores every position of every row through the whole 49k vocabulary in float32 on CPU (its
-compact path needs Triton), although a PubMedQA row trains 2-3 of its ~400 tokens. Here the LM head runs only on
-the positions that are trained (`logits_to_keep` as a boolean mask), still in float32 like TRL's kernel, so the loss,
-entropy and token accuracy are the same numbers for a fraction of the work. Batches that train most positions
-(language modelling) take TRL's own path, whose chunking keeps memory flat.
+TRL's fused LM head scores only the trained positions with its Triton kernel (CUDA, XPU); elsewhere (the CPU) it
+scores every position of every row through the whole vocabulary, although a PubMedQA row trains 2-3 of its ~400
+tokens. There the LM head runs only on the positions that are trained (`logits_to_keep` as a boolean mask), still in
+float32 like TRL's kernel, so the loss, entropy and token accuracy are the same numbers for a fraction of the work and
+memory (bench/loss_head.py: at a 128,256-row vocabulary). Where TRL's compact path runs, and for batches that train
+most positions (language modelling), TRL's own path is taken: its chunking keeps memory flat.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _float32_head(head: torch.nn.Linear):
         yield
     finally:
         del head.forward
+
+
+def _compact_in_trl(device: torch.device) -> bool:
+    """Whether TRL's fused LM head scores only the trained positions on this device (its Triton kernel)."""
+    from transformers.utils import is_triton_available
+
+    return device.type in ("cuda", "xpu") and is_triton_available()
 
 
 class PackedRows:
@@ -89,6 +97,7 @@ class MedsftTrainer(SFTTrainer):
             or self.args.loss_type != "nll"
             or type(head) is not torch.nn.Linear  # e.g. a LoRA-wrapped head
         )
+        plain = plain or _compact_in_trl(labels.device)
         if not plain:
             target = labels[:, 1:]
             keep = F.pad(target != -100, (0, 1))  # position t predicts token t + 1; the last predicts nothing
