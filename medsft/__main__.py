@@ -13,7 +13,7 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--chat] [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
        python -m medsft generate RUN_DIR_OR_MODEL --question Q --context_file ABSTRACT.txt [--task pubmedqa]
        python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [--max_batch 8 ...]
-       python -m medsft merge RUN_DIR OUT_DIR [--trust_remote_code]
+       python -m medsft merge RUN_DIR OUT_DIR [--dtype D] [--device_map M] [--trust_remote_code]
        python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
        python -m medsft cv RECIPE.yaml [--folds K] [--key value ...]
 

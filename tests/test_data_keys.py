@@ -231,9 +231,16 @@ def test_every_recipe_key_of_medsft_is_read_by_some_code():
     from conftest import ROOT
     from medsft.recipe.keys import MedsftArguments
 
+    from medsft.errors import UserError
+
     code = "\n".join(p.read_text() for p in (ROOT / "medsft").rglob("*.py") if p.name != "keys.py")
-    unread = [f.name for f in dataclasses.fields(MedsftArguments) if not re.search(rf"\b{f.name}\b", code)]
+    fields = dataclasses.fields(MedsftArguments)
+    refused = [f for f in fields if f.metadata["help"].startswith("Refused")]
+    unread = [f.name for f in fields if f not in refused and not re.search(rf"\b{f.name}\b", code)]
     assert unread == []
+    for f in refused:  # a key offered only to be refused says why when set
+        with pytest.raises(UserError, match=f"^{f.name}: "):
+            MedsftArguments(**{f.name: not f.default})
 
 
 def test_encode_drops_a_conversation_that_cannot_fit(tiny_chat_model):

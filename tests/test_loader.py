@@ -114,7 +114,7 @@ def test_trust_remote_code_from_a_run_folder_needs_the_flag(bf16_run, tmp_path, 
 def test_merge_refuses_unknown_options(bf16_run, tmp_path):
     result = run_cli("merge", bf16_run, tmp_path / "m", "--force")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith("usage: python -m medsft merge RUN_DIR OUT_DIR [--trust_remote_code]")
+    assert result.stderr.strip().splitlines()[-1].endswith("usage: python -m medsft merge RUN_DIR OUT_DIR [--dtype D] [--device_map M] [--trust_remote_code]")
     assert json.loads((bf16_run / "adapter_config.json").read_text())  # the run is untouched
 
 

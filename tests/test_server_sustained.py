@@ -105,6 +105,9 @@ class Failing(torch.nn.Module):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.model(**kwargs)
 
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
 
 def failing_client(loaded, fail_at: int, **options):
     return client_for(Loaded(Failing(loaded.model, fail_at), loaded.tokenizer, loaded.name, DataSpec(), 512), **options)
