@@ -76,7 +76,7 @@ def main() -> None:
         recipe = folder / "recipe.yaml"
         recipe.write_text(yaml.safe_dump({
             "model_name_or_path": str(model), "task": "text", "data_files": {"test": str(data)},
-            "max_length": args.max_length, "per_device_eval_batch_size": 8, "num_samples": 0, "report_to": "none"}))
+            "max_length": args.max_length, "per_device_eval_batch_size": 8, "sample_count": 0, "report_to": "none"}))
         checkouts = {"this checkout": ROOT, **({f"{args.against}": args.against} if args.against else {})}
         results = {name: run(path, recipe, folder / f"out-{i}") for i, (name, path) in enumerate(checkouts.items())}
     print(f"`medsft eval`, text task, {args.notes} notes of up to {args.max_length} tokens, eval batch 8")

@@ -134,7 +134,7 @@ def compare_processes(n: int, limit: int | None) -> None:
                    "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // procs)),
                    "--config_file", str(ROOT / "accelerate_configs" / ("single_process.yaml" if procs == 1 else "multi_process.yaml")),
                    "-m", "medsft", "eval", str(recipe), "--dataset_name", str(pubmedqa), "--output_dir", str(out),
-                   "--calibrate", "false", "--num_samples", "0", *(["--max_test_samples", str(limit)] if limit else [])]
+                   "--calibrate", "false", "--sample_count", "0", *(["--max_test_samples", str(limit)] if limit else [])]
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             seconds[procs] = time.perf_counter() - start

@@ -67,7 +67,7 @@ def test_before_and_after_calibrates_each_model_on_dev_items_only(tiny_model):
     rows = data.rows(spec, task)["train"][:60]
     test, dev = rows[:40], rows[40:]
     dataset = data.Dataset(spec, task, {"train": rows, "eval": dev, "test": test})
-    results, predictions = comparison.before_and_after(model, tok, dataset, scoring.Settings(max_length=256, num_samples=0), trained=False)
+    results, predictions = comparison.before_and_after(model, tok, dataset, scoring.Settings(max_length=256, sample_count=0), trained=False)
     record = results["models"]["base"]["calibration"]
     assert record["dev_items"] == 20
     raw = scoring.score_choices(model, tok, task, test, 256)

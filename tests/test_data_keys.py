@@ -153,7 +153,7 @@ def test_packed_rows_train_no_document_from_the_one_before(tiny_model, write_rec
         out = tmp_path / f"out-{packing}"
         recipe = write_recipe(f"r{packing}.yaml", model_name_or_path=str(memorized), task="text", dataset_name=str(data),
                               eval_split_size=0, test_split_size=0, use_peft=False, packing=packing, max_length=128,
-                              per_device_train_batch_size=16, max_steps=1, eval_after_train=False, num_samples=0,
+                              per_device_train_batch_size=16, max_steps=1, eval_after_train=False, sample_count=0,
                               bf16=False, output_dir=str(out))
         assert main([str(recipe)]) == 0
         first[packing] = json.loads((out / "trainer_state.json").read_text())["log_history"][0]["loss"]

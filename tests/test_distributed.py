@@ -31,7 +31,7 @@ def recipe(tmp_path_factory, tiny_model):
         "max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1,
         "eval_strategy": "no", "save_strategy": "no", "report_to": "none", "seed": 0,
         "bf16": False,  # DeepSpeed's bf16 keeps bf16 weights, DDP's autocast fp32 ones: compare in fp32
-        "max_test_samples": 16, "num_samples": 1, "sample_max_new_tokens": 4,
+        "max_test_samples": 16, "sample_count": 1, "sample_max_new_tokens": 4,
     }))
     return path
 

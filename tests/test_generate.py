@@ -50,7 +50,7 @@ def test_before_and_after_shows_samples_of_both_models_and_counts_batches(model_
     spec = DataSpec(task="pubmedqa", dataset_name="synthetic", name="pubmedqa")
     rows = data.rows(spec, get(spec))["train"][:40]
     dataset = data.Dataset(spec, get(spec), {"train": rows, "eval": [], "test": rows})
-    settings = scoring.Settings(max_length=256, batch_size=16, num_samples=2, sample_max_new_tokens=6)
+    settings = scoring.Settings(max_length=256, batch_size=16, sample_count=2, sample_max_new_tokens=6)
     batches: dict[str, int] = {}
 
     def track_for(name):

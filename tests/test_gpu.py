@@ -23,7 +23,7 @@ def _trained(tmp_path_factory, tiny_model, **extra) -> "os.PathLike":
     recipe = {"model_name_or_path": str(tiny_model), "task": "pubmedqa", "dataset_name": "synthetic", "synthetic_size": 40,
               "use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": "all-linear", "max_length": 256,
               "max_steps": 2, "per_device_train_batch_size": 4, "report_to": "none", "eval_strategy": "no",
-              "save_strategy": "no", "max_test_samples": 8, "num_samples": 1, "sample_max_new_tokens": 4,
+              "save_strategy": "no", "max_test_samples": 8, "sample_count": 1, "sample_max_new_tokens": 4,
               "output_dir": str(out / "run"), **extra}
     path = out / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))

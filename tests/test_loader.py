@@ -139,7 +139,7 @@ def test_loading_a_run_needs_none_of_its_training_machinery(bf16_run, tmp_path):
         assert "fp16: fp16 mixed precision needs a CUDA GPU" in run_cli(run / run_folder.RECIPE_FILE).stderr
     loaded = inference.load(str(run))
     assert _dtypes(loaded.model) == {torch.bfloat16}
-    assert run_cli("eval", run, "--max_test_samples", "4", "--num_samples", "0").returncode == 0
+    assert run_cli("eval", run, "--max_test_samples", "4", "--sample_count", "0").returncode == 0
     assert run_cli("generate", run, "Is it?", "--max_new_tokens", "2").returncode == 0
     assert run_cli("merge", run, tmp_path / "merged").returncode == 0
 

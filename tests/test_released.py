@@ -155,6 +155,40 @@ def test_generation_of_a_memorized_answer_reproduces_it_and_stops(memorized, nam
         assert job.text.strip() == row["final_decision"]
 
 
+@needs_pubmedqa
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+@pytest.mark.parametrize("name", ["qwen3", "phi3", "llama3.1"])
+def test_generated_answers_of_memorized_items_are_read_strictly_and_agree_with_likelihood(memorized, name, chat):
+    """scoring: generate on items the model memorized: the reply, generated after the prompt training trained the answer
+    after (Qwen3's think block, Phi-3's SentencePiece "yes"), states the answer; likelihood scoring picks the same."""
+    from medsft.evaluation import generative
+
+    model, tokenizer, task, rows, _ = memorized(name, chat)
+    generated = generative.score_generated(model, tokenizer, task, rows, MAX_LENGTH, 8, generative.Generation(8))
+    metrics = generative.generated_metrics(generated, task.labels(), 0)
+    assert metrics["accuracy"] >= 0.9 and metrics["unparseable"] == 0, (name, chat, [g["reply"] for g in generated])
+    likelihood = scoring.score_choices(model, tokenizer, task, rows, MAX_LENGTH)
+    agree = sum(g["prediction"] == s["prediction"] for g, s in zip(generated, likelihood)) / len(rows)
+    assert agree >= 0.9
+
+
+@needs_pubmedqa
+def test_an_untrained_model_is_reported_unparseable_not_mapped_to_an_option(released_models):
+    """Random weights answer nothing: most replies name no option, and they count wrong (strict accuracy is the share of
+    stated right answers, not the argmax a likelihood scorer would give every item)."""
+    from medsft.evaluation import generative
+
+    path = released_models("llama3.1")
+    tokenizer, model = load_tokenizer(str(path)), AutoModelForCausalLM.from_pretrained(path)
+    task, rows = tasks.get(DataSpec(task="pubmedqa", chat=True)), released.pubmedqa_rows(12)
+    generated = generative.score_generated(model, tokenizer, task, rows, MAX_LENGTH, 8, generative.Generation(8))
+    metrics = generative.generated_metrics(generated, task.labels(), 0)
+    stated = sum(g["prediction"] is not None for g in generated)
+    assert metrics["unparseable"] > 0.5 and metrics["accuracy"] <= stated / len(rows) < 0.5
+    assert metrics["accuracy"] == sum(g["prediction"] == g["gold"] for g in generated) / len(rows)
+    assert all(g["prediction"] is None or g["prediction"] in task.labels() for g in generated)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_generation_prompt_is_what_training_trains_the_answer_after(released_models, name):
     """Scoring, generate and serve start where training's trained span starts: for Qwen3, after the empty think block
@@ -177,7 +211,7 @@ def _trained_run(released_models, write_recipe, name: str, kwargs: dict):
     from medsft.training import prepare
 
     recipe_path = write_recipe(model_name_or_path=str(released_models(name)), chat=True, chat_template_kwargs=kwargs,
-                               max_steps=1, eval_after_train=False, num_samples=0, max_length=512)
+                               max_steps=1, eval_after_train=False, sample_count=0, max_length=512)
     assert main([str(recipe_path)]) == 0
     prepared = prepare.prepare(parse_recipe([str(recipe_path)]))
     loaded = inference.load(str(recipe_path.parent / "out"))

@@ -109,11 +109,11 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, s
             proc = run_cli(*command)
             assert (proc.returncode, proc.stderr.strip().splitlines()[-1:]) == (2, [line]), command
         assert not (tmp_path / "merged").exists()
-        proc = run_cli("eval", saved, "--max_test_samples", "6", "--num_samples", "0")  # the checkpoint, as the line says
+        proc = run_cli("eval", saved, "--max_test_samples", "6", "--sample_count", "0")  # the checkpoint, as the line says
         assert proc.returncode == 0, proc.stderr
         assert json.loads((Path(saved) / "eval_results.json").read_text())["evaluations"][0]["models"].keys() == {"base", "tuned"}
     resumed = run_cli(recipe, "--resume_from_checkpoint", "true", "--max_steps", str(step + 2))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / run_state.STATE_FILE).read_text()) == {"state": "complete", "step": step + 2}
     if sig == signal.SIGTERM:
-        assert run_cli("eval", out, "--max_test_samples", "6", "--num_samples", "0").returncode == 0
+        assert run_cli("eval", out, "--max_test_samples", "6", "--sample_count", "0").returncode == 0

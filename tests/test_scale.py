@@ -64,7 +64,7 @@ def recorded_loads(monkeypatch) -> list[dict]:
 def test_eval_loads_and_scores_in_the_dtype_asked_for(write_recipe, tmp_path, monkeypatch):
     from medsft.__main__ import main
 
-    assert main([str(write_recipe(max_steps=1, eval_after_train=False, num_samples=0))]) == 0
+    assert main([str(write_recipe(max_steps=1, eval_after_train=False, sample_count=0))]) == 0
     seen, scored = [], scoring._scored
 
     def spying(model, *args, **kwargs):
@@ -83,7 +83,7 @@ def test_device_map_reaches_from_pretrained_in_every_inference_command(write_rec
 
     from medsft.__main__ import main
 
-    assert main([str(write_recipe(max_steps=1, eval_after_train=False, num_samples=0))]) == 0
+    assert main([str(write_recipe(max_steps=1, eval_after_train=False, sample_count=0))]) == 0
     run = str(tmp_path / "out")
     calls = recorded_loads(monkeypatch)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
@@ -117,7 +117,7 @@ def test_a_full_fine_tune_never_holds_its_base_beside_the_tuned_model(write_reci
     from medsft.evaluation import results
 
     monkeypatch.setattr(results, "base_of", lambda recipe, model: (_ for _ in ()).throw(AssertionError("a second copy")))
-    recipe = write_recipe(use_peft=False, max_steps=2, max_test_samples=12, learning_rate=1e-3, num_samples=1)
+    recipe = write_recipe(use_peft=False, max_steps=2, max_test_samples=12, learning_rate=1e-3, sample_count=1)
     calls = recorded_loads(monkeypatch)
     assert main([str(recipe)]) == 0
     assert len(calls) == 1  # the model training loads; the base is never loaded again

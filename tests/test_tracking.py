@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 def test_mlflow_run_reads_back_params_losses_and_eval_metrics(write_recipe, tmp_path, monkeypatch):
     store = tmp_path / "mlruns"
     recipe = write_recipe(report_to="mlflow", mlflow_tracking_uri=str(store), max_steps=4, max_test_samples=12,
-                          num_samples=0, learning_rate=4e-3)
+                          sample_count=0, learning_rate=4e-3)
     proc = run_cli(recipe)
     assert proc.returncode == 0, proc.stderr
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -47,7 +47,7 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
     base = zoo_models(name)
     chat = family.template is not None
     recipe = write_recipe(model_name_or_path=str(base), dataset_name=None, dataset_mixture=mixture(tmp_path, chat),
-                          max_steps=3, num_samples=1, sample_max_new_tokens=4, max_length=192)
+                          max_steps=3, sample_count=1, sample_max_new_tokens=4, max_length=192)
     out = tmp_path / "out"
     proc = run_cli(recipe)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,7 +57,7 @@ def test_every_command_on_every_family(zoo_models, write_recipe, tmp_path, name)
                      **({"chats": "perplexity", "qa": "perplexity"} if chat else {})}
     assert all(set(e["models"]) == {"base", "tuned"} and e["n"] == 4 for e in evaluations)
 
-    proc = run_cli("eval", out, "--num_samples", "0")
+    proc = run_cli("eval", out, "--sample_count", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_cli("preview", recipe, "-n", "2")
     assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-3000:]
@@ -131,7 +131,7 @@ def test_the_instruct_recipes_train_their_family_through_its_template(zoo_models
     family = zoo.FAMILIES[name]
     args = [str(ROOT / "recipes" / recipe), "--model_name_or_path", str(zoo_models(name)), "--dataset_name", "synthetic",
             "--synthetic_size", "60", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
-            "--output_dir", str(tmp_path / "out"), "--num_samples", "1", "--sample_max_new_tokens", "4", "--max_test_samples", "8"]
+            "--output_dir", str(tmp_path / "out"), "--sample_count", "1", "--sample_max_new_tokens", "4", "--max_test_samples", "8"]
     prepared = prepare.prepare(parse_recipe(args))
     eot = prepared.tokenizer.convert_tokens_to_ids(family.end_of_turn)
     for labels in prepared.train_dataset["labels"]:

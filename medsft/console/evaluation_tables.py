@@ -78,6 +78,8 @@ def _choice_table(console: Console, evaluation: dict) -> None:
     models, labels = evaluation["models"], evaluation["labels"]
     majority, tests = evaluation.get("majority_baseline"), evaluation.get("tests", {})
     title = f"{evaluation['name']}: {evaluation['task']} on {evaluation['n']} test items"
+    if evaluation.get("scoring") == "generate":
+        title += ", generated answers"
     table = Table(title=title, min_width=len(title))
     table.add_column("metric (95% interval)")
     for name in models:
@@ -90,17 +92,29 @@ def _choice_table(console: Console, evaluation: dict) -> None:
         table.add_column(f"{'tuned' if 'tuned' in models else 'base'} - majority", justify="right")
     final = "tuned" if "tuned" in models else "base"
 
-    def row(label: str, value, ci=lambda m: None, p_key: str | None = None, style=None) -> None:
+    def row(label: str, value, ci=lambda m: None, p_key: str | None = None, style=None, test_key="tuned_vs_base",
+            baseline: bool = True) -> None:
         cells = [_with_ci(value(m), ci(m)) for m in models.values()]
         if both:
-            test = tests.get("tuned_vs_base", {})
+            test = tests.get(test_key, {})
             cells.append(_delta(value(models["tuned"]), value(models["base"]), test.get(p_key) if p_key else None))
-        if majority:
+        if majority and baseline:
             test = tests.get(f"{final}_vs_majority", {})
             cells += [_with_ci(value(majority), ci(majority)), _delta(value(models[final]), value(majority), test.get(p_key) if p_key else None)]
+        elif majority:
+            cells += ["", ""]
         table.add_row(label, *cells, style=style)
 
-    row("accuracy %", lambda m: m["accuracy"], lambda m: m.get("ci", {}).get("accuracy"), "p_value")
+    generated = evaluation.get("scoring") == "generate"
+    row("accuracy %" + (" (strict)" if generated else ""), lambda m: m["accuracy"], lambda m: m.get("ci", {}).get("accuracy"), "p_value")
+    if generated:  # the answer read leniently, the replies that name no option, the majority of several replies
+        extra = [key for key in models[final] if key.startswith("accuracy_maj@")]
+        row("accuracy % (lenient)", lambda m: m["accuracy_lenient"], lambda m: m.get("ci", {}).get("accuracy_lenient"),
+            "p_value", test_key="tuned_vs_base_lenient", baseline=False)
+        row("unparseable %", lambda m: m["unparseable"], lambda m: m.get("ci", {}).get("unparseable"), baseline=False)
+        for key in extra:
+            row(f"accuracy % ({key.split('_', 1)[1]})", lambda m, k=key: m[k], lambda m, k=key: m.get("ci", {}).get(k),
+                baseline=False)
     row("macro-F1 %", lambda m: m["macro_f1"], lambda m: m.get("ci", {}).get("macro_f1"), "macro_f1_p_value")
     calibrations = {name: m["calibration"] for name, m in models.items() if "calibration" in m}
     if len(calibrations) == len(models):
@@ -117,6 +131,9 @@ def _choice_table(console: Console, evaluation: dict) -> None:
         row(f"F1 {cls} (n={models[final]['per_class'][cls]['support']})", lambda m, c=cls: m["per_class"][c]["f1"],
             lambda m, c=cls: m.get("ci", {}).get("per_class_f1", {}).get(c))
     console.print(table)
+    if generated:
+        console.print("[dim]strict: the reply states one option; lenient: the first option it names; unparseable: it "
+                      "names none (counted wrong, never mapped to an option)[/]")
     console.print("[dim]* significant at 0.05: accuracy by exact McNemar on the items one model gets right and the other "
                   "wrong, macro-F1 by a paired bootstrap over items[/]")
     title = f"confusion matrix ({final}): rows gold, columns predicted"
@@ -164,7 +181,7 @@ def summary(console: Console, evaluations: list[dict]) -> None:
                 cells.append(f"x{test['perplexity_ratio']:.3f} (p {test['p_value']:.2g})")
             else:
                 cells.append("-")
-        table.add_row(e["name"], e["task"], str(e["n"]), *cells)
+        table.add_row(e["name"] + (" (generated)" if e.get("scoring") == "generate" else ""), e["task"], str(e["n"]), *cells)
     console.print(table)
 
 

@@ -47,11 +47,13 @@ def score_model(model, name: str, tokenizer, dataset, settings: Settings, track_
     """(metrics, predictions) of one model on the test split: decided as the recipe says, with intervals."""
     task, spec, parts = dataset.task, dataset.spec, dataset.parts
     prefix = f"{spec.name} " if spec.name != task.name else ""
-    metrics, predictions = evaluate_split(model, tokenizer, task, parts["test"], settings, track_for(prefix + name))
-    if task.choices and (spec.calibration_file or (spec.calibrate and parts["eval"])):
+    label = prefix + name + (" answers" if task.choices and settings.scoring == "generate" else "")
+    metrics, predictions = evaluate_split(model, tokenizer, task, parts["test"], settings, track_for(label))
+    likelihood = task.choices and settings.scoring == "likelihood"  # generated answers carry their own intervals
+    if likelihood and (spec.calibration_file or (spec.calibrate and parts["eval"])):
         metrics = decided_with_offsets(model, name, tokenizer, dataset, metrics, predictions, settings,
                                        track_for(f"{prefix}{name} dev"))
-    if task.choices and parts["test"]:
+    if likelihood and parts["test"]:
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
         metrics["ci"] = stats.classification_intervals(gold, predicted, task.labels(), settings.seed)
     return metrics, predictions
@@ -77,6 +79,9 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
     for second, first in (("tuned", "base"), (final, "majority"), ("base", "majority")):
         if first in runs and second in runs:
             out[f"{second}_vs_{first}"] = stats.paired(gold, runs[first], runs[second], task.labels(), seed)
+    if {"base", "tuned"} <= set(predictions) and "lenient" in predictions["base"][0]:  # generated answers read leniently
+        lenient = {name: [p["lenient"] for p in predictions[name]] for name in ("base", "tuned")}
+        out["tuned_vs_base_lenient"] = stats.paired(gold, lenient["base"], lenient["tuned"], task.labels(), seed)
     return out
 
 
@@ -94,30 +99,36 @@ def _models(model, base_model, trained: bool):
         yield ("tuned" if trained else "base"), model
 
 
-def _header(dataset) -> dict[str, Any]:
+def _header(dataset, settings: Settings) -> dict[str, Any]:
     task, spec = dataset.task, dataset.spec
     result: dict[str, Any] = {"name": spec.name, "task": task.name, "n": len(dataset.parts["test"]), "models": {}}
     if "prompt_style" in task.options:
         result["prompt_style"] = spec.prompt_style
     if task.choices:
         result["labels"] = task.labels()
+        result["scoring"] = settings.scoring
+        if settings.scoring == "generate":
+            g = settings.generation
+            result["generation"] = {"max_new_tokens": g.max_new_tokens, "num_samples": g.num_samples,
+                                    "temperature": g.temperature}
     return result
 
 
 def prediction_rows(predictions: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    """predictions.jsonl's rows: each item's gold answer, and each model's prediction and log-likelihood."""
+    """predictions.jsonl's rows: each item's gold answer, and each model's prediction and log-likelihood (or its
+    reply, and the answer read strictly and leniently)."""
     rows = []
     for i, row in enumerate(next(iter(predictions.values()), [])):
         item = {"id": row["id"], "gold": row["gold"]}
-        for name, preds in predictions.items():
-            item[f"{name}_prediction"], item[f"{name}_loglik"] = preds[i]["prediction"], preds[i]["loglik"]
+        for name, preds in predictions.items():  # prediction and loglik; a generated answer's reply and lenient reading
+            item.update({f"{name}_{key}": value for key, value in preds[i].items() if key not in ("id", "gold", "tokens")})
         rows.append(item)
     return rows
 
 
 def _sample_prompts(tokenizer, dataset, settings: Settings) -> tuple[list[dict], list[list[int]]]:
     """The sample panels' items and their prompts, shortened as training shortens a prompt."""
-    samples = dataset.task.samples(dataset.parts["test"], settings.num_samples, settings.seed, settings.sample_prompts)
+    samples = dataset.task.samples(dataset.parts["test"], settings.sample_count, settings.seed, settings.sample_prompts)
     room = None if settings.max_length is None else max(1, settings.max_length - settings.sample_max_new_tokens)
     return samples, [encoding.prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
 
@@ -144,7 +155,7 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model."""
     track_for = track_for or (lambda name: no_track)
     task, rows = dataset.task, dataset.parts["test"]
-    result = _header(dataset)
+    result = _header(dataset, settings)
     samples, prompts = _sample_prompts(tokenizer, dataset, settings)
     parts = {"base": base_scored} if base_scored is not None else {}
     for name, scored in [("tuned", model)] if base_scored is not None else _models(model, base_model, trained):

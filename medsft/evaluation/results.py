@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
-from medsft.evaluation import scoring, suites
+from medsft.evaluation import generative, scoring, suites
 from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
@@ -43,10 +43,20 @@ def run_info(recipe: Recipe, datasets: list[Dataset], steps: int | None, seconds
     }
 
 
-def _settings(recipe: Recipe) -> scoring.Settings:
-    args = recipe.training
-    return scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, recipe.script.num_samples,
-                            recipe.script.sample_prompts, recipe.script.sample_max_new_tokens)
+def _settings(recipe: Recipe, mode: str = "likelihood") -> scoring.Settings:
+    args, script = recipe.training, recipe.script
+    generation = generative.Generation(script.answer_max_new_tokens, script.num_samples, script.answer_temperature)
+    return scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, script.sample_count,
+                            script.sample_prompts, script.sample_max_new_tokens, mode, generation)
+
+
+def _scorings(recipe: Recipe, dataset: Dataset) -> list[scoring.Settings]:
+    """The settings of each scoring the recipe asks of this dataset (a choice task may be scored both ways; anything
+    else by perplexity), the sample panels generated with the first only."""
+    out = [_settings(recipe, mode) for mode in (scoring.modes(recipe.script.scoring) if dataset.task.choices else ["likelihood"])]
+    for settings in out[1:]:
+        settings.sample_count = 0
+    return out
 
 
 def _placed(recipe: Recipe, model) -> str:
@@ -61,11 +71,12 @@ def score_base(recipe: Recipe, model, tokenizer, datasets: list[Dataset], track_
     """A full fine-tune's base scored on its own ({dataset name: its part}): before training, with the model training
     starts from, or before the tuned model is loaded, so that the two are never held at once."""
     track_for = track_for or (lambda name: scoring.no_track)
-    device, settings, out = _placed(recipe, model), _settings(recipe), {}
+    device, out = _placed(recipe, model), {}
     with scoring.autocast(recipe.training, device):
         for dataset in datasets:
             if dataset.parts["test"]:
-                out[dataset.spec.name] = scored_alone(model, "base", tokenizer, dataset, settings, track_for)
+                for settings in _scorings(recipe, dataset):
+                    out[dataset.spec.name, settings.scoring] = scored_alone(model, "base", tokenizer, dataset, settings, track_for)
     return out
 
 
@@ -81,16 +92,17 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     device = _placed(recipe, model)
     base = base_of(recipe, model) if trained and base_scores is None else None
     scoring.SCORED["items"] = 0
-    settings = _settings(recipe)
     evaluations, predictions = [], []
     with scoring.autocast(args, device) as precision:
         for dataset in datasets:
             if not dataset.parts["test"]:
                 continue
-            result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained,
-                                            (base_scores or {}).get(dataset.spec.name))
-            evaluations.append(result)
-            predictions += [{"dataset": dataset.spec.name, **row} for row in rows]
+            for settings in _scorings(recipe, dataset):
+                result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained,
+                                                (base_scores or {}).get((dataset.spec.name, settings.scoring)))
+                evaluations.append(result)
+                tag = {"scoring": settings.scoring} if "scoring" in result else {}
+                predictions += [{"dataset": dataset.spec.name, **tag, **row} for row in rows]
     # how the items were shared out: one count per process (the same results as one process, in a share of the time)
     results = {"run": {**(run or {}), "precision": precision, "scored_per_process": gather_object([scoring.SCORED["items"]])},
                "evaluations": evaluations}

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
 
 from medsft.data import encoding, spans, truncation
-from medsft.evaluation import logprobs, stats
+from medsft.evaluation import generative, logprobs, stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.tasks import Task
 
@@ -29,9 +29,16 @@ class Settings:
     max_length: int | None = None
     batch_size: int = 8
     seed: int = 0
-    num_samples: int = 3
+    sample_count: int = 3
     sample_prompts: list[str] | None = None
     sample_max_new_tokens: int = 64
+    scoring: str = "likelihood"  # how a choice item is decided: likelihood, or generate (the reply's answer)
+    generation: generative.Generation = field(default_factory=generative.Generation)
+
+
+def modes(scoring: str) -> list[str]:
+    """The scorings a recipe's `scoring` runs, in the order they are reported."""
+    return ["likelihood", "generate"] if scoring == "both" else [scoring]
 
 
 def precision(args) -> str:
@@ -205,7 +212,12 @@ def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int |
 def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
                    track: Track = no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity), the items
-    shared out among the processes."""
+    shared out among the processes; a choice task decided by likelihood or, with settings.scoring "generate", by the
+    answer its reply states."""
+    if task.choices and settings.scoring == "generate":
+        predictions = generative.score_generated(model, tokenizer, task, rows, settings.max_length, settings.batch_size,
+                                                 settings.generation, settings.seed, track)
+        return generative.generated_metrics(predictions, task.labels(), settings.seed), predictions
     if task.choices:
         predictions = score_choices(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]

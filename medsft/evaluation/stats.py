@@ -37,13 +37,20 @@ def _f1(confusions: np.ndarray) -> np.ndarray:
 
 
 def classification_intervals(gold: list[str], predicted: list[str], labels: list[str], seed: int = 0) -> dict:
-    """95% bootstrap intervals of accuracy, macro-F1 and each label's F1."""
+    """95% bootstrap intervals of accuracy, macro-F1 and each label's F1 (a prediction that is no label, a generated
+    reply that states none, is wrong for every item: one more column of the confusion matrix)."""
     g, p, k = _encode(gold, labels), _encode(predicted, labels), len(labels)
-    confusions = _confusions(g, p, k, _indices(len(g), seed))
+    confusions = _confusions(g, p, k + 1, _indices(len(g), seed))
     accuracy = np.diagonal(confusions, axis1=1, axis2=2).sum(1) / len(g)
-    f1 = _f1(confusions)
+    f1 = _f1(confusions)[:, :k]
     return {"accuracy": _interval(accuracy), "macro_f1": _interval(f1.mean(1)),
             "per_class_f1": {label: _interval(f1[:, j]) for j, label in enumerate(labels)}}
+
+
+def share_interval(flags: list[bool], seed: int = 0) -> list[float]:
+    """95% bootstrap interval of a share of items (right answers, unparseable replies)."""
+    values = np.asarray(flags, dtype=float)
+    return _interval(values[_indices(len(values), seed)].mean(1))
 
 
 def perplexity_interval(logliks: list[float], tokens: list[int], seed: int = 0) -> list[float]:
@@ -69,7 +76,7 @@ def paired(gold: list[str], first: list[str], second: list[str], labels: list[st
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     mcnemar = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     index = _indices(len(g), seed)
-    difference = _f1(_confusions(g, b, k, index)).mean(1) - _f1(_confusions(g, a, k, index)).mean(1)
+    difference = _f1(_confusions(g, b, k + 1, index))[:, :k].mean(1) - _f1(_confusions(g, a, k + 1, index))[:, :k].mean(1)
     p_f1 = _two_sided(difference)
     return {"accuracy_delta": float(right_b.mean() - right_a.mean()), "only_first_right": only_a, "only_second_right": only_b,
             "p_value": float(mcnemar), "macro_f1_delta_ci": _interval(difference), "macro_f1_p_value": float(p_f1)}
@@ -88,5 +95,6 @@ def paired_perplexity(first: list[float], second: list[float], tokens: list[int]
 
 
 def _encode(values: list[str], labels: list[str]) -> np.ndarray:
+    """Each value's index among the labels; anything else (no answer) one past the last."""
     index = {label: i for i, label in enumerate(labels)}
-    return np.array([index[v] for v in values], dtype=np.int64)
+    return np.array([index.get(v, len(labels)) for v in values], dtype=np.int64)

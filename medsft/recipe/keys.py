@@ -107,10 +107,25 @@ class MedsftArguments(DataFields):
         "Keywords for the chat template in every render: training, scoring, samples, generate and serve (e.g. "
         "{enable_thinking: false} for Qwen3; as TRL's GRPOConfig names it)."
     )
+    trainer: Literal["sft", "grpo"] = _help(
+        "sft: TRL's SFTTrainer trains the answers; grpo: TRL's GRPOTrainer rewards generated answers checked against "
+        "the key (choice tasks; GRPOConfig's keys: num_generations, max_completion_length, beta, reward_weights, ...).", "sft")
+    reward_funcs: list[str] | None = _help(
+        "grpo: the rewards, in reward_weights' order: correctness (1 when the strict answer is the key), format (1 a "
+        "stated answer, 0.5 one only named, 0 none), or your own function's dotted path (module.function: runs your "
+        "code, so only with --trust_remote_code true on the command line). Default: [correctness, format].")
     eval_after_train: bool = _help("After training, evaluate base vs tuned model on each test split.", True)
+    scoring: Literal["likelihood", "generate", "both"] | None = _help(
+        "Choice tasks: likelihood (each option's log-likelihood after the prompt, lm-eval's way), generate (the model "
+        "answers; its reply is read strictly and leniently, no answer counts wrong) or both side by side. Default: "
+        "likelihood after sft, generate after grpo.")
+    answer_max_new_tokens: int = _help("scoring: generate: the longest reply generated for an answer.", 32)
+    num_samples: int = _help("scoring: generate: replies per item; above 1 (with answer_temperature) adds majority-vote "
+                             "accuracy (maj@k).", 1)
+    answer_temperature: float = _help("scoring: generate: 0 greedy; above 0 samples (needed for num_samples above 1).", 0.0)
     suite: str | None = _help("Evaluate on a benchmark suite (medical: PubMedQA, MedQA, MedMCQA, medical MMLU) instead.")
     suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA, else the hub.")
-    num_samples: int = _help("Sample generations shown base vs tuned after evaluation (0: none).", 3)
+    sample_count: int = _help("Sample generations shown base vs tuned after evaluation (0: none).", 3)
     sample_prompts: list[str] | None = _help("Prompts for the sample generations; default: a few from the task.")
     sample_max_new_tokens: int = _help("Length of each sample generation.", 64)
     mlflow_tracking_uri: str | None = _help("With report_to: mlflow, a folder (default mlruns/) or a tracking server URI.")
@@ -133,7 +148,22 @@ class MedsftArguments(DataFields):
                             "and keeps a test split that is never trained on, which needs every row once; rows are "
                             "prepared once and kept on disk as memory-mapped Arrow (docs/data.md). For more rows than "
                             "fit in memory, cap them (max_train_samples) or split the files into a dataset_mixture")
-        if self.num_samples < 0:
-            raise UserError(f"num_samples must be 0 or more, got {self.num_samples}")
+        if self.scoring is None:
+            self.scoring = "generate" if self.trainer == "grpo" else "likelihood"
+        if self.answer_max_new_tokens < 1:
+            raise UserError(f"answer_max_new_tokens must be at least 1, got {self.answer_max_new_tokens}")
+        if self.num_samples < 1:
+            raise UserError(f"num_samples is the number of replies per item for majority vote (scoring: generate), at "
+                            f"least 1, got {self.num_samples}; the sample panels' count is sample_count")
+        if self.answer_temperature < 0:
+            raise UserError(f"answer_temperature must be 0 (greedy) or more, got {self.answer_temperature}")
+        if self.num_samples > 1 and (self.scoring == "likelihood" or self.answer_temperature == 0):
+            raise UserError(f"num_samples {self.num_samples} votes among sampled replies: it needs scoring: generate (or "
+                            "both) and answer_temperature above 0 (greedy replies are all the same); the sample "
+                            "panels' count is sample_count")
+        if self.trainer != "grpo" and self.reward_funcs is not None:
+            raise UserError("reward_funcs reward GRPO's generations; set trainer: grpo or remove it")
+        if self.sample_count < 0:
+            raise UserError(f"sample_count must be 0 or more, got {self.sample_count}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
             raise UserError(f"min_accuracy is a fraction between 0 and 1, got {self.min_accuracy}")

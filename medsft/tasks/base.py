@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 from medsft.errors import UserError
+from medsft.tasks import answers
 
 # DataFields keys that only some tasks read; a task refuses those it does not use rather than ignoring them.
 TASK_OPTIONS = (
@@ -96,6 +97,14 @@ class Task:
     def row_labels(self, row: dict) -> list[str]:
         """The labels this row offers."""
         return self.labels()
+
+    def answer_options(self, row: dict) -> dict[str, str]:
+        """{label: text} of the row's choices, as a generated reply may name them (a yes/no/maybe's text is its label)."""
+        return {label: label for label in self.row_labels(row)}
+
+    def answer(self, row: dict, reply: str) -> answers.Answer:
+        """What a generated reply answers to the row (strict, lenient or neither): evaluation's and GRPO's reading."""
+        return answers.extract(reply, self.answer_options(row))
 
     def continuation(self, label: str) -> str:
         """What follows the prompt when `label` is the answer (scored, and the start of the trained completion): after

@@ -94,6 +94,9 @@ class MultipleChoice(Task):
     def gold(self, row):
         return row.get("answer")
 
+    def answer_options(self, row):
+        return row["options"]
+
     def continues(self):
         return self.spec.include_option_text or bool(self.spec.explanation_field)
 

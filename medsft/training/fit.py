@@ -51,7 +51,7 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
 
         from medsft.evaluation import scoring
 
-        settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, num_samples=0)
+        settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, sample_count=0)
         trainer.task_metrics = partial(scoring.dev_metrics, tokenizer=prepared.tokenizer, datasets=prepared.datasets, settings=settings)
     return trainer
 
