@@ -100,6 +100,9 @@ def main(argv: list[str]) -> int:
         )
     with console.status("loading model and data"):
         prepared = prepare.prepare(recipe)
+    if recipe.script.trainer == "grpo":
+        training_tables.prompts_summary(console, len(prepared.train_dataset), len(prepared.eval_dataset or []),
+                                        recipe.training.num_generations)
     training_tables.data_summary(console, prepared.stats, recipe.training.max_length)
 
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm

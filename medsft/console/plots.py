@@ -1,4 +1,4 @@
-"""PNG figures for output_dir: loss curves and the confusion matrix (matplotlib, no display needed)."""
+"""PNG figures for output_dir: loss curves, GRPO's reward and reply length, and the confusion matrix (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,28 @@ def loss_curves(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
+def reward_curves(log_history: list[dict], path: Path) -> Path | None:
+    """GRPO: the mean reward and the mean reply length at each logged step."""
+    points = [(h["step"], h["reward"], h.get("completions/mean_length")) for h in log_history if "reward" in h and "step" in h]
+    if not points:
+        return None
+    steps, rewards, lengths = zip(*points)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(steps, rewards, "-", color="tab:green", label="reward")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.grid(alpha=0.3)
+    if all(x is not None for x in lengths):
+        twin = ax.twinx()
+        twin.plot(steps, lengths, "--", color="tab:gray", label="reply length")
+        twin.set_ylabel("mean reply length (tokens)")
+    ax.set_title("reward and reply length")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
     image = ax.imshow(matrix, cmap="Blues")
@@ -54,6 +76,7 @@ def write_plots(output_dir: str, log_history: list[dict], results: dict | None) 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     loss_curves(log_history, out / "loss_curves.png")
+    reward_curves(log_history, out / "reward_curves.png")
     choice = [e for e in (results or {}).get("evaluations", []) if "labels" in e]
     for i, evaluation in enumerate(choice):
         name = "tuned" if "tuned" in evaluation["models"] else "base"

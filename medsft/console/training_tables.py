@@ -27,6 +27,11 @@ def data_summary(console: Console, stats: dict[str, EncodeStats], max_length: in
         console.print(line)
 
 
+def prompts_summary(console: Console, train: int, dev: int, generations: int) -> None:
+    """GRPO's data: the prompts it generates after, and how many replies each."""
+    console.print(f"[bold]train[/]: {train} prompts, {generations} replies each a step" + (f"; [bold]eval[/]: {dev} prompts" if dev else ""))
+
+
 def train_summary(console: Console, result, model_name: str) -> None:
     def fmt(x):
         return "-" if x is None else f"{x:.4f}"
@@ -41,6 +46,11 @@ def train_summary(console: Console, result, model_name: str) -> None:
     table.add_row("time", f"{int(minutes)} min {seconds:.0f} s{rate}")
     table.add_row("train loss", fmt(result.train_loss))
     table.add_row("eval loss", fmt(result.eval_loss))
+    trend = getattr(result, "rewards", None)
+    if trend:
+        each = f"{trend['steps_each']} step{'s' if trend['steps_each'] > 1 else ''}"
+        table.add_row("reward", f"{trend['reward_first']:.3f} (first {each}) -> {trend['reward_last']:.3f} (last {each})")
+        table.add_row("reply length", f"{trend['length_first']:.1f} -> {trend['length_last']:.1f} tokens")
     table.add_row("written to", result.output_dir)
     console.print(Panel(table, title="medsft: training done", expand=False))
 

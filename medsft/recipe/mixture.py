@@ -56,7 +56,7 @@ def _entry(raw: Any, i: int, top: DataSpec) -> DataSpec:
 def specs(script, training) -> list[DataSpec]:
     """One DataSpec per dataset of the run, each named uniquely (its evaluation and its ids go by that name)."""
     top = DataSpec(**{f.name: getattr(script, f.name) for f in dataclasses.fields(DataFields)},
-                   dataset_text_field=training.dataset_text_field)
+                   dataset_text_field=getattr(training, "dataset_text_field", "text"))  # SFTConfig's; GRPO reads no text column
     mixture = script.dataset_mixture
     if mixture is None:
         found = [top]

@@ -62,33 +62,62 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class RecipeParser:
-    """TrlParser over (MedsftArguments, SFTConfig, ModelConfig) whose every failure is one UserError line."""
+def trainer_configs() -> dict[str, type]:
+    """The trainer settings' dataclass of each `trainer`: TRL's SFTConfig, or GRPOConfig (with the keys that shape
+    the tokens, grpo_keys.py)."""
+    from trl import SFTConfig
 
-    def __init__(self):
-        from trl import ModelConfig, SFTConfig, TrlParser
+    from medsft.recipe.grpo_keys import MedsftGRPOConfig
+
+    return {"sft": SFTConfig, "grpo": MedsftGRPOConfig}
+
+
+def _fields(dc) -> dict[str, Any]:
+    hints = typing.get_type_hints(dc)
+    return {f.name: hints[f.name] for f in dataclasses.fields(dc) if f.init}
+
+
+class RecipeParser:
+    """TrlParser over (MedsftArguments, the trainer's config, ModelConfig) whose every failure is one UserError line.
+    A key both medsft and the trainer's config name (GRPOConfig's chat_template_kwargs) is one option, read by both."""
+
+    def __init__(self, trainer: str = "sft"):
+        from trl import ModelConfig, TrlParser
 
         class Parser(OneLineErrors, TrlParser):
-            pass
+            @staticmethod
+            def _parse_dataclass_field(parser, field):
+                if f"--{field.name}" not in parser._option_string_actions:
+                    TrlParser._parse_dataclass_field(parser, field)
 
-        self.dataclasses = (MedsftArguments, SFTConfig, ModelConfig)
+        configs = trainer_configs()
+        self.trainer = trainer
+        self.dataclasses = (MedsftArguments, configs[trainer], ModelConfig)
         self.parser = Parser(self.dataclasses, allow_abbrev=False, prog="medsft")
         self.hints = {}
         for dc in self.dataclasses:
-            hints = typing.get_type_hints(dc)
-            for f in dataclasses.fields(dc):
-                if f.init:
-                    self.hints.setdefault(f.name, hints[f.name])
+            for name, hint in _fields(dc).items():
+                self.hints.setdefault(name, hint)
+        # the other trainers' own keys: named as theirs when given here
+        self.elsewhere = {name: other for other, dc in configs.items() if other != trainer
+                          for name in _fields(dc) if name not in self.hints}
 
     def suggest(self, key: str, prefix: str = "") -> str:
         close = difflib.get_close_matches(key, list(self.hints), n=1, cutoff=0.6)
         return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
+    def unknown(self, key: str, where: str, prefix: str = "") -> UserError:
+        if key in self.elsewhere:
+            return UserError(f"key '{key}' {where} is for trainer: {self.elsewhere[key]}, and this recipe's trainer is "
+                             f"{self.trainer}; remove it (or set trainer: {self.elsewhere[key]})")
+        return UserError(f"unknown {'option' if prefix else 'key'} '{prefix}{key}'{'' if prefix else ' ' + where}"
+                         f"{self.suggest(key, prefix)}")
+
     def check(self, source: str, config: dict[str, Any]) -> dict[str, Any]:
         checked = {}
         for key, value in config.items():
             if key not in self.hints:
-                raise UserError(f"unknown key '{key}' in {source}{self.suggest(key)}")
+                raise self.unknown(key, f"in {source}")
             try:
                 checked[key] = coerce(value, self.hints[key])
             except TypeError:
@@ -130,17 +159,36 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return config
 
 
+def _trainer(config: dict[str, Any], args: list[str]) -> str:
+    """The recipe's trainer (the command line's over the file's), which decides whose keys the recipe takes."""
+    trainer = config.get("trainer", "sft")
+    for i, arg in enumerate(args):
+        if arg == "--trainer" and i + 1 < len(args):
+            trainer = args[i + 1]
+        elif arg.startswith("--trainer="):
+            trainer = arg.split("=", 1)[1]
+    if trainer not in trainer_configs():
+        raise UserError(f"trainer must be one of {', '.join(trainer_configs())}, got {trainer!r}")
+    return trainer
+
+
 def _cli_keys(args: list[str]) -> list[str]:
     return [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
 
 
-def settings(path: Path, config: dict[str, Any], cli: dict[str, Any], overrides: dict[str, Any] | None = None):
+def settings(path: Path, config: dict[str, Any], cli: dict[str, Any], overrides: dict[str, Any] | None = None,
+             parser: RecipeParser | None = None):
     """(every key's value, the hardware defaults, the given keys this machine replaced as given): medsft's defaults,
     then this machine's, then the recipe's overrides, the recipe and the command line, each above the one before;
     last what this machine cannot run replaced (bfloat16 on a GPU without it)."""
     given = {**(overrides or {}), **config, **cli}
     machine = hardware.hardware_defaults(given)
-    merged = {**DEFAULTS, **machine, "output_dir": f"outputs/{path.stem}", **given}
+    defaults = DEFAULTS
+    if parser is not None and parser.trainer == "grpo":
+        from medsft.recipe.grpo_keys import GRPO_DEFAULTS
+
+        defaults = {**{k: v for k, v in DEFAULTS.items() if k in parser.hints}, **GRPO_DEFAULTS}
+    merged = {**defaults, **machine, "output_dir": f"outputs/{path.stem}", **given}
     replaced, notice = hardware.half_precision(given)
     hardware.notice(notice)
     return {**merged, **replaced}, {**machine, **replaced}, {key: given[key] for key in replaced if key in given}
@@ -167,21 +215,22 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None, loadi
     else:
         raise UserError("no recipe given; usage: python -m medsft RECIPE.yaml [--key value ...]")
     path = Path(path)
-    parser = RecipeParser()
-    config = parser.check(str(path), load_yaml(path))
+    raw = load_yaml(path)
+    parser = RecipeParser(_trainer(raw, args))
+    config = parser.check(str(path), raw)
     if loading:
         config = {key: value for key, value in config.items() if key not in NOT_FOR_LOADING}
     cli_keys = _cli_keys(args)
     for key in cli_keys:
         if key not in parser.hints:
-            raise UserError(f"unknown option '--{key}'{parser.suggest(key, '--')}")
+            raise parser.unknown(key, "on the command line", "--")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         namespace, rest = parser.parser.parse_known_args(args)
         if rest:
             raise UserError(f"unexpected argument(s): {' '.join(rest)}")
         cli = {key: getattr(namespace, key) for key in cli_keys}
-        merged, machine, replaced = settings(path, config, cli, overrides)
+        merged, machine, replaced = settings(path, config, cli, overrides, parser)
         ranges.check(merged)
         if merged.get("packing") and merged.get("max_length", 1) is None:
             raise UserError("packing needs max_length: rows are packed to that many tokens")

@@ -1,5 +1,5 @@
 """Training: the prepared data and model handed to TRL's SFTTrainer (medsft's sparse loss, packed rows, the task's
-metrics at each evaluation), and the run written to output_dir: its recipe, hardware settings, split ids,
+metrics at each evaluation) or GRPOTrainer (grpo.py), and the run written to output_dir: its recipe, hardware settings, split ids,
 environment and state first, its final weights last."""
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
     from medsft.training.trainer import MedsftTrainer, packed_rows
 
     model_args = recipe.model
-    # medsft tokenized the rows, applied the chat template and built the loss mask: TRL must not redo any of it.
     args = copy.copy(recipe.training)
+    if isinstance(prepared.model, str):  # loaded by TRL with the arguments inference loads it with
+        args.model_init_kwargs = {**loading.base_kwargs(recipe), **(args.model_init_kwargs or {})}
+    if recipe.script.trainer == "grpo":
+        from medsft.training import grpo
+
+        return grpo.build(recipe, prepared, args, callbacks)
+    # medsft tokenized the rows, applied the chat template and built the loss mask: TRL must not redo any of it.
     args.assistant_only_loss, args.chat_template_path, args.eos_token = False, None, None
     if args.padding_free and not args.packing:
         args.max_length = None  # every row fits already; TRL refuses padding_free with a max_length it cannot enforce
-    if isinstance(prepared.model, str):  # loaded by TRL with the arguments inference loads it with
-        args.model_init_kwargs = {**loading.base_kwargs(recipe), **(args.model_init_kwargs or {})}
     trainer = MedsftTrainer(
         model=prepared.model,
         args=args,
@@ -67,6 +71,7 @@ class TrainResult:
     stats: dict[str, encoding.EncodeStats]
     log_history: list[dict] = field(default_factory=list)
     stopped_by: int | None = None  # the signal that stopped training early (a checkpoint was saved)
+    rewards: dict[str, float] | None = None  # GRPO: the reward and reply length, first tenth of steps and last
 
 
 def write_run_folder(recipe: Recipe, prepared: Prepared) -> None:
@@ -129,6 +134,10 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
         log_history=history,
         stopped_by=stopped,
     )
+    if recipe.script.trainer == "grpo":
+        from medsft.training import grpo
+
+        result.rewards = grpo.reward_trend(history)
     return trainer, result
 
 

@@ -23,6 +23,8 @@ class Prepared:
     train_dataset: Any
     eval_dataset: Any
     stats: dict[str, encoding.EncodeStats] = field(default_factory=dict)
+    prompt_ids: dict[str, list[int]] = field(default_factory=dict)  # GRPO: each prompt's ids, as SFT renders them
+    items: dict[str, Any] = field(default_factory=dict)  # GRPO: {item: (task, row)}, what the rewards check against
 
 
 def no_training_rows(stats: encoding.EncodeStats, max_length: int | None) -> UserError:
@@ -48,6 +50,8 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
     else:
         model = locate.resolve(model_args.model_name_or_path)
         tokenizer = tokenizer_for(recipe, model)
+    if script.trainer == "grpo":
+        return _prompts(recipe, model, tokenizer, loaded)
     encoder = encoding.Encoder(tokenizer, args.max_length, args.completion_only_loss is not False, args.assistant_only_loss)
     train_dataset, train_stats = datasets.encoded(loaded, "train", encoder, args.dataset_num_proc)
     if train_dataset is None:
@@ -57,3 +61,18 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
         eval_dataset, eval_stats = datasets.encoded(loaded, "eval", encoder, args.dataset_num_proc)
     stats = {"train": train_stats} | ({"eval": eval_stats} if eval_stats else {})
     return Prepared(model, tokenizer, loaded, train_dataset, eval_dataset, stats)
+
+
+def _prompts(recipe: Recipe, model, tokenizer, loaded: list) -> Prepared:
+    """GRPO's data: each training (and dev) row's prompt, as SFT renders it, and the item its rewards check."""
+    from medsft.training import grpo
+
+    args = recipe.training
+    train, ids, items = grpo.prompts(loaded, "train", tokenizer, args.max_length)
+    if not train:
+        raise UserError("no training rows: every dataset is test-only or has weight 0")
+    dev = []
+    if args.eval_strategy != "no":
+        dev, dev_ids, dev_items = grpo.prompts(loaded, "eval", tokenizer, args.max_length)
+        ids, items = {**ids, **dev_ids}, {**items, **dev_items}
+    return Prepared(model, tokenizer, loaded, train, dev or None, prompt_ids=ids, items=items)

@@ -1,0 +1,152 @@
+"""`trainer: grpo`: TRL's GRPOTrainer on a choice task's training rows, rewarded by what each generated reply answers.
+
+The prompts are the ones SFT trains the answer after and evaluation generates after (generative.answer_prompt: the
+chat template, Qwen3's think block, a long prompt shortened as SFT shortens it); the rewards read each reply as
+evaluation reads it (the task's answer: strict, lenient or none). Built in: `correctness` (1 when the strict answer
+is the key, else 0) and `format` (1 a stated answer, 0.5 an option only named, 0 none), weighted by reward_weights;
+a user's own function by its dotted path, only with --trust_remote_code true on the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any, Callable
+
+from medsft.data import encoding
+from medsft.errors import UserError
+from medsft.evaluation.generative import answer_prompt
+
+DEFAULT_REWARDS = ["correctness", "format"]
+
+
+def _text(completion: Any) -> str:
+    """A reply's text: TRL passes a conversational reply as its messages."""
+    return completion if isinstance(completion, str) else "".join(m.get("content") or "" for m in completion)
+
+
+def builtin_rewards(items: dict[str, tuple[Any, dict]]) -> dict[str, Callable]:
+    """The built-in rewards over `items` ({item key: (task, row)}), named as TRL logs them (rewards/<name>/mean)."""
+
+    def correctness(completions, item, **_) -> list[float]:
+        out = []
+        for completion, key in zip(completions, item):
+            task, row = items[key]
+            out.append(float(task.answer(row, _text(completion)).strict == task.gold(row)))
+        return out
+
+    def format(completions, item, **_) -> list[float]:  # noqa: A001 - the reward's logged name
+        out = []
+        for completion, key in zip(completions, item):
+            task, row = items[key]
+            answer = task.answer(row, _text(completion))
+            out.append(1.0 if answer.strict is not None else 0.5 if answer.lenient is not None else 0.0)
+        return out
+
+    return {"correctness": correctness, "format": format}
+
+
+def reward_functions(names: list[str] | None, items: dict, trusted: bool) -> list[Callable]:
+    """The recipe's reward_funcs as callables, in order: built-in names, or module.function of the user's own code
+    (imported only when `trusted`: --trust_remote_code true on this command line)."""
+    builtin = builtin_rewards(items)
+    out = []
+    for name in names or DEFAULT_REWARDS:
+        if name in builtin:
+            out.append(builtin[name])
+            continue
+        if "." not in name:
+            raise UserError(f"reward_funcs: {name!r} is not a built-in reward ({', '.join(builtin)}) nor a dotted path "
+                            "module.function")
+        if not trusted:
+            raise UserError(f"reward_funcs: {name} is your own code; medsft imports it only with --trust_remote_code true "
+                            "on the command line")
+        module, function = name.rsplit(".", 1)
+        try:
+            found = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"reward_funcs: cannot import {name}: {e}") from None
+        if not callable(found):
+            raise UserError(f"reward_funcs: {name} is not a function")
+        out.append(found)
+    return out
+
+
+def _key(prompt: Any) -> str:
+    return json.dumps(prompt, sort_keys=True)
+
+
+def prompts(datasets: list, role: str, tokenizer, max_length: int | None) -> tuple[list[dict], dict[str, list[int]], dict]:
+    """(the GRPO dataset's rows {prompt, item}, each prompt's ids, {item: (task, row)}) of the datasets' rows in
+    `role`, each dataset repeated or cut by its weight as SFT's rows are."""
+    from medsft.data.datasets import weighted
+
+    rows, ids, items = [], {}, {}
+    encoder = encoding.Encoder(tokenizer, max_length)
+    for dataset in datasets:
+        if not dataset.task.choices:
+            raise UserError(f"trainer: grpo rewards answers checked against the key: dataset {dataset.spec.name} is task "
+                            f"{dataset.task.name}, which has none; use a choice task (pubmedqa, multiple_choice, medqa, ...)")
+        for row in (weighted(dataset.parts[role], dataset.spec.weight, dataset.spec.split_seed) if role == "train"
+                    else dataset.parts[role]):
+            example = dataset.task.example(row)
+            key = f"{dataset.spec.name}/{row['id']}"
+            items[key] = (dataset.task, row)
+            ids.setdefault(_key(example.prompt), answer_prompt(encoder, dataset.task, row))
+            rows.append({"prompt": example.prompt, "item": key})
+    return rows, ids, items
+
+
+def trainer_class():
+    from trl import GRPOTrainer
+
+    class MedsftGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer generating after medsft's prompt ids (the tokens SFT and evaluation use), not a re-render."""
+
+        prompt_ids: dict[str, list[int]] = {}
+
+        def _tokenize_prompts(self, prompts):
+            return [list(self.prompt_ids[_key(p)]) for p in prompts], None, {}
+
+    return MedsftGRPOTrainer
+
+
+def build(recipe, prepared, args, callbacks) -> Any:
+    """The GRPO trainer for the prepared prompts (prepared.train_dataset: {prompt, item} rows)."""
+    from datasets import Dataset
+    from trl import get_peft_config
+
+    trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli
+    rewards = reward_functions(recipe.script.reward_funcs, prepared.items, trusted)
+    if args.reward_weights is not None and len(args.reward_weights) != len(rewards):
+        raise UserError(f"reward_weights has {len(args.reward_weights)} weights for {len(rewards)} reward_funcs "
+                        f"({', '.join(recipe.script.reward_funcs or DEFAULT_REWARDS)}); give one each")
+    cls = trainer_class()
+    cls.prompt_ids = prepared.prompt_ids
+    return cls(
+        model=prepared.model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=Dataset.from_list(prepared.train_dataset),
+        eval_dataset=Dataset.from_list(prepared.eval_dataset) if prepared.eval_dataset else None,
+        processing_class=prepared.tokenizer,
+        peft_config=get_peft_config(recipe.model),
+        callbacks=list(callbacks),
+    )
+
+
+def reward_trend(log_history: list[dict]) -> dict[str, float] | None:
+    """The mean reward and reply length (tokens) over the first and the last tenth of the logged steps (at least one
+    step each): how GRPO moved them. None for a run that logged no reward."""
+    logged = [h for h in log_history if "reward" in h and "step" in h]
+    if not logged:
+        return None
+    tenth = max(1, len(logged) // 10)
+
+    def mean(rows, key):
+        values = [h[key] for h in rows if key in h]
+        return sum(values) / len(values) if values else float("nan")
+
+    first, last = logged[:tenth], logged[-tenth:]
+    return {"steps_each": tenth, "reward_first": mean(first, "reward"), "reward_last": mean(last, "reward"),
+            "length_first": mean(first, "completions/mean_length"), "length_last": mean(last, "completions/mean_length")}
