@@ -28,6 +28,8 @@ YES_NO = {"yes": "yes", "no": "no", "maybe": "maybe"}
     ("A patient on warfarin needs vitamin K", None, "C"),  # "A" the article is not option A
     ("<think>A? No: heparin.</think>\nD", "D", "D"),  # the reasoning block is skipped
     ("<think>Perhaps A, perhaps", None, None),  # still reasoning: no answer yet
+    ("Aspirin does not reverse it.\nProtamine is not listed.\nThe answer is (B).", "B", "B"),  # reasoning, then a statement
+    ("Aspirin does not reverse it.\nB", None, "A"),  # a last line without "the answer is" is not a statement
     ("", None, None),
     ("   \n", None, None),
     ("I do not know.", None, None),

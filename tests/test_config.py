@@ -18,6 +18,17 @@ def test_every_recipe_parses(path):
         with pytest.raises(UserError, match="load_in_4bit: .* needs a CUDA GPU"):
             parse_recipe([str(path)])
         return
+    if "use_vllm: true" in path.read_text():
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            with pytest.raises(UserError, match="use_vllm: vLLM generation .* needs a CUDA GPU"):
+                parse_recipe([str(path)])
+            return
+        if importlib.util.find_spec("vllm") is None:
+            with pytest.raises(UserError, match="use_vllm: vLLM is not installed"):
+                parse_recipe([str(path)])
+            return
     recipe = parse_recipe([str(path)])
     assert recipe.model.model_name_or_path
     from medsft.tasks import NAMES

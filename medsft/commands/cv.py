@@ -26,6 +26,10 @@ def main(argv: list[str]) -> int:
     folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
     quiet_libraries()
     recipe = parse_recipe(argv)
+    if recipe.script.trainer != "sft" or recipe.script.scoring != "likelihood":
+        raise UserError("cv trains each fold with SFT and decides its dev items by likelihood (fitting the offsets it "
+                        "writes); it does not run trainer: grpo or scoring: generate: compare those settings with "
+                        "eval on the dev split (--test_split validation), never on the test split")
     main_process = PartialState().is_main_process
     console = Console(quiet=not main_process)
     datasets = data.load(mixture.specs(recipe.script, recipe.training))

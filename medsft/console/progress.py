@@ -28,7 +28,7 @@ class RichProgress(TrainerCallback):
             TextColumn("[bold blue]train"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[loss]}"),
             TextColumn("{task.fields[tps]} tok/s"),
             TimeElapsedColumn(),
             TextColumn("left"),
@@ -36,7 +36,7 @@ class RichProgress(TrainerCallback):
             console=self.console,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", tps="-")
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="loss -", tps="-")
         self.start, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -47,8 +47,10 @@ class RichProgress(TrainerCallback):
         self.progress.update(self.task, completed=state.global_step, tps=f"{tokens / elapsed:,.0f}" if tokens else "-")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is not None and logs and "loss" in logs:
-            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+        if self.progress is not None and logs and "reward" in logs:  # GRPO: its loss says little, its reward a lot
+            self.progress.update(self.task, loss=f"reward {logs['reward']:.3f}")
+        elif self.progress is not None and logs and "loss" in logs:
+            self.progress.update(self.task, loss=f"loss {logs['loss']:.4f}")
         if self.progress is not None and logs and "eval_loss" in logs:  # the dev split, with the task's own metrics
             shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k[5:] in EVAL_SHOWN or k.endswith(SHOWN_ENDS)}
             self.progress.console.print(f"[bold]dev[/] step {state.global_step}: " +

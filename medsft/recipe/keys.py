@@ -161,6 +161,10 @@ class MedsftArguments(DataFields):
             raise UserError(f"num_samples {self.num_samples} votes among sampled replies: it needs scoring: generate (or "
                             "both) and answer_temperature above 0 (greedy replies are all the same); the sample "
                             "panels' count is sample_count")
+        if self.scoring == "generate" and (self.calibrate or self.calibration_file):
+            key = "calibrate" if self.calibrate else "calibration_file"
+            raise UserError(f"{key} offsets the choices' likelihoods; scoring: generate reads the answer from the reply, "
+                            "which has none to offset: remove it, or use scoring: both")
         if self.trainer != "grpo" and self.reward_funcs is not None:
             raise UserError("reward_funcs reward GRPO's generations; set trainer: grpo or remove it")
         if self.sample_count < 0:

@@ -17,6 +17,7 @@ CUDA_ONLY = {
     "load_in_8bit": "bitsandbytes 8-bit loading",
     "fp16": "fp16 mixed precision",
     "tf32": "TF32 matmuls",
+    "use_vllm": "vLLM generation (GRPO)",
 }
 
 
@@ -53,6 +54,12 @@ def check(settings: dict[str, Any], cuda: bool, world_size: int) -> None:
             if settings.get(key):
                 hint = "; bf16 works on CPU" if key == "fp16" else ""
                 raise UserError(f"{key}: {what} needs a CUDA GPU and this machine has none; remove {key} from the recipe{hint}")
+    if settings.get("use_vllm"):
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("use_vllm: vLLM is not installed; pip install vllm (a CUDA machine), or remove use_vllm to "
+                            "generate with transformers")
     if settings.get("device_map") and world_size > 1:
         raise UserError(f"device_map: {settings['device_map']} splits one model across this machine's GPUs in one process, and "
                         f"this run has {world_size} processes, each holding its own copy; use DeepSpeed ZeRO-3 or FSDP "

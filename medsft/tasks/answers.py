@@ -1,7 +1,7 @@
 """The answer a generated reply gives to a choice item, read one way for evaluation and for GRPO's rewards.
 
 strict: the reply's first line states one option and nothing else ("B", "(B)", "B. Aspirin", "The answer is (B).",
-"Answer: yes", "**Maybe**"); lenient: the first option the reply names anywhere, by its label or its text; neither:
+"Answer: yes", "**Maybe**"), or after reasoning its last line does ("... The answer is (C)."); lenient: the first option the reply names anywhere, by its label or its text; neither:
 the reply is unparseable, and it is counted wrong, never mapped to an option (a model that stops answering must show
 as one). A reasoning block (<think>...</think>) is skipped first; a reply still inside one has no answer yet.
 """
@@ -34,16 +34,24 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
-def strict(reply: str, options: dict[str, str]) -> str | None:
-    """The option the reply's first line states, alone (its label, its label and text, behind "The answer is")."""
-    text = visible(reply)
-    line = _words(_MARKUP.sub("", text.split("\n", 1)[0])) if text else ""
+def _states(line: str, options: dict[str, str], lead: str) -> str | None:
+    """The option `line` states, alone (its label, or its label and text), after `lead`; None otherwise."""
+    line = _words(_MARKUP.sub("", line))
     for label, option in options.items():
         tail = rf"(?:\s*[.:)\-]?\s*{re.escape(_words(option))})?" if option != label else ""
-        pattern = rf"{_LEAD}[(\[]?{re.escape(label)}[)\]]?{tail}\s*[.!]?"
-        if re.fullmatch(pattern, line, flags=re.IGNORECASE):
+        if re.fullmatch(rf"{lead}[(\[]?{re.escape(label)}[)\]]?{tail}\s*[.!]?", line, flags=re.IGNORECASE):
             return label
     return None
+
+
+def strict(reply: str, options: dict[str, str]) -> str | None:
+    """The option the reply states: its first line is the option alone (its label, its label and text, behind "The
+    answer is"), or, after reasoning, its last line says "The answer is ..." / "Answer: ..." of one option."""
+    lines = [line for line in visible(reply).split("\n") if line.strip()]
+    if not lines:
+        return None
+    first = _states(lines[0], options, _LEAD)
+    return first if first is not None or len(lines) == 1 else _states(lines[-1], options, _LEAD.removesuffix("?"))
 
 
 def _label_pattern(label: str) -> re.Pattern:
