@@ -125,3 +125,46 @@ def test_the_compact_lm_head_on_the_cpu_gives_the_full_paths_log_probs_and_gradi
     for a, b in zip(compact_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert not utils._use_triton(torch.device("cpu"))  # restored: nothing else sees the change
+
+
+def test_scoring_both_reports_likelihoods_and_answers_and_votes_among_sampled_replies(write_recipe, tmp_path, capsys):
+    recipe = write_recipe(max_steps=1, max_test_samples=6, sample_count=0, scoring="both", answer_max_new_tokens=4,
+                          num_samples=3, answer_temperature=0.8)
+    assert main([str(recipe)]) == 0
+    out = tmp_path / "out"
+    results = json.loads((out / "eval_results.json").read_text())
+    likelihood, generated = results["evaluations"]
+    assert (likelihood["scoring"], generated["scoring"]) == ("likelihood", "generate")
+    assert "accuracy_lenient" not in likelihood["models"]["tuned"]
+    for name in ("base", "tuned"):
+        m = generated["models"][name]
+        assert {"accuracy", "accuracy_lenient", "unparseable", "accuracy_maj@3"} <= set(m) and "accuracy_maj@3" in m["ci"]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["scoring"] for r in rows] == ["likelihood"] * 6 + ["generate"] * 6
+    assert all(len(r["tuned_replies"]) == 3 and r["tuned_reply"] == r["tuned_replies"][0] for r in rows[6:])
+    assert "generated answers" in capsys.readouterr().out
+    line = one_line(capsys, [str(write_recipe(scoring="generate", num_samples=3))])
+    assert line.startswith("medsft: error: num_samples 3 votes among sampled replies: it needs scoring: generate (or both) "
+                           "and answer_temperature above 0")
+    line = one_line(capsys, [str(write_recipe(scoring="generate", calibrate=True))])
+    assert line.startswith("medsft: error: calibrate offsets the choices' likelihoods")
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+def test_grpo_generates_after_the_tokens_sft_trains_the_answer_after(tiny_chat_model, write_recipe, chat, capsys):
+    """The same prompts as SFT: each GRPO prompt's ids are the SFT row's ids before its first trained token."""
+    from medsft.data import encoding
+    from medsft.training import grpo, prepare
+
+    keys = dict(model_name_or_path=str(tiny_chat_model), chat=chat)
+    sft = prepare.prepare(parse_recipe([str(write_recipe("sft.yaml", **keys))]))
+    rl = prepare.prepare(parse_recipe([str(write_recipe("grpo.yaml", **keys, **GRPO))]))
+    assert len(rl.train_dataset) == len(sft.train_dataset)
+    trained_after = []
+    for row in sft.train_dataset:
+        first = next(i for i, label in enumerate(row["labels"]) if label != encoding.IGNORE)
+        trained_after.append(row["input_ids"][:first])
+    assert grpo.prompt_ids_of(rl, rl.train_dataset) == trained_after
+    assert main(["preview", str(write_recipe("grpo.yaml", **keys, **GRPO)), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "prompt 1:" in out and "nothing trained, nothing written" in out

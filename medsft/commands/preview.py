@@ -25,6 +25,14 @@ def main(argv: list[str]) -> int:
     with console.status("loading tokenizer and data"):
         prepared = prepare(recipe)
     dataset, tokenizer, args = prepared.train_dataset, prepared.tokenizer, recipe.training
+    if recipe.script.trainer == "grpo":  # prompts the replies are generated after: nothing of them is trained
+        from medsft.training import grpo
+
+        shown = [[tokenizer.decode([t]) for t in ids] for ids in grpo.prompt_ids_of(prepared, dataset[:n])]
+        lengths = sorted(len(ids) for ids in grpo.prompt_ids_of(prepared, dataset))
+        steps = math.ceil(len(dataset) * args.num_generations / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
+        training_tables.prompts_preview(console, shown, lengths, steps, args.num_generations)
+        return 0
     examples = []
     for row in dataset.select(range(min(n, len(dataset)))):
         pieces = [tokenizer.decode([t]) for t in row["input_ids"]]

@@ -76,3 +76,21 @@ def preview(console: Console, examples: list[tuple[list[str], list[int]]], summa
     grid.add_row("tokens a row", f"min {length['min']}, median {length['median']:g}, p95 {length['p95']}, max {length['max']}")
     grid.add_row("per epoch", f"{steps_per_epoch} steps, {summary['tokens']:,} tokens, {summary['trained_tokens']:,} trained")
     console.print(Panel(grid, title="medsft preview: nothing trained, nothing written", expand=False))
+
+
+def prompts_preview(console: Console, prompts: list[list[str]], lengths: list[int], steps_per_epoch: int,
+                    generations: int) -> None:
+    """`medsft preview` of a GRPO recipe: the prompts as the model receives them (the replies are generated after
+    them and rewarded; no token of a prompt is trained), then their lengths."""
+    for i, pieces in enumerate(prompts):
+        console.print(Panel(Text("".join(pieces), style="dim"), title=f"prompt {i + 1}: {len(pieces)} tokens, "
+                            f"{generations} replies generated after it", expand=True))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("prompts", str(len(lengths)))
+    if lengths:
+        grid.add_row("tokens a prompt", f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+                                        f"p95 {lengths[int(0.95 * (len(lengths) - 1))]}, max {lengths[-1]}")
+    grid.add_row("per epoch", f"{steps_per_epoch} steps, {len(lengths) * generations} replies")
+    console.print(Panel(grid, title="medsft preview (GRPO): nothing trained, nothing written", expand=False))

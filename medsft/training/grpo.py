@@ -114,6 +114,11 @@ def _compact_head_on_cpu():
         utils._use_triton = original
 
 
+def prompt_ids_of(prepared, rows: list[dict]) -> list[list[int]]:
+    """The ids GRPO generates after for these rows of prepared.train_dataset."""
+    return [prepared.prompt_ids[_key(row["prompt"])] for row in rows]
+
+
 def trainer_class():
     from trl import GRPOTrainer
 
@@ -138,6 +143,11 @@ def build(recipe, prepared, args, callbacks) -> Any:
     from datasets import Dataset
     from trl import get_peft_config
 
+    from pathlib import Path
+
+    if isinstance(prepared.model, str) and (Path(prepared.model) / "adapter_config.json").is_file():
+        raise UserError(f"model_name_or_path {prepared.model} is a LoRA adapter; GRPO starts from whole weights: "
+                        f"python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
     trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli
     rewards = reward_functions(recipe.script.reward_funcs, prepared.items, trusted)
     if args.reward_weights is not None and len(args.reward_weights) != len(rewards):
