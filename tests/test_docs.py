@@ -86,8 +86,8 @@ def parses(argv: list[str]) -> None:
         _, args = pop_int(args, "--folds", "folds")
         _, args = pop_int(args, "-n", "examples")
         recipe = args[0] if args and args[0].endswith(".yaml") else None
-        loading = command == "eval" or (recipe and "load_in_4bit: true" in (ROOT / recipe).read_text()
-                                        and not torch.cuda.is_available())  # QLoRA: CUDA only, parsed all the same
+        cuda_only = recipe and any(k in (ROOT / recipe).read_text() for k in ("load_in_4bit: true", "use_vllm: true"))
+        loading = command == "eval" or (cuda_only and not torch.cuda.is_available())  # QLoRA, vLLM: parsed all the same
         if recipe is None:  # a run folder: its options are recipe keys
             args = [str(ROOT / "recipes" / "quickstart.yaml"), *args[1:]]
         else:
