@@ -81,5 +81,7 @@ def write_plots(output_dir: str, log_history: list[dict], results: dict | None) 
     for i, evaluation in enumerate(choice):
         name = "tuned" if "tuned" in evaluation["models"] else "base"
         matrix = evaluation["models"][name]["confusion_matrix"]
-        file = "confusion_matrix.png" if i == 0 else f"confusion_matrix_{evaluation['name']}.png"
-        confusion_matrix(matrix, evaluation["labels"], f"{evaluation['name']} ({name})", out / file)
+        generated = "_generated" if evaluation.get("scoring") == "generate" else ""  # scoring: both, beside the likelihood's
+        file = "confusion_matrix.png" if i == 0 else f"confusion_matrix_{evaluation['name']}{generated}.png"
+        title = f"{evaluation['name']} ({name}{', generated answers' if generated else ''})"
+        confusion_matrix(matrix, evaluation["labels"], title, out / file)
