@@ -117,3 +117,28 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_stop(write_recipe, tmp_path, s
     assert json.loads((out / run_state.STATE_FILE).read_text()) == {"state": "complete", "step": step + 2}
     if sig == signal.SIGTERM:
         assert run_cli("eval", out, "--max_test_samples", "6", "--sample_count", "0").returncode == 0
+
+
+def test_a_stopped_run_keeps_its_handlers_until_it_exits_and_a_finished_one_restores_them():
+    # under torchrun the first rank out makes the agent SIGTERM the rest, which must exit with 128 + the signal too
+    from medsft.training.checkpoints import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    finished = StopOnSignal()
+    finished.install()
+    assert signal.getsignal(signal.SIGTERM) == finished._handle
+    finished.on_train_end(None, None, None)
+    assert signal.getsignal(signal.SIGTERM) == before
+    stopped = StopOnSignal()
+    try:
+        stopped.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        control = type("Control", (), {"should_save": False, "should_training_stop": False})()
+        stopped.on_step_end(None, None, control)
+        assert stopped.stopped_by == signal.SIGTERM and control.should_save and control.should_training_stop
+        stopped.on_train_end(None, None, control)
+        os.kill(os.getpid(), signal.SIGTERM)  # the launcher's SIGTERM after the stop is recorded, not fatal
+        assert signal.getsignal(signal.SIGTERM) == stopped._handle and stopped.received == signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, stopped._previous.get(signal.SIGINT, signal.default_int_handler))

@@ -58,7 +58,9 @@ def test_cli_end_to_end(write_recipe, tmp_path):
     assert results["n"] == sum(sum(row) for row in results["models"]["tuned"]["confusion_matrix"])
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == results["n"]
-    assert set(predictions[0]) == {"dataset", "id", "gold", "base_prediction", "base_loglik", "tuned_prediction", "tuned_loglik"}
+    assert set(predictions[0]) == {"dataset", "scoring", "id", "gold", "base_prediction", "base_loglik", "tuned_prediction",
+                                   "tuned_loglik"}
+    assert {p["scoring"] for p in predictions} == {"likelihood"}
     # the run recorded its split, and the ids scored are its test ids
     ids = json.loads((out / "split_ids.json").read_text())["pubmedqa"]
     assert sorted(p["id"] for p in predictions) == sorted(ids["test"]) and not set(ids["test"]) & set(ids["train"])

@@ -79,6 +79,10 @@ class StopOnSignal(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.stopped_by is not None:
+            # the process is on its way out with 128 + the signal: under torchrun the first rank out makes the agent
+            # SIGTERM the others, which must still write their state and exit with the same code, not die by it
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
