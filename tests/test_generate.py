@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from medsft.data import datasets as data
 from medsft.evaluation import comparison, scoring
 from medsft.recipe.keys import DataSpec
-from medsft.generation.sampling import generate
+from medsft.generation.completion import generate
 from medsft.models.tokenizer import load_tokenizer
 from medsft.tasks import get
 

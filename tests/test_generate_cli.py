@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 def test_greedy_generation_streams_the_same_text_as_the_library(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.generation.sampling import generate
+    from medsft.generation.completion import generate
     from medsft.models.tokenizer import load_tokenizer
 
     proc = run_cli("generate", tiny_model, "Patient presents with fever", "--temperature", "0", "--max_new_tokens", "8")
@@ -48,7 +48,7 @@ def test_chat_prompt_is_rendered_as_training_renders_it(tiny_chat_model):
     from transformers import AutoModelForCausalLM
 
     from medsft.data.encoding import chat_ids
-    from medsft.generation.sampling import generate
+    from medsft.generation.completion import generate
     from medsft.models.tokenizer import load_tokenizer
 
     proc = run_cli("generate", tiny_chat_model, "Fever?", "--chat", "--temperature", "0", "--max_new_tokens", "6")

@@ -13,7 +13,7 @@ from conftest import run_cli
 
 from medsft.models import inference
 from medsft.recipe import run_folder
-from medsft.generation.sampling import generate
+from medsft.generation.completion import generate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -69,7 +69,7 @@ def post(url, body, raw=False):
 def greedy(chat_model, prompt, n):
     from transformers import AutoModelForCausalLM
 
-    from medsft.generation.sampling import generate
+    from medsft.generation.completion import generate
     from medsft.models.tokenizer import load_tokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model).eval(), load_tokenizer(str(chat_model))

@@ -15,11 +15,13 @@ from medsft.textfiles import read_text
 class GenerateArguments:
     """Sampling settings of `medsft generate` (the names of transformers' GenerationConfig)."""
 
-    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens to generate; EOS stops earlier."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens to generate; EOS stops earlier (the server's default)."})
     temperature: float = field(default=0.7, metadata={"help": "0 for greedy decoding."})
-    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0: all, as the server)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed: the same seed gives the same text."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed: the same seed gives the same text (the server's too)."})
+    presence_penalty: float = field(default=0.0, metadata={"help": "OpenAI's: lowers every token already generated (-2 to 2)."})
+    frequency_penalty: float = field(default=0.0, metadata={"help": "OpenAI's: lowers a token per time it was generated (-2 to 2)."})
     chat: bool = field(default=False, metadata={"help": "Send the prompt as a user turn through the chat template."})
     question: str | None = field(default=None, metadata={"help": "Answer this question with a choice task's scoring."})
     context_file: str | None = field(default=None, metadata={"help": "A text file the question is about (pubmedqa: the abstract)."})
@@ -37,6 +39,9 @@ class GenerateArguments:
             raise UserError(f"temperature must be between 0 and 5, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        for key in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, key) <= 2:
+                raise UserError(f"{key} must be between -2 and 2, got {getattr(self, key)}")
         if self.top_k < 0:
             raise UserError(f"top_k must be 0 or more, got {self.top_k}")
         self.template_kwargs = json_mapping(self.chat_template_kwargs, "--chat_template_kwargs")
@@ -114,12 +119,10 @@ def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[in
 def main(argv: list[str]) -> int:
     """`generate MODEL "prompt" [--key value]`: stream a completion (`--chat`: as a user turn, rendered with the chat
     template as training renders it); `--question` answers with the run's choice task and its probabilities."""
-    import torch
     from rich.console import Console
-    from transformers import TextStreamer
 
     from medsft.console.quiet import quiet_libraries
-    from medsft.generation.sampling import generate
+    from medsft.generation.completion import generate
     from medsft.models import inference
 
     positional = [a for a in argv[:2] if not a.startswith("--")]
@@ -141,8 +144,8 @@ def main(argv: list[str]) -> int:
         return 0
     if loaded.context is not None and len(ids) + gen.max_new_tokens > loaded.context:
         raise UserError(f"prompt plus max_new_tokens exceed the model's context of {loaded.context} tokens")
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    with torch.inference_mode():
-        generate(loaded.model, tokenizer, [ids], gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed,
-                 top_k=gen.top_k, streamer=streamer)
+    generate(loaded.model, tokenizer, [ids], gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed, top_k=gen.top_k,
+             on_text=lambda text: print(text, end="", flush=True), presence_penalty=gen.presence_penalty,
+             frequency_penalty=gen.frequency_penalty)
+    print(flush=True)
     return 0

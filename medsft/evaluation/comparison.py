@@ -11,7 +11,7 @@ from medsft.data import encoding
 from medsft.evaluation import calibration, stats
 from medsft.evaluation.metrics import classification_metrics, majority_baseline
 from medsft.evaluation.scoring import Settings, Track, no_track, evaluate_split, score_choices
-from medsft.generation.sampling import generate
+from medsft.generation.completion import generate
 from medsft.tasks import Task
 
 
