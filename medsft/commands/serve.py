@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--device_map", default=None, help="spread the model over this machine's GPUs (auto, balanced, ...)")
     parser.add_argument("--chat_template_kwargs", default=None,
                         help="JSON keywords for the chat template, on top of a run's own (a request may add its own)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="serve another LoRA adapter of the same base as model NAME (repeatable)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.timeout, help="seconds a request may wait and generate")
     return parser
 
@@ -60,14 +62,16 @@ def main(argv: list[str]) -> int:
     quiet_libraries()
     import uvicorn
 
-    from medsft.models import inference
+    from medsft.models import adapters, inference
     from medsft.serving import server
+
+    extra = [adapters.parse(option) for option in args.adapter]
 
     options = ServeOptions(args.max_tokens_cap, args.max_batch, args.max_queue, args.max_body_bytes, args.max_prompt_tokens,
                            args.timeout, args.api_key or None)
     loaded = inference.load(args.model, args.trust_remote_code, chat_template_kwargs=template_kwargs, dtype=args.dtype,
                             device_map=args.device_map)
-    app = server.create_app(loaded, options)
+    app = server.create_app(loaded, options, extra)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -75,6 +79,6 @@ def main(argv: list[str]) -> int:
     if not loopback and options.api_key is None:
         print(f"medsft: warning: serving on {args.host} without an API key: anyone who can reach it can use it "
               "(set --api_key or MEDSFT_API_KEY)", file=sys.stderr, flush=True)
-    print(f"medsft: serving {args.model} on http://{args.host}:{args.port} (OpenAI API under /v1)", flush=True)
+    print(f"medsft: serving {', '.join(app.state.models)} on http://{args.host}:{args.port} (OpenAI API under /v1)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

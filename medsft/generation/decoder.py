@@ -23,8 +23,6 @@ from medsft.generation.batch import Batch, merge, new_cache, trim
 from medsft.generation.detokenize import decode_step
 from medsft.generation.sampling import next_token, penalize, stop_ids
 
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
-
 
 @dataclass
 class Job:
@@ -52,7 +50,7 @@ class Job:
     presence_penalty: float = 0.0  # OpenAI's: subtracted from each token already generated
     frequency_penalty: float = 0.0  # OpenAI's: subtracted once per time a token was generated
     logit_bias: dict[int, float] = field(default_factory=dict)
-    adapter: str | None = None  # a LoRA adapter of the model by name, BASE_ADAPTER, or None: the model as loaded
+    adapter: str | None = None  # a LoRA adapter of the model by name, peft's __base__, or None: the model as loaded
     logprobs: int | None = None  # keep each token's log-probability and this many alternatives (None: keep none)
     scored: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)  # per token in `tokens`
     ends: list[int] = field(default_factory=list)  # per token: the length of `text` once it was decoded

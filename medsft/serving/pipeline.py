@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from medsft.data import spans, templates
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
-from medsft.serving.protocol import DONE, ApiError, Reply, Sampling, event, server_error, unavailable
+from medsft.serving.protocol import ApiError, ChatRequest, Sampling, server_error, unavailable
+from medsft.serving.replies import DONE, Reply, event
 from medsft.serving.prometheus import Metrics
 
 POLL = 0.05  # seconds between checks that the client is still there
@@ -39,19 +40,38 @@ class ServeOptions:
 
 
 class Pipeline:
-    def __init__(self, loaded: Loaded, options: ServeOptions, engine: Engine, metrics: Metrics, served: str):
-        self.loaded, self.options, self.engine, self.metrics, self.served = loaded, options, engine, metrics, served
+    def __init__(self, loaded: Loaded, options: ServeOptions, engine: Engine, metrics: Metrics, models: dict[str, str | None]):
+        """`models`: each name served -> the adapter it runs (None: the model as loaded); the first is the default."""
+        self.loaded, self.options, self.engine, self.metrics, self.models = loaded, options, engine, metrics, models
+        self.served = next(iter(models))
         self.tokenizer = loaded.tokenizer
+        self.vocabulary = loaded.model.get_output_embeddings().weight.shape[0]
         self.max_prompt = min(x for x in (options.max_prompt_tokens, loaded.context, 10**9) if x is not None)
         self.tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medsft-tokenize")
 
     # --- validate ------------------------------------------------------------------------------------------------
+    def adapter(self, req: Sampling) -> str | None:
+        """The adapter the request's model runs: the default without one; a 404 naming the served ones otherwise."""
+        if req.model is None or req.model == self.loaded.name:
+            return self.models[self.served]
+        if req.model not in self.models:
+            raise ApiError(404, f"model '{req.model}' is not served here; this server serves {', '.join(map(repr, self.models))}",
+                           "model", "model_not_found")
+        return self.models[req.model]
+
     def max_tokens(self, req: Sampling) -> int:
-        if req.model not in (None, self.served, self.loaded.name):
-            raise ApiError(404, f"model '{req.model}' is not served here; this server serves '{self.served}'", "model",
-                           "model_not_found")
+        """The request's max_tokens, once everything checked before work is (fields, model, limits)."""
+        refused = req.unsupported()
+        if refused is not None:
+            raise refused
+        self.adapter(req)
         cap = self.options.max_tokens_cap
-        max_tokens = req.max_tokens if req.max_tokens is not None else min(256, cap)
+        asked = req.max_tokens
+        if isinstance(req, ChatRequest) and req.max_completion_tokens is not None:
+            if asked is not None and asked != req.max_completion_tokens:
+                raise ApiError(400, "max_tokens and max_completion_tokens differ; send one", "max_completion_tokens")
+            asked = req.max_completion_tokens
+        max_tokens = asked if asked is not None else min(256, cap)
         if max_tokens > cap:
             raise ApiError(400, f"max_tokens {max_tokens} is above this server's cap of {cap}", "max_tokens")
         if req.min_tokens > max_tokens:
@@ -62,7 +82,11 @@ class Pipeline:
     async def _off_loop(self, work):
         return await asyncio.get_running_loop().run_in_executor(self.tokenizing, work)
 
-    async def text_ids(self, prompt: str) -> list[int]:
+    async def text_ids(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, list):  # token ids, as the client's own tokenizer made them
+            if max(prompt) >= self.vocabulary:
+                raise ApiError(400, f"prompt: token id {max(prompt)} is outside this model's vocabulary of {self.vocabulary}", "prompt")
+            return prompt
         if len(prompt) > 8 * self.max_prompt:  # no tokenizer yields fewer than one token per 8 characters of prose
             raise ApiError(400, f"prompt is longer than this server's {self.max_prompt} tokens", "prompt")
         ids = (await self._off_loop(lambda: self.tokenizer(prompt)))["input_ids"]
@@ -91,8 +115,11 @@ class Pipeline:
         if context is not None and len(ids) + max_tokens > context:
             raise ApiError(400, f"prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
                                 f"context of {context} tokens", where)
+        logprobs = req.top_logprobs_asked() if isinstance(req, ChatRequest) else req.logprobs
         return Job(ids, max_tokens, req.temperature, req.top_p, req.top_k, req.min_tokens, req.seed, req.stops(),
-                   deadline=time.monotonic() + self.options.timeout)
+                   deadline=time.monotonic() + self.options.timeout, presence_penalty=req.presence_penalty,
+                   frequency_penalty=req.frequency_penalty, logit_bias=req.bias(self.vocabulary), adapter=self.adapter(req),
+                   logprobs=logprobs)
 
     # --- admit ---------------------------------------------------------------------------------------------------
     def retry_after(self) -> int:
@@ -101,7 +128,9 @@ class Pipeline:
 
     def admit(self, job: Job, events: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
-        job.on_event = lambda text, done: loop.call_soon_threadsafe(events.put_nowait, (text, done))
+        # each event carries how many tokens' log-probabilities its text completes (counted in the worker, at once)
+        job.on_event = lambda text, done: loop.call_soon_threadsafe(
+            events.put_nowait, (text, done, job.scored_within(job.sent + len(text), final=done)))
         try:
             self.engine.submit(job)
         except queue.Full:
@@ -111,8 +140,8 @@ class Pipeline:
             raise unavailable(f"the generation worker is being restarted ({e}); retry", 1, "worker_unavailable") from None
 
     # --- stream or collect ---------------------------------------------------------------------------------------
-    async def next_event(self, request: Request, job: Job, events: asyncio.Queue) -> tuple[str, bool] | None:
-        """The job's next (text, done), or None once the client has gone (its row is then stopped)."""
+    async def next_event(self, request: Request, job: Job, events: asyncio.Queue) -> tuple[str, bool, int] | None:
+        """The job's next (text, done, tokens scored so far), or None once the client has gone (its row is then stopped)."""
         while True:
             try:
                 return await asyncio.wait_for(events.get(), timeout=POLL)
@@ -132,7 +161,8 @@ class Pipeline:
             return server_error(f"generation failed: {reason.removeprefix('error: ')}")
         return None
 
-    async def collect(self, request: Request, job: Job, events: asyncio.Queue, reply: Reply, started: float) -> Response:
+    async def collect(self, request: Request, req: Sampling, job: Job, events: asyncio.Queue, reply: Reply,
+                      started: float) -> Response:
         try:
             while True:
                 got = await self.next_event(request, job, events)
@@ -146,9 +176,12 @@ class Pipeline:
         if failed is not None:
             raise failed
         self.metrics.finished(job, time.perf_counter() - started)
-        return JSONResponse(reply.whole(job.text, job.finish_reason, len(job.ids), len(job.tokens)))
+        n = job.scored_within(len(job.text), final=True)
+        logprobs = reply.logprobs(job.tokens[:n], job.scored[:n], starts=[0, *job.ends[: n - 1]][:n])
+        return JSONResponse(reply.whole(job.text, job.finish_reason, len(job.ids), len(job.tokens), logprobs))
 
-    async def stream(self, request: Request, job: Job, events: asyncio.Queue, reply: Reply, started: float) -> Response:
+    async def stream(self, request: Request, req: Sampling, job: Job, events: asyncio.Queue, reply: Reply,
+                     started: float) -> Response:
         first = await self.next_event(request, job, events)  # a job that never started fails with its own status
         if first is None:
             return Response(status_code=499)
@@ -157,14 +190,16 @@ class Pipeline:
             raise failed
 
         async def chunks():
-            got = first
+            got, scored = first, 0
             try:
                 if reply.chat:
                     yield reply.chunk(None, first=True)
                 while True:
-                    text, done = got
-                    if text:
-                        yield reply.chunk(text)
+                    text, done, n = got
+                    if text or n > scored:
+                        starts = [0, *job.ends][scored:n]
+                        yield reply.chunk(text, logprobs=reply.logprobs(job.tokens[scored:n], job.scored[scored:n], starts=starts))
+                        scored = n
                     if done:
                         break
                     got = await events.get()
@@ -174,6 +209,8 @@ class Pipeline:
                     return
                 self.metrics.finished(job, time.perf_counter() - started)
                 yield reply.chunk(None, job.finish_reason)
+                if req.stream_options is not None and req.stream_options.include_usage:
+                    yield reply.usage_chunk(len(job.ids), len(job.tokens))
                 yield DONE
             finally:  # the client went away (the task is cancelled) or the stream ended: stop the row either way
                 job.cancelled.set()
@@ -185,6 +222,7 @@ class Pipeline:
         job = self.job(req, ids, max_tokens)
         events: asyncio.Queue = asyncio.Queue()
         self.admit(job, events)
-        reply, started = Reply(chat, req.stream, self.served), time.perf_counter()
+        spell = lambda token: self.tokenizer.decode([token])  # noqa: E731 - a token's own text, as OpenAI shows it
+        reply, started = Reply(chat, req.stream, req.model or self.served, spell), time.perf_counter()
         answer = self.stream if req.stream else self.collect
-        return await answer(request, job, events, reply, started)
+        return await answer(request, req, job, events, reply, started)

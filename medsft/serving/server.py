@@ -10,6 +10,7 @@ key, every endpoint but /health and the page wants `Authorization: Bearer KEY`. 
 from __future__ import annotations
 
 import hmac
+import json
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medsft.serving.engine import Engine
+from medsft.models import adapters
 from medsft.models.inference import Loaded
 from medsft.serving.pipeline import Pipeline, ServeOptions
 from medsft.serving.protocol import ApiError, ChatRequest, CompletionRequest, validation_error
@@ -59,21 +61,26 @@ def _generation_routes(app: FastAPI, pipeline: Pipeline, guard) -> None:
     @app.post("/v1/completions", dependencies=guard)
     async def completions(req: CompletionRequest, request: Request):
         max_tokens = pipeline.max_tokens(req)
-        ids = await pipeline.text_ids(req.prompt if isinstance(req.prompt, str) else req.prompt[0])
+        ids = await pipeline.text_ids(req.prompt_ids() or (req.prompt if isinstance(req.prompt, str) else req.prompt[0]))
         return await pipeline.respond(request, req, ids, max_tokens, chat=False)
 
     if getattr(pipeline.tokenizer, "chat_template", None):
         @app.post("/v1/chat/completions", dependencies=guard)
         async def chat_completions(req: ChatRequest, request: Request):
             max_tokens = pipeline.max_tokens(req)
-            ids = await pipeline.chat_ids([m.model_dump() for m in req.messages], req.chat_template_kwargs)
+            ids = await pipeline.chat_ids(req.conversation(), req.chat_template_kwargs)
             return await pipeline.respond(request, req, ids, max_tokens, chat=True)
 
 
-def _service_routes(app: FastAPI, engine: Engine, metrics: Metrics, served: str, guard) -> None:
+def _service_routes(app: FastAPI, engine: Engine, metrics: Metrics, models: dict[str, str | None], guard) -> None:
+    served = next(iter(models))
+    root = next((name for name, adapter in models.items() if adapter == adapters.BASE_ADAPTER), served)
+
     @app.get("/v1/models", dependencies=guard)
-    async def list_models():
-        return {"object": "list", "data": [{"id": served, "object": "model", "created": 0, "owned_by": "medsft"}]}
+    async def list_models():  # as vLLM lists its LoRA modules: each adapter's parent is the base it runs on
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "medsft", "root": root,
+             "parent": None if name == root else root} for name in models]}
 
     @app.get("/metrics", dependencies=guard)
     async def prometheus():
@@ -81,25 +88,28 @@ def _service_routes(app: FastAPI, engine: Engine, metrics: Metrics, served: str,
 
     @app.get("/health")
     async def health():
-        body = {"status": "ok" if engine.alive() else "unavailable", "model": served, "queue": engine.depth(),
+        body = {"status": "ok" if engine.alive() else "unavailable", "model": served, "models": list(models), "queue": engine.depth(),
                 "restarts": engine.restarts}
         return JSONResponse(body, status_code=200 if engine.alive() else 503)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return PAGE.read_text().replace("{{MODEL}}", served)
+        return PAGE.read_text().replace("{{MODEL}}", served).replace("{{MODELS}}", json.dumps(list(models)))
 
 
-def create_app(loaded: Loaded, options: ServeOptions | None = None) -> FastAPI:
+def create_app(loaded: Loaded, options: ServeOptions | None = None, extra: list[tuple[str, Path]] | None = None) -> FastAPI:
+    """The app serving `loaded` under its folder's name (and, for a LoRA run, as `base`), with the `extra` adapters
+    (name, folder) loaded beside it."""
     options = options or ServeOptions()
     app = FastAPI(title="medsft", docs_url=None, redoc_url=None)
-    served = Path(loaded.name).name or loaded.name
-    engine = Engine(loaded.model, loaded.tokenizer, options.max_batch, options.max_queue)
+    models = adapters.served(loaded, Path(loaded.name).name or loaded.name, extra or [])
+    engine = Engine(loaded.model, loaded.tokenizer, options.max_batch, options.max_queue,
+                    mixed_adapters=adapters.mixed_batches(loaded.model))
     metrics = Metrics(engine)
-    app.state.engine = engine
+    app.state.engine, app.state.models = engine, list(models)
     app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes, on_response=metrics.count)
     _errors(app)
     guard = _guard(options.api_key)
-    _generation_routes(app, Pipeline(loaded, options, engine, metrics, served), guard)
-    _service_routes(app, engine, metrics, served, guard)
+    _generation_routes(app, Pipeline(loaded, options, engine, metrics, models), guard)
+    _service_routes(app, engine, metrics, models, guard)
     return app
