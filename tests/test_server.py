@@ -212,3 +212,37 @@ def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
     reply = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2, "temperature": 0})
     assert reply.status_code == 200, reply.text
     assert reply.json()["usage"]["prompt_tokens"] == len(ids)
+
+
+def test_serve_a_lora_run_as_itself_as_base_and_beside_another_adapter(write_recipe, tiny_model, tmp_path):
+    from openai import OpenAI
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from conftest import run_cli
+
+    recipe = write_recipe(learning_rate=5e-2, eval_after_train=False)
+    trained = run_cli(recipe)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    __import__("torch").manual_seed(3)
+    other = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=4, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
+    other.save_pretrained(tmp_path / "cardio")
+    url, proc = start(tmp_path / "out", "--adapter", f"cardio={tmp_path / 'cardio'}")
+    try:
+        client = OpenAI(base_url=url + "/v1", api_key="unused")
+        assert [m.id for m in client.models.list()] == ["out", "base", "cardio"]
+        texts = {}
+        threads = [threading.Thread(target=lambda n=name: texts.__setitem__(n, client.completions.create(
+            model=n, prompt="Question: Is aspirin useful?", max_tokens=8, temperature=0).choices[0].text))
+                   for name in ("out", "base", "cardio")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(texts.values())) == 3, texts
+        base = client.completions.create(model="base", prompt="Question: Is aspirin useful?", max_tokens=8, temperature=0)
+        assert base.choices[0].text == texts["base"] and base.model == "base"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

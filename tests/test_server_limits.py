@@ -49,8 +49,17 @@ FIELD_VALUES = {
     "top_p": st.one_of(st.floats(-0.5, 1.5), JSON), "top_k": st.one_of(st.integers(-3, 2**70), JSON),
     "seed": st.one_of(st.integers(-(2**70), 2**70), JSON), "stop": st.one_of(st.text(max_size=80), st.lists(st.text(max_size=70), max_size=6), JSON),
     "stream": st.one_of(st.booleans(), JSON), "min_tokens": st.one_of(st.integers(-2, 8), JSON), "n": st.one_of(st.integers(-1, 3), JSON),
-    "model": st.one_of(st.sampled_from(["tiny-chat", "gpt-4"]), JSON),
+    "model": st.one_of(st.sampled_from(["tiny-chat", "gpt-4", "base"]), JSON),
+    "logprobs": st.one_of(st.booleans(), st.integers(-2, 30), JSON), "top_logprobs": st.one_of(st.integers(-2, 30), JSON),
+    "logit_bias": st.one_of(st.dictionaries(st.sampled_from(["0", "5", "-1", "99999", "x"]), st.floats(-200, 200), max_size=3), JSON),
+    "presence_penalty": st.one_of(st.floats(-3, 3), JSON), "stream_options": st.one_of(st.just({"include_usage": True}), JSON),
+    "tools": JSON, "response_format": st.one_of(st.just({"type": "text"}), JSON), "max_completion_tokens": st.one_of(st.integers(-1, 8), JSON),
+    "user": JSON,
 }
+FIELD_VALUES["messages"] = st.one_of(FIELD_VALUES["messages"], st.lists(st.fixed_dictionaries({
+    "role": st.sampled_from(["user", "developer"]),
+    "content": st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", 4]), "text": st.one_of(st.text(max_size=10), JSON)}),
+                        max_size=3)}, optional={"name": JSON, "tool_calls": JSON}), max_size=2))
 BODIES = st.one_of(
     st.fixed_dictionaries({}, optional=FIELD_VALUES).map(json.dumps).map(str.encode),
     JSON.map(json.dumps).map(str.encode),

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from medsft.data import spans, templates
+from medsft.generation.detokenize import token_bytes
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
 from medsft.serving.protocol import ApiError, ChatRequest, Sampling, server_error, unavailable
@@ -46,6 +47,7 @@ class Pipeline:
         self.served = next(iter(models))
         self.tokenizer = loaded.tokenizer
         self.vocabulary = loaded.model.get_output_embeddings().weight.shape[0]
+        self.raw = token_bytes(self.tokenizer)
         self.max_prompt = min(x for x in (options.max_prompt_tokens, loaded.context, 10**9) if x is not None)
         self.tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medsft-tokenize")
 
@@ -223,6 +225,6 @@ class Pipeline:
         events: asyncio.Queue = asyncio.Queue()
         self.admit(job, events)
         spell = lambda token: self.tokenizer.decode([token])  # noqa: E731 - a token's own text, as OpenAI shows it
-        reply, started = Reply(chat, req.stream, req.model or self.served, spell), time.perf_counter()
+        reply, started = Reply(chat, req.stream, req.model or self.served, spell, self.raw), time.perf_counter()
         answer = self.stream if req.stream else self.collect
         return await answer(request, req, job, events, reply, started)

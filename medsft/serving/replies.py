@@ -22,6 +22,7 @@ class Reply:
     stream: bool
     model: str
     spell: Callable[[int], str] = str  # a token id's text (for log-probabilities)
+    raw: Callable[[int], bytes] = lambda token: b""  # a token id's bytes
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -44,8 +45,7 @@ class Reply:
                 "text_offset": [offset + s for s in (starts or [0] * len(tokens))]}
 
     def _token(self, token: int, logprob: float) -> dict[str, Any]:
-        text = self.spell(token)
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        return {"token": self.spell(token), "logprob": logprob, "bytes": list(self.raw(token))}
 
     def whole(self, text: str, finish: str, prompt_tokens: int, completion_tokens: int, logprobs=None) -> dict[str, Any]:
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish}
