@@ -12,7 +12,7 @@ import yaml
 from conftest import run_cli
 
 from medsft.models import inference
-from medsft.recipe import run_folder
+from medsft.runs import run_folder
 from medsft.generation.completion import generate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

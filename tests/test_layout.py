@@ -8,8 +8,8 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "medsft"
 # Top to bottom: a module may import its own stage or a lower one, never a higher one.
-STAGES = ["__main__", "commands", "console", "serving", "training", "evaluation", "generation", "models", "data", "recipe",
-          "tasks", "base"]
+STAGES = ["__main__", "commands", "console", "serving", "training", "evaluation", "generation", "models", "runs", "data",
+          "recipe", "tasks", "base"]
 BASE = {"__init__", "errors", "textfiles"}  # medsft's own top-level modules, below every stage
 
 
@@ -85,3 +85,22 @@ def test_no_function_is_longer_than_eighty_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
+
+
+def test_only_the_runs_stage_names_a_run_folders_files():
+    """Writing a run folder, its state, provenance and records, and reading them back, live in medsft/runs/: no other
+    module spells one of its file names."""
+    from medsft.runs import provenance, records, run_folder, run_state
+
+    names = {v for m in (provenance, records, run_folder, run_state) for k, v in vars(m).items()
+             if k.isupper() and isinstance(v, str) and "." in v}
+    names |= {"adapter_config.json", "tokenizer_config.json", "config.json", "confusion_matrix.png"}
+    assert {"recipe.yaml", "split_ids.json", "eval_results.json", "cv_results.json", "trainer_state.json"} <= names
+    spelled = []
+    for module, path in modules().items():
+        if stage(module) == "runs":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    assert spelled == []

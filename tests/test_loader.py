@@ -9,9 +9,10 @@ import yaml
 from conftest import run_cli
 
 from medsft.models import inference, loading
-from medsft.recipe import hardware, parser, run_folder
+from medsft.recipe import hardware, parser
+from medsft.runs import run_folder
 from medsft.recipe.parser import parse_recipe
-from medsft.recipe.run_folder import parse_run
+from medsft.runs.run_folder import parse_run
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def test_two_runs_with_one_seed_log_the_same_losses(write_recipe, kind):
 def test_the_environment_is_recorded_and_a_version_change_is_one_line(write_recipe, tmp_path):
     import json
 
-    from medsft.recipe import provenance
+    from medsft.runs import provenance
 
     recipe = parse_recipe([str(write_recipe())])
     environment = provenance.record(recipe)

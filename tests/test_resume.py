@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
-from medsft.recipe import run_state
+from medsft.runs import run_state
 
 pytestmark = pytest.mark.slow
 KEYS = dict(max_steps=40, save_steps=10, save_strategy="steps", save_total_limit=3, bf16=False, eval_after_train=False,
@@ -48,7 +48,7 @@ def test_sigkill_between_checkpoints_then_resume_equals_an_uninterrupted_run(wri
     proc = subprocess.Popen([sys.executable, "-m", "medsft", str(recipe)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    from medsft.recipe.run_state import problem
+    from medsft.runs.run_state import problem
 
     while not (out / "checkpoint-10").is_dir() or problem(out / "checkpoint-10"):  # checkpoint 10 complete, 20 not yet
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"

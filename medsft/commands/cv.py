@@ -21,6 +21,7 @@ def main(argv: list[str]) -> int:
     from medsft.evaluation import scoring
     from medsft.recipe import mixture
     from medsft.recipe.parser import parse_recipe
+    from medsft.runs import records
     from medsft.training import cross_validation as cv
 
     folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> int:
     results = cv.summarize(datasets[0].task, fold_predictions, base_predictions, recipe.training.seed)
     results["recipe"], results["folds_used"], results["folds_available"] = str(recipe.path), folds, available
     results["precision"] = scoring.precision(recipe.training)  # the same as the test split's (eval_results.json)
-    path = out / cv.RESULTS_FILE
+    path = records.cv_results(out)
     if main_process:  # every rank holds the same gathered predictions; one writes them
         cv.write(out, results, fold_predictions, base_predictions)
     evaluation_tables.cv_report(console, results)

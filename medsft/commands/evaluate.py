@@ -10,7 +10,7 @@ from medsft.errors import UserError
 
 def _recipe(argv: list[str]):
     """(the recipe, the weights the command line named: a run folder or one of its checkpoints, else None)."""
-    from medsft.recipe import run_folder
+    from medsft.runs import run_folder
     from medsft.recipe.parser import parse_recipe
 
     if not (argv and Path(argv[0]).is_dir()):
@@ -46,17 +46,15 @@ def _base_alone(console, recipe, run_dir, datasets) -> dict | None:
 def main(argv: list[str]) -> int:
     """`eval RUN_DIR` or `eval RECIPE`: the trained run (base vs tuned on the test ids it recorded) or, without one
     for this model and data, the base model alone, written to a folder of its own."""
-    import yaml
     from accelerate import PartialState
     from rich.console import Console
 
     from medsft.console import evaluation_tables, plots
     from medsft.console.progress import eval_progress
     from medsft.console.quiet import quiet_libraries
-    from medsft.data import splits
     from medsft.evaluation import results as evaluation
     from medsft.models.loading import load_trained
-    from medsft.recipe import provenance, run_folder
+    from medsft.runs import provenance, records, run_folder
 
     quiet_libraries()
     recipe, weights = _recipe(argv)
@@ -68,19 +66,17 @@ def main(argv: list[str]) -> int:
     changed = provenance.mismatch(provenance.read(folder)) if folder else None
     if changed:
         console.print(f"[yellow]medsft: warning: {changed}")
-    datasets, left_out = evaluation.test_datasets(recipe, splits.read_ids(folder) if folder else None)
+    datasets, left_out = evaluation.test_datasets(recipe, records.read_ids(folder) if folder else None)
     evaluation_tables.left_out(console, left_out)
     base_scores = _base_alone(console, recipe, run_dir, datasets) if run_dir is not None else None
     with console.status("loading model"):
         model, tokenizer = load_trained(recipe, run_dir)
     steps, seconds = run_folder.saved_run_time(str(run_dir)) if run_dir else (None, None)
-    adapter = bool(run_dir and (run_dir / "adapter_config.json").is_file())
+    adapter = bool(run_dir and run_folder.holds_adapter(run_dir))
     run = evaluation.run_info(recipe, datasets, steps, seconds, adapter=adapter, run_dir=folder)
     main_process = state.is_main_process
     if main_process and run_dir is None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / run_folder.EVAL_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
-        splits.write_ids(str(out), {d.spec.name: d.parts for d in datasets})
+        run_folder.write_evaluation_start(recipe, out, {d.spec.name: d.parts for d in datasets})
     with eval_progress(console) as track_for:
         results = evaluation.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main_process else None, run,
                                           track_for, trained=run_dir is not None, base_scores=base_scores)

@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
 
     from medsft.console.quiet import quiet_libraries
     from medsft.models import inference
-    from medsft.recipe import run_state
+    from medsft.runs import run_folder, run_state
 
     from medsft.commands.common import checked_dtype, pop_option
 
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
     run_state.require_finished(run)
-    if not (run / "adapter_config.json").is_file():
+    if not run_folder.holds_adapter(run):
         raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
     quiet_libraries()
     loaded = inference.load(str(run), trust, dequantize=True, dtype=checked_dtype(dtype), device_map=device_map)

@@ -83,7 +83,8 @@ def main(argv: list[str]) -> int:
     from medsft.console import plots, training_tables
     from medsft.console.progress import RichProgress
     from medsft.console.quiet import quiet_libraries
-    from medsft.recipe import hardware, run_folder
+    from medsft.recipe import hardware
+    from medsft.runs import run_folder
     from medsft.recipe.parser import parse_recipe
     from medsft.training import fit, prepare, tracking
 

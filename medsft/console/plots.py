@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from medsft.runs import records  # noqa: E402
+
 
 def loss_curves(log_history: list[dict], path: Path) -> Path | None:
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
@@ -75,13 +77,13 @@ def write_plots(output_dir: str, log_history: list[dict], results: dict | None) 
     """loss_curves.png and a confusion matrix per choice evaluation (of the tuned model, else the base) in output_dir."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loss_curves(log_history, out / "loss_curves.png")
-    reward_curves(log_history, out / "reward_curves.png")
+    loss_curves(log_history, out / records.LOSS_CURVES)
+    reward_curves(log_history, out / records.REWARD_CURVES)
     choice = [e for e in (results or {}).get("evaluations", []) if "labels" in e]
     for i, evaluation in enumerate(choice):
         name = "tuned" if "tuned" in evaluation["models"] else "base"
         matrix = evaluation["models"][name]["confusion_matrix"]
-        generated = "_generated" if evaluation.get("scoring") == "generate" else ""  # scoring: both, beside the likelihood's
-        file = "confusion_matrix.png" if i == 0 else f"confusion_matrix_{evaluation['name']}{generated}.png"
+        generated = evaluation.get("scoring") == "generate"  # scoring: both, beside the likelihood's
+        file = records.confusion_matrix_file(i, evaluation["name"], generated)
         title = f"{evaluation['name']} ({name}{', generated answers' if generated else ''})"
         confusion_matrix(matrix, evaluation["labels"], title, out / file)

@@ -20,7 +20,6 @@ from medsft.tasks import Task, stratified_sample
 
 ROLES = ("train", "eval", "test")
 DEV_NAMES = ("validation", "valid", "val", "dev", "eval")
-IDS_FILE = "split_ids.json"
 
 
 def _size(value: float, n: int) -> int:
@@ -123,16 +122,3 @@ def cap(task: Task, spec, parts: dict[str, list[dict]]) -> dict[str, list[dict]]
         if limit is not None:
             parts[role] = stratified_sample(parts[role], limit, spec.split_seed, gold)
     return parts
-
-
-def write_ids(output_dir: str, splits: dict[str, dict[str, list[dict]]]) -> None:
-    """split_ids.json: every dataset's train / eval / test ids, which `eval RUN` reuses."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ids = {name: {role: [r["id"] for r in rows] for role, rows in parts.items()} for name, parts in splits.items()}
-    (out / IDS_FILE).write_text(json.dumps(ids))
-
-
-def read_ids(output_dir: str) -> dict[str, dict[str, list[str]]] | None:
-    path = Path(output_dir) / IDS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -4,7 +4,6 @@ saying what produced the numbers, and every test split scored base against tuned
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
@@ -12,7 +11,8 @@ from medsft.evaluation import generative, scoring, suites
 from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
-from medsft.recipe import mixture, provenance
+from medsft.recipe import mixture
+from medsft.runs import provenance, records, run_folder
 from medsft.recipe.parser import Recipe
 
 
@@ -36,7 +36,7 @@ def run_info(recipe: Recipe, datasets: list[Dataset], steps: int | None, seconds
         "environment": (provenance.read(run_dir) if run_dir is not None else None) or provenance.record(recipe),
         "recipe": str(recipe.path),
         "model": recipe.model.model_name_or_path,
-        "adapter": (Path(recipe.training.output_dir) / "adapter_config.json").is_file() if adapter is None else adapter,
+        "adapter": run_folder.holds_adapter(Path(recipe.training.output_dir)) if adapter is None else adapter,
         "datasets": {d.spec.name: {role: len(rows) for role, rows in d.parts.items()} for d in datasets},
         "steps": steps,
         "train_seconds": seconds,
@@ -107,8 +107,5 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     results = {"run": {**(run or {}), "precision": precision, "scored_per_process": gather_object([scoring.SCORED["items"]])},
                "evaluations": evaluations}
     if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
-        (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+        records.write_evaluation(out, results, predictions)
     return results

@@ -4,12 +4,12 @@ and as `base` (the adapter switched off), and more adapters of the same base loa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medsft.errors import UserError
 from medsft.models import locate
 from medsft.models.inference import Loaded
+from medsft.runs import run_folder
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" (generation/decoder.py routes rows by it)
 BASE_NAME = "base"
@@ -21,13 +21,13 @@ def parse(option: str) -> tuple[str, Path]:
     if not sep or not name.strip() or not path.strip():
         raise UserError(f"--adapter {option}: expected NAME=PATH (e.g. --adapter cardiology=outputs/cardio_lora)")
     folder = Path(path).expanduser()
-    if not (folder / "adapter_config.json").is_file():
+    if not run_folder.holds_adapter(folder):
         raise UserError(f"--adapter {name}: {folder} holds no LoRA adapter (adapter_config.json)")
     return name.strip(), folder
 
 
 def _base_of(folder: Path) -> str:
-    return locate.resolve(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"])
+    return locate.resolve(run_folder.adapter_base(folder))
 
 
 def served(loaded: Loaded, name: str, extra: list[tuple[str, Path]]) -> dict[str, str | None]:

@@ -3,7 +3,6 @@ its recipe trained it), an adapter folder, a model folder, a hub id or the embed
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,8 @@ from medsft.data import templates
 from medsft.errors import UserError
 from medsft.models import loading, locate
 from medsft.models.tokenizer import load_tokenizer
-from medsft.recipe import mixture, run_folder, run_state
+from medsft.recipe import mixture
+from medsft.runs import run_folder, run_state
 from medsft.recipe.keys import DataSpec
 
 
@@ -50,10 +50,10 @@ def _adapter(path: Path, trust_remote_code: bool, placed: dict):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = locate.resolve(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = locate.resolve(run_folder.adapter_base(path))
     model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code,
                                                  **loading.placement(placed.get("dtype"), placed.get("device_map"), loading.device()))
-    tokenizer = load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else base,
+    tokenizer = load_tokenizer(str(path) if run_folder.holds_tokenizer(path) else base,
                                trust_remote_code=trust_remote_code)
     return _placed(PeftModel.from_pretrained(model, path), placed), tokenizer
 
@@ -62,7 +62,7 @@ def _model(name: str, path: Path, trust_remote_code: bool, placed: dict):
     """(model, tokenizer) of a model folder, a hub id or the embedded alias."""
     from transformers import AutoModelForCausalLM
 
-    if path.exists() and not (path / "config.json").is_file():
+    if path.exists() and not run_folder.holds_model(path):
         raise UserError(f"{path} holds no model: expected a medsft run, an adapter or a model folder")
     resolved = locate.resolve(name)
     model = AutoModelForCausalLM.from_pretrained(resolved, trust_remote_code=trust_remote_code,
@@ -85,7 +85,7 @@ def load(name: str, trust_remote_code: bool = False, dequantize: bool = False,
     try:
         if folder is not None:
             model, tokenizer, spec, max_length = _run(path, folder, trust_remote_code, dequantize, placed)
-        elif (path / "adapter_config.json").is_file():
+        elif run_folder.holds_adapter(path):
             model, tokenizer = _adapter(path, trust_remote_code, placed)
         else:
             model, tokenizer = _model(name, path, trust_remote_code, placed)

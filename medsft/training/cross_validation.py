@@ -7,7 +7,6 @@ and their pooled out-of-fold log-likelihoods the offsets `calibrate` uses at tes
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from medsft.evaluation import calibration, scoring, stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.models import loading
 from medsft.models.loading import base_of
+from medsft.runs import records
 from medsft.training import fit, prepare
 
-RESULTS_FILE = "cv_results.json"
 
 
 def folds_of(dataset) -> int:
@@ -141,15 +140,14 @@ def run(argv: list[str], folds: int, out: Path, callbacks=(), done=lambda fold, 
     return fold_predictions, base_predictions
 
 
-def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> None:
+def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> Path:
     """cv_results.json, and every out-of-fold item's log-likelihoods (oof_predictions.jsonl) to re-decide later."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    with open(folder / "oof_predictions.jsonl", "w") as f:
-        for i, (tuned, base) in enumerate(zip(fold_predictions, base_predictions)):
-            base_of = {p["id"]: p for p in base}
-            for p in tuned:
-                item = {"fold": i, "id": p["id"], "gold": p["gold"], "tuned_loglik": p["loglik"]}
-                if p["id"] in base_of:
-                    item["base_loglik"] = base_of[p["id"]]["loglik"]
-                f.write(json.dumps(item) + "\n")
+    oof = []
+    for i, (tuned, base) in enumerate(zip(fold_predictions, base_predictions)):
+        base_of = {p["id"]: p for p in base}
+        for p in tuned:
+            item = {"fold": i, "id": p["id"], "gold": p["gold"], "tuned_loglik": p["loglik"]}
+            if p["id"] in base_of:
+                item["base_loglik"] = base_of[p["id"]]["loglik"]
+            oof.append(item)
+    return records.write_cv(folder, results, oof)

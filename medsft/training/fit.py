@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 
-from medsft.data import encoding, splits
+from medsft.data import encoding
 from medsft.models import loading
-from medsft.recipe import provenance, run_folder, run_state
+from medsft.runs import records, run_folder, run_state
 from medsft.recipe.parser import Recipe
 from medsft.training import checkpoints
 from medsft.training.prepare import Prepared
@@ -74,18 +72,6 @@ class TrainResult:
     rewards: dict[str, float] | None = None  # GRPO: the reward and reply length, first tenth of steps and last
 
 
-def write_run_folder(recipe: Recipe, prepared: Prepared) -> None:
-    """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
-    (its recipe, hardware settings, split ids, environment), and as unfinished (its state)."""
-    out = Path(recipe.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / run_folder.RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
-    (out / run_folder.HARDWARE_FILE).write_text(run_folder.HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
-    splits.write_ids(str(out), {d.spec.name: d.parts for d in prepared.datasets})
-    provenance.write(str(out), provenance.record(recipe))
-    run_state.mark(str(out), "training")
-
-
 def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tuple[Any, TrainResult]:
     """Train as the recipe says; `before(model)` runs on the model training starts from (a fresh run only: not when
     resuming), after the run folder is written: what a full fine-tune's base is scored with."""
@@ -99,7 +85,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     main = trainer.accelerator.is_main_process
     stopper.install()
     if main:
-        write_run_folder(recipe, prepared)
+        run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets})
     if before is not None and resume is None:
         import torch
 
@@ -120,7 +106,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     if eval_loss is None and prepared.eval_dataset is not None and stopped is None:  # not evaluated yet
         eval_loss = trainer.evaluate().get("eval_loss")
     if main:
-        trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))
+        records.save_trainer_state(trainer.state, args.output_dir)
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     result = TrainResult(

@@ -145,7 +145,9 @@ def build(recipe, prepared, args, callbacks) -> Any:
 
     from pathlib import Path
 
-    if isinstance(prepared.model, str) and (Path(prepared.model) / "adapter_config.json").is_file():
+    from medsft.runs import run_folder
+
+    if isinstance(prepared.model, str) and run_folder.holds_adapter(Path(prepared.model)):
         raise UserError(f"model_name_or_path {prepared.model} is a LoRA adapter; GRPO starts from whole weights: "
                         f"python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
     trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from medsft.recipe.parser import Recipe
+from medsft.runs.records import ARTIFACTS
 
-ARTIFACTS = ("eval_results.json", "predictions.jsonl", "loss_curves.png", "confusion_matrix.png", "recipe.yaml", "split_ids.json")
 
 
 def enabled(recipe: Recipe) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from medsft.errors import UserError
-from medsft.recipe import run_state
+from medsft.runs import provenance, records, run_state
 from medsft.recipe.parser import Recipe, parse_recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -57,11 +57,50 @@ def trained_run(recipe: Recipe, weights: Path | None = None) -> Path | None:
         return None
     target = weights if weights is not None else out
     run_state.require_finished(target)
-    if (target / "adapter_config.json").is_file() or (target / "config.json").is_file():
+    if holds_adapter(target) or holds_model(target):
         return target
     if weights is not None and target.resolve() != out.resolve():
         raise UserError(f"{weights} holds no weights (adapter_config.json or config.json); name a complete checkpoint")
     return None
+
+
+def holds_adapter(path: Path) -> bool:
+    """A LoRA adapter's folder (a LoRA run, one of its checkpoints, or a bare adapter)."""
+    return (path / "adapter_config.json").is_file()
+
+
+def holds_model(path: Path) -> bool:
+    """A whole model's folder (a full fine-tune, a merged or scratch model)."""
+    return (path / "config.json").is_file()
+
+
+def holds_tokenizer(path: Path) -> bool:
+    """A folder with its own saved tokenizer (a run's: its chat template and EOS)."""
+    return (path / "tokenizer_config.json").is_file()
+
+
+def adapter_base(path: Path) -> str:
+    """The base model an adapter folder was trained on, as its adapter_config.json names it."""
+    return json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]]) -> None:
+    """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
+    (its recipe, hardware settings, split ids, environment), and as unfinished (its state)."""
+    out = Path(recipe.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    (out / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
+    records.write_ids(str(out), splits)
+    provenance.write(str(out), provenance.record(recipe))
+    run_state.mark(str(out), "training")
+
+
+def write_evaluation_start(recipe: Recipe, out: Path, splits: dict[str, dict[str, list[dict]]]) -> None:
+    """An evaluation without a trained run: its folder marked as one (evaluation.yaml), with the ids it scores."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EVAL_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    records.write_ids(str(out), splits)
 
 
 def eval_dir(recipe: Recipe) -> Path:
@@ -78,7 +117,7 @@ def eval_dir(recipe: Recipe) -> Path:
 
 def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
     """(steps, training seconds) of the run saved in output_dir, from its trainer_state.json; Nones without one."""
-    state_file = Path(output_dir) / "trainer_state.json"
+    state_file = Path(output_dir) / records.TRAINER_STATE
     if not state_file.is_file():
         return None, None
     state = json.loads(state_file.read_text())
