@@ -3,7 +3,7 @@ test set (1273): `python -m medsft eval` with `scoring: both` on each, its chat 
 answers a user), greedy replies of at most 16 tokens, batched. Prints each benchmark's strict and lenient accuracy,
 the unparseable share and the likelihood accuracy, with 95% intervals, and the wall time of each evaluation.
 
-    python bench/generative_eval.py [--limit N] [--out outputs/bench-generative]
+    python bench/generative_eval.py [--limit N] [--only medqa] [--out outputs/bench-generative]
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="score a stratified subset of each test split")
     parser.add_argument("--out", default="outputs/bench-generative")
+    parser.add_argument("--only", choices=list(BENCHMARKS), default=None, help="run one benchmark")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in BENCHMARKS.items():
+            if args.only not in (None, name):
+                continue
             recipe = {"model_name_or_path": "smollm2-135m-instruct", **data, "chat": True, "scoring": "both",
                       "answer_max_new_tokens": 16, "per_device_eval_batch_size": 16, "max_length": 512,
                       "sample_count": 0, "report_to": "none", "output_dir": f"{args.out}/{name}"}

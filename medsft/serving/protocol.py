@@ -149,9 +149,11 @@ class ChatRequest(Sampling):
                 raise ApiError(400, f"messages.{i}.content: missing", "messages")
             parts = [m.content] if isinstance(m.content, str) else []
             for j, part in enumerate([] if isinstance(m.content, str) else m.content):
-                if part.type != "text" or part.text is None:
-                    raise ApiError(400, f"messages.{i}.content.{j}: a {part.type} part; this model reads text parts only",
-                                   "messages")
+                if part.type == "text" and part.text is None:
+                    raise ApiError(400, f"messages.{i}.content.{j}.text: missing", "messages")
+                if part.type != "text":
+                    raise ApiError(400, f"messages.{i}.content.{j}: {part.type} parts are not supported; this model "
+                                        "reads text parts only", "messages")
                 parts.append(part.text)
             name = (m.model_extra or {}).get("name")
             out.append({"role": "system" if m.role == "developer" else m.role, "content": "\n".join(parts),
