@@ -36,8 +36,8 @@ def served(loaded: Loaded, name: str, extra: list[tuple[str, Path]]) -> dict[str
     base, or a name given twice, is one UserError line."""
     run = getattr(loaded.model, "peft_config", None)
     models: dict[str, str | None] = {name: None}
-    if run is not None:
-        models[BASE_NAME] = BASE_ADAPTER
+    if run is not None:  # a run folder named "base" keeps its name; its base is then "base-model"
+        models[BASE_NAME if name != BASE_NAME else f"{BASE_NAME}-model"] = BASE_ADAPTER
     if not extra:
         return models
     base = (run[loaded.model.active_adapter].base_model_name_or_path if run is not None else loaded.name)

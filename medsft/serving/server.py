@@ -10,6 +10,7 @@ key, every endpoint but /health and the page wants `Authorization: Bearer KEY`. 
 from __future__ import annotations
 
 import hmac
+import html
 import json
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def _service_routes(app: FastAPI, engine: Engine, metrics: Metrics, models: dict
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return PAGE.read_text().replace("{{MODEL}}", served).replace("{{MODELS}}", json.dumps(list(models)))
+        names = json.dumps(list(models)).replace("<", "\\u003c")  # a folder's name cannot close the script
+        return PAGE.read_text().replace("{{MODEL}}", html.escape(served)).replace("{{MODELS}}", names)
 
 
 def create_app(loaded: Loaded, options: ServeOptions | None = None, extra: list[tuple[str, Path]] | None = None) -> FastAPI:
