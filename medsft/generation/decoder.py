@@ -76,7 +76,8 @@ class Decoder:
         self.stops = stop_ids(tokenizer, model)  # every token that ends a reply (several on Llama-3, Qwen, Gemma)
         self.active = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: a model that trains afterwards (ZeRO-3 gathers its weights here) stays trainable
+    @torch.no_grad()
     def run(self, jobs: list[Job]) -> None:
         """Decode `jobs` together until each is finished; rows leave the batch as they finish, and rows `_joining`
         hands over join it between steps."""

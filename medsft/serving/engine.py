@@ -17,6 +17,8 @@ import queue
 import threading
 import time
 
+import torch
+
 from medsft.generation.batch import Batch
 from medsft.generation.decoder import Decoder, Job
 
@@ -123,7 +125,8 @@ class Engine(Decoder):
         """Decode `jobs` together until each is finished; with `admit`, waiting requests join the batch between
         steps (continuous batching) while it has room."""
         self._admit = admit
-        super().run(jobs)
+        with torch.inference_mode():  # a served model never trains
+            super().run(jobs)
 
     def _joining(self, batch: Batch) -> list[Job]:
         if not self._admit or len(batch.jobs) >= self.max_batch:
