@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 import released
 from medsft.data import encoding, spans, templates
 from medsft.evaluation import scoring
-from medsft.generation import sampling
+from medsft.generation import completion
 from medsft.models.tokenizer import load_tokenizer
 from medsft.recipe.keys import DataSpec
 from medsft.serving import engine
@@ -146,7 +146,7 @@ def test_generation_of_a_memorized_answer_reproduces_it_and_stops(memorized, nam
     for row in rows[:3]:
         span, _ = encoder.span(task.example(row))
         prompt = span.ids[: span.start]
-        [text] = sampling.generate(model, tokenizer, [prompt], max_new_tokens=6)
+        [text] = completion.generate(model, tokenizer, [prompt], max_new_tokens=6)
         assert text.strip() == row["final_decision"]
         done = threading.Event()
         job = engine.Job(list(prompt), 6, on_event=lambda text, finished: finished and done.set())

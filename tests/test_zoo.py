@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import zoo
 from medsft.data import encoding, templates
-from medsft.generation import sampling
+from medsft.generation import completion
 from medsft.models.tokenizer import load_tokenizer
 from medsft.serving import engine
 from medsft.tasks import Example
@@ -88,7 +88,7 @@ def test_generation_stops_at_every_stop_id_and_the_end_of_turn(zoo_models, name)
     for token in {*family.stops, *([family.end_of_turn] if family.end_of_turn else [])}:
         model, tokenizer = model_and_tokenizer(zoo_models(name))
         zoo.steer(model, ids, tokenizer.convert_tokens_to_ids(token))
-        assert sampling.generate(model, tokenizer, [ids], max_new_tokens=12) == [""], token
+        assert completion.generate(model, tokenizer, [ids], max_new_tokens=12) == [""], token
         worker = engine.Engine(model, tokenizer, max_batch=2)
         done = threading.Event()
         job = engine.Job(list(ids), 12, on_event=lambda text, finished: finished and done.set())

@@ -80,8 +80,12 @@ class StopOnSignal(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.stopped_by is not None:
-            # the process is on its way out with 128 + the signal: under torchrun the first rank out makes the agent
-            # SIGTERM the others, which must still write their state and exit with the same code, not die by it
+            # The process is on its way out with 128 + the signal (its checkpoint saved): under torchrun the first
+            # rank out makes the agent SIGTERM the others, which must still write their state and exit with the same
+            # code, not die by it. Ignored, not handled: Python resets its handlers to the default while it exits,
+            # and leaves an ignored signal ignored.
+            for sig in self._previous:
+                signal.signal(sig, signal.SIG_IGN)
             return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
