@@ -46,7 +46,7 @@ class Pipeline:
         self.loaded, self.options, self.engine, self.metrics, self.models = loaded, options, engine, metrics, models
         self.served = next(iter(models))
         self.tokenizer = loaded.tokenizer
-        self.vocabulary = loaded.model.get_output_embeddings().weight.shape[0]
+        self.vocabulary = loaded.model.get_input_embeddings().weight.shape[0]  # the ids a prompt or bias may name
         self.raw = token_bytes(self.tokenizer)
         self.max_prompt = min(x for x in (options.max_prompt_tokens, loaded.context, 10**9) if x is not None)
         self.tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medsft-tokenize")
