@@ -65,6 +65,10 @@ class Job:
             return bisect.bisect_left([0, *self.ends[:-1]], length)
         return bisect.bisect_right(self.ends, length)
 
+    def logprobs_between(self, first: int, last: int) -> tuple[list[int], list, list[int]]:
+        """Tokens first..last-1 with their log-probabilities and where each one's text starts in `text`."""
+        return self.tokens[first:last], self.scored[first:last], [0, *self.ends][first:last]
+
 
 class Decoder:
     def __init__(self, model, tokenizer):

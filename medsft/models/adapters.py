@@ -45,8 +45,9 @@ def served(loaded: Loaded, name: str, extra: list[tuple[str, Path]]) -> dict[str
     for adapter, folder in extra:
         if adapter in models:
             raise UserError(f"--adapter {adapter}: the name is taken ({', '.join(models)} are served); choose another")
-        if base is not None and _base_of(folder) != base:
-            raise UserError(f"--adapter {adapter}: {folder} was trained on {_base_of(folder)}, this server's base is {base}")
+        trained_on = _base_of(folder)
+        if base is not None and trained_on != base:
+            raise UserError(f"--adapter {adapter}: {folder} was trained on {trained_on}, this server's base is {base}")
         _load(loaded, adapter, folder)
         models[adapter] = adapter
     if run is None:  # the plain model itself is the base under peft

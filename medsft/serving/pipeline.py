@@ -22,7 +22,7 @@ from medsft.data import spans, templates
 from medsft.generation.detokenize import token_bytes
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
-from medsft.serving.protocol import ApiError, ChatRequest, Sampling, server_error, unavailable
+from medsft.serving.protocol import ApiError, Sampling, server_error, unavailable
 from medsft.serving.replies import DONE, Reply, event
 from medsft.serving.prometheus import Metrics
 
@@ -68,11 +68,7 @@ class Pipeline:
             raise refused
         self.adapter(req)
         cap = self.options.max_tokens_cap
-        asked = req.max_tokens
-        if isinstance(req, ChatRequest) and req.max_completion_tokens is not None:
-            if asked is not None and asked != req.max_completion_tokens:
-                raise ApiError(400, "max_tokens and max_completion_tokens differ; send one", "max_completion_tokens")
-            asked = req.max_completion_tokens
+        asked = req.asked_max_tokens()
         max_tokens = asked if asked is not None else min(256, cap)
         if max_tokens > cap:
             raise ApiError(400, f"max_tokens {max_tokens} is above this server's cap of {cap}", "max_tokens")
@@ -117,11 +113,10 @@ class Pipeline:
         if context is not None and len(ids) + max_tokens > context:
             raise ApiError(400, f"prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
                                 f"context of {context} tokens", where)
-        logprobs = req.top_logprobs_asked() if isinstance(req, ChatRequest) else req.logprobs
         return Job(ids, max_tokens, req.temperature, req.top_p, req.top_k, req.min_tokens, req.seed, req.stops(),
                    deadline=time.monotonic() + self.options.timeout, presence_penalty=req.presence_penalty,
                    frequency_penalty=req.frequency_penalty, logit_bias=req.bias(self.vocabulary), adapter=self.adapter(req),
-                   logprobs=logprobs)
+                   logprobs=req.logprobs_asked())
 
     # --- admit ---------------------------------------------------------------------------------------------------
     def retry_after(self) -> int:
@@ -163,8 +158,7 @@ class Pipeline:
             return server_error(f"generation failed: {reason.removeprefix('error: ')}")
         return None
 
-    async def collect(self, request: Request, req: Sampling, job: Job, events: asyncio.Queue, reply: Reply,
-                      started: float) -> Response:
+    async def collect(self, request: Request, job: Job, events: asyncio.Queue, reply: Reply, started: float) -> Response:
         try:
             while True:
                 got = await self.next_event(request, job, events)
@@ -178,12 +172,10 @@ class Pipeline:
         if failed is not None:
             raise failed
         self.metrics.finished(job, time.perf_counter() - started)
-        n = job.scored_within(len(job.text), final=True)
-        logprobs = reply.logprobs(job.tokens[:n], job.scored[:n], starts=[0, *job.ends[: n - 1]][:n])
+        logprobs = reply.logprobs(*job.logprobs_between(0, job.scored_within(len(job.text), final=True)))
         return JSONResponse(reply.whole(job.text, job.finish_reason, len(job.ids), len(job.tokens), logprobs))
 
-    async def stream(self, request: Request, req: Sampling, job: Job, events: asyncio.Queue, reply: Reply,
-                     started: float) -> Response:
+    async def stream(self, request: Request, job: Job, events: asyncio.Queue, reply: Reply, started: float) -> Response:
         first = await self.next_event(request, job, events)  # a job that never started fails with its own status
         if first is None:
             return Response(status_code=499)
@@ -199,8 +191,7 @@ class Pipeline:
                 while True:
                     text, done, n = got
                     if text or n > scored:
-                        starts = [0, *job.ends][scored:n]
-                        yield reply.chunk(text, logprobs=reply.logprobs(job.tokens[scored:n], job.scored[scored:n], starts=starts))
+                        yield reply.chunk(text, logprobs=reply.logprobs(*job.logprobs_between(scored, n)))
                         scored = n
                     if done:
                         break
@@ -211,7 +202,7 @@ class Pipeline:
                     return
                 self.metrics.finished(job, time.perf_counter() - started)
                 yield reply.chunk(None, job.finish_reason)
-                if req.stream_options is not None and req.stream_options.include_usage:
+                if reply.include_usage:
                     yield reply.usage_chunk(len(job.ids), len(job.tokens))
                 yield DONE
             finally:  # the client went away (the task is cancelled) or the stream ended: stop the row either way
@@ -225,6 +216,7 @@ class Pipeline:
         events: asyncio.Queue = asyncio.Queue()
         self.admit(job, events)
         spell = lambda token: self.tokenizer.decode([token])  # noqa: E731 - a token's own text, as OpenAI shows it
-        reply, started = Reply(chat, req.stream, req.model or self.served, spell, self.raw), time.perf_counter()
+        usage = req.stream_options is not None and req.stream_options.include_usage
+        reply, started = Reply(chat, req.stream, req.model or self.served, spell, self.raw, usage), time.perf_counter()
         answer = self.stream if req.stream else self.collect
-        return await answer(request, req, job, events, reply, started)
+        return await answer(request, job, events, reply, started)

@@ -77,6 +77,13 @@ class Sampling(BaseModel):
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
+    def asked_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def logprobs_asked(self) -> int | None:
+        """How many alternatives to give with each token's log-probability (None: no log-probabilities)."""
+        return None
+
     def unsupported(self) -> ApiError | None:
         """A 400 naming the first field sent that this server does not implement (tools, response_format, ...)."""
         for key, value in (self.model_extra or {}).items():
@@ -101,7 +108,7 @@ class CompletionRequest(Sampling):
              | Annotated[list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]], Field(min_length=1, max_length=1)])
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)  # the legacy API's: k alternatives per token
 
-    def top_logprobs(self) -> int | None:
+    def logprobs_asked(self) -> int | None:
         return self.logprobs
 
     def prompt_ids(self) -> list[int] | None:
@@ -132,7 +139,14 @@ class ChatRequest(Sampling):
     # template keywords on top of the run's own (Qwen3's enable_thinking), as vLLM and `transformers serve` take them
     chat_template_kwargs: dict[str, Any] | None = None
 
-    def top_logprobs_asked(self) -> int | None:
+    def asked_max_tokens(self) -> int | None:
+        if self.max_completion_tokens is None:
+            return self.max_tokens
+        if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
+            raise ApiError(400, "max_tokens and max_completion_tokens differ; send one", "max_completion_tokens")
+        return self.max_completion_tokens
+
+    def logprobs_asked(self) -> int | None:
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
         return (self.top_logprobs or 0) if self.logprobs else None

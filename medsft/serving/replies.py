@@ -23,6 +23,7 @@ class Reply:
     model: str
     spell: Callable[[int], str] = str  # a token id's text (for log-probabilities)
     raw: Callable[[int], bytes] = lambda token: b""  # a token id's bytes
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -33,8 +34,9 @@ class Reply:
         kind = ("chat.completion.chunk" if self.stream else "chat.completion") if self.chat else "text_completion"
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
-    def logprobs(self, tokens: list[int], scored: list[Scored], offset: int = 0, starts: list[int] | None = None):
-        """`tokens`' log-probabilities in the reply's shape; None when none were asked for."""
+    def logprobs(self, tokens: list[int], scored: list[Scored], starts: list[int]):
+        """`tokens`' log-probabilities in the reply's shape (`starts`: where each token's text starts in the reply);
+        None when none were asked for."""
         if not scored:
             return None
         if self.chat:
@@ -42,7 +44,7 @@ class Reply:
                                 for t, (lp, top) in zip(tokens, scored)], "refusal": None}
         return {"tokens": [self.spell(t) for t in tokens], "token_logprobs": [lp for lp, _ in scored],
                 "top_logprobs": [{self.spell(a): v for a, v in top} for _, top in scored],
-                "text_offset": [offset + s for s in (starts or [0] * len(tokens))]}
+                "text_offset": starts}
 
     def _token(self, token: int, logprob: float) -> dict[str, Any]:
         return {"token": self.spell(token), "logprob": logprob, "bytes": list(self.raw(token))}
