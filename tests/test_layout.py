@@ -104,3 +104,18 @@ def test_only_the_runs_stage_names_a_run_folders_files():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
                 spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
     assert spelled == []
+
+
+def test_no_package_file_is_ignored_by_git():
+    # A clean clone has only what git tracks: an ignore rule that catches a package
+    # folder (`runs/` once hid medsft/runs/) breaks every import there and nowhere here.
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(ROOT)) for p in (ROOT / "medsft").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == []

@@ -1,0 +1,60 @@
+"""What a run folder records beside its weights, by name: the split ids, the evaluation (eval_results.json,
+predictions.jsonl), cross-validation (cv_results.json, oof_predictions.jsonl), the trainer's state and the plots'
+file names; written and read here only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+IDS_FILE = "split_ids.json"
+EVAL_RESULTS, PREDICTIONS = "eval_results.json", "predictions.jsonl"
+CV_RESULTS, OOF_PREDICTIONS = "cv_results.json", "oof_predictions.jsonl"
+TRAINER_STATE = "trainer_state.json"
+LOSS_CURVES, REWARD_CURVES = "loss_curves.png", "reward_curves.png"
+# What tracking logs with the run (MLflow artifacts), where the run wrote it.
+ARTIFACTS = (EVAL_RESULTS, PREDICTIONS, LOSS_CURVES, "confusion_matrix.png", "recipe.yaml", IDS_FILE)
+
+
+def write_ids(output_dir: str, splits: dict[str, dict[str, list[dict]]]) -> None:
+    """split_ids.json: every dataset's train / eval / test ids, which `eval RUN` reuses."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = {name: {role: [r["id"] for r in rows] for role, rows in parts.items()} for name, parts in splits.items()}
+    (out / IDS_FILE).write_text(json.dumps(ids))
+
+
+def read_ids(output_dir: str) -> dict[str, dict[str, list[str]]] | None:
+    path = Path(output_dir) / IDS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_evaluation(output_dir: str, results: dict[str, Any], predictions: list[dict]) -> None:
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / EVAL_RESULTS).write_text(json.dumps(results, indent=2))
+    (folder / PREDICTIONS).write_text("".join(json.dumps(p) + "\n" for p in predictions))
+
+
+def write_cv(folder: Path, results: dict[str, Any], oof: list[dict]) -> Path:
+    """cv_results.json, and every out-of-fold item (oof_predictions.jsonl); the results' path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CV_RESULTS).write_text(json.dumps(results, indent=2))
+    (folder / OOF_PREDICTIONS).write_text("".join(json.dumps(item) + "\n" for item in oof))
+    return folder / CV_RESULTS
+
+
+def cv_results(folder: Path) -> Path:
+    return folder / CV_RESULTS
+
+
+def save_trainer_state(state, output_dir: str) -> None:
+    """The trainer's state (steps, log history) beside the final weights, as each checkpoint holds its own."""
+    state.save_to_json(str(Path(output_dir) / TRAINER_STATE))
+
+
+def confusion_matrix_file(index: int, name: str, generated: bool) -> str:
+    """The first choice evaluation's is confusion_matrix.png; each further one's carries its dataset's name (and
+    _generated for the generated answers of scoring: both)."""
+    return "confusion_matrix.png" if index == 0 else f"confusion_matrix_{name}{'_generated' if generated else ''}.png"
