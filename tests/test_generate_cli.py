@@ -44,6 +44,37 @@ def test_pubmedqa_answer_from_a_trained_run(write_recipe, tmp_path):
     assert max(probabilities) == probabilities[["yes", "no", "maybe"].index(lines[0].split(": ")[1])]
 
 
+def test_a_question_continues_as_the_server_continues_the_same_prompt(write_recipe, tmp_path):
+    """`generate RUN --question Q --seed S --temperature T` samples the explanation after the chosen answer; the server
+    given the same prompt (as token ids), seed and settings answers the same text: one generation path."""
+    from fastapi.testclient import TestClient
+
+    from medsft.data import encoding
+    from medsft.evaluation.scoring import choice_spans, score_choices
+    from medsft.models import inference
+    from medsft.serving import server
+    from medsft.commands.generate import question_task, read_context
+
+    recipe = write_recipe(max_steps=2, eval_after_train=False, include_long_answer=True)
+    assert run_cli(recipe).returncode == 0
+    question = "Is the patient tachycardic?"
+    proc = run_cli("generate", tmp_path / "out", "--question", question, "--seed", "5", "--temperature", "0.8",
+                   "--max_new_tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    answer, explanation = proc.stdout.splitlines()[0], "\n".join(proc.stdout.splitlines()[4:])
+    loaded = inference.load(str(tmp_path / "out"))
+    task = question_task(loaded.spec)
+    row = task.cli_row(question, read_context(None))
+    room = loaded.max_length or loaded.context
+    chosen = score_choices(loaded.model, loaded.tokenizer, task, [row], room)[0]["prediction"]
+    assert answer == f"answer: {chosen}"
+    span = choice_spans(encoding.Encoder(loaded.tokenizer, room), task, row)[task.row_labels(row).index(chosen)]
+    reply = TestClient(server.create_app(loaded)).post("/v1/completions", json={
+        "prompt": span.ids[: span.stop], "seed": 5, "temperature": 0.8, "max_tokens": 12})
+    assert reply.status_code == 200, reply.text
+    assert explanation == reply.json()["choices"][0]["text"] and explanation.strip()
+
+
 def test_chat_prompt_is_rendered_as_training_renders_it(tiny_chat_model):
     from transformers import AutoModelForCausalLM
 
