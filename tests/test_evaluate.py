@@ -113,7 +113,7 @@ def test_each_batch_is_scored_by_one_process_and_every_rank_runs_as_many_passes(
     shares = []
     for rank in range(processes):
         monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank: type("S", (), {"num_processes": processes, "process_index": rank})())
-        shares.append(scoring._my_batches(lists))
+        shares.append(scoring.rank_batches(lists))
     assert len({len(s) for s in shares}) == 1  # ZeRO-3: every forward pass is collective
     real = sorted(j for s in shares for j, _ in s if j >= 0)
     assert real == list(range(batches))

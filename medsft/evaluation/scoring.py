@@ -59,7 +59,7 @@ def autocast(args, device: str):
 SCORED = {"items": 0}
 
 
-def _my_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
+def rank_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
     """This process's share of the batches: every num_processes-th, padded with a repeat of batch 0 so that every
     rank runs the same number of forward passes (under ZeRO-3 each one is collective); padding is marked -1."""
     from accelerate import PartialState
@@ -87,7 +87,7 @@ def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int
     device = model.get_input_embeddings().weight.device  # the first of several under a device_map
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    mine, out = _my_batches(batches), {}
+    mine, out = rank_batches(batches), {}
     for j, chunk in track(mine, len(mine)):
         width = max(len(sequences[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
