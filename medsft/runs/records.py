@@ -12,9 +12,7 @@ IDS_FILE = "split_ids.json"
 EVAL_RESULTS, PREDICTIONS = "eval_results.json", "predictions.jsonl"
 CV_RESULTS, OOF_PREDICTIONS = "cv_results.json", "oof_predictions.jsonl"
 TRAINER_STATE = "trainer_state.json"
-LOSS_CURVES, REWARD_CURVES = "loss_curves.png", "reward_curves.png"
-# What tracking logs with the run (MLflow artifacts), where the run wrote it.
-ARTIFACTS = (EVAL_RESULTS, PREDICTIONS, LOSS_CURVES, "confusion_matrix.png", "recipe.yaml", IDS_FILE)
+LOSS_CURVES, REWARD_CURVES, CONFUSION_MATRIX = "loss_curves.png", "reward_curves.png", "confusion_matrix.png"
 
 
 def write_ids(output_dir: str, splits: dict[str, dict[str, list[dict]]]) -> None:
@@ -37,12 +35,11 @@ def write_evaluation(output_dir: str, results: dict[str, Any], predictions: list
     (folder / PREDICTIONS).write_text("".join(json.dumps(p) + "\n" for p in predictions))
 
 
-def write_cv(folder: Path, results: dict[str, Any], oof: list[dict]) -> Path:
-    """cv_results.json, and every out-of-fold item (oof_predictions.jsonl); the results' path."""
+def write_cv(folder: Path, results: dict[str, Any], oof: list[dict]) -> None:
+    """cv_results.json, and every out-of-fold item (oof_predictions.jsonl)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CV_RESULTS).write_text(json.dumps(results, indent=2))
+    cv_results(folder).write_text(json.dumps(results, indent=2))
     (folder / OOF_PREDICTIONS).write_text("".join(json.dumps(item) + "\n" for item in oof))
-    return folder / CV_RESULTS
 
 
 def cv_results(folder: Path) -> Path:
@@ -57,4 +54,4 @@ def save_trainer_state(state, output_dir: str) -> None:
 def confusion_matrix_file(index: int, name: str, generated: bool) -> str:
     """The first choice evaluation's is confusion_matrix.png; each further one's carries its dataset's name (and
     _generated for the generated answers of scoring: both)."""
-    return "confusion_matrix.png" if index == 0 else f"confusion_matrix_{name}{'_generated' if generated else ''}.png"
+    return CONFUSION_MATRIX if index == 0 else f"confusion_matrix_{name}{'_generated' if generated else ''}.png"

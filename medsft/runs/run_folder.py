@@ -16,6 +16,9 @@ from medsft.runs import provenance, records, run_state
 from medsft.recipe.parser import Recipe, parse_recipe
 
 RECIPE_FILE = "recipe.yaml"
+# What tracking logs with the run (MLflow artifacts), where the run wrote it.
+ARTIFACTS = (records.EVAL_RESULTS, records.PREDICTIONS, records.LOSS_CURVES, records.CONFUSION_MATRIX, RECIPE_FILE,
+             records.IDS_FILE)
 HARDWARE_FILE = "hardware.yaml"  # what this machine's defaults set; a record, never read back
 HARDWARE_NOTE = "# Set by medsft for the machine that trained this run; the machine that reads the run derives its own.\n"
 EVAL_FILE = "evaluation.yaml"  # marks a folder holding an evaluation without training

@@ -21,7 +21,6 @@ from medsft.runs import records
 from medsft.training import fit, prepare
 
 
-
 def folds_of(dataset) -> int:
     """How many folds the dataset's split has; UserError when it has none (cross-validation needs them)."""
     _, ids = splits.split_file(dataset.spec)
@@ -140,7 +139,7 @@ def run(argv: list[str], folds: int, out: Path, callbacks=(), done=lambda fold, 
     return fold_predictions, base_predictions
 
 
-def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> Path:
+def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_predictions: list[list[dict]]) -> None:
     """cv_results.json, and every out-of-fold item's log-likelihoods (oof_predictions.jsonl) to re-decide later."""
     oof = []
     for i, (tuned, base) in enumerate(zip(fold_predictions, base_predictions)):
@@ -150,4 +149,4 @@ def write(folder: Path, results: dict, fold_predictions: list[list[dict]], base_
             if p["id"] in base_of:
                 item["base_loglik"] = base_of[p["id"]]["loglik"]
             oof.append(item)
-    return records.write_cv(folder, results, oof)
+    records.write_cv(folder, results, oof)

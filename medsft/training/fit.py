@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from medsft.data import encoding
 from medsft.models import loading
 from medsft.runs import records, run_folder, run_state

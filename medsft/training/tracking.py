@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.recipe.parser import Recipe
-from medsft.runs.records import ARTIFACTS
-
+from medsft.runs.run_folder import ARTIFACTS
 
 
 def enabled(recipe: Recipe) -> bool:
