@@ -216,19 +216,15 @@ def test_chats_are_tokenized_as_training_tokenizes_them_one_bos(tiny_model):
 
 def test_serve_a_lora_run_as_itself_as_base_and_beside_another_adapter(write_recipe, tiny_model, tmp_path):
     from openai import OpenAI
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from conftest import run_cli
+    from test_server_api import _lora
 
     recipe = write_recipe(learning_rate=5e-2, eval_after_train=False)
     trained = run_cli(recipe)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    __import__("torch").manual_seed(3)
-    other = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
-    other.save_pretrained(tmp_path / "cardio")
-    url, proc = start(tmp_path / "out", "--adapter", f"cardio={tmp_path / 'cardio'}")
+    cardio = _lora(tiny_model, tmp_path / "cardio", 3)
+    url, proc = start(tmp_path / "out", "--adapter", f"cardio={cardio}")
     try:
         client = OpenAI(base_url=url + "/v1", api_key="unused")
         assert [m.id for m in client.models.list()] == ["out", "base", "cardio"]
