@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from medsft.errors import UserError
+from medsft.errors import ProcessLost, UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft eval RUN_DIR_OR_RECIPE [--model_name_or_path X] [--key value ...]
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"medsft: error: {e}", file=sys.stderr)
         return 2
+    except ProcessLost as e:  # not the user's input: a process stuck, stopped or gone (run_state.json says so)
+        print(f"medsft: error: {e}", file=sys.stderr)
+        return 1
     finally:
         _leave_process_group()
 

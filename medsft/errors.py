@@ -8,3 +8,8 @@ class OneLineErrors:
 
     def error(self, message):
         raise UserError(message)
+
+
+class ProcessLost(RuntimeError):
+    """A collective operation got no answer from another process within ddp_timeout (or lost it): the entry point
+    prints it as one line and exits with code 1."""

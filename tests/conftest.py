@@ -125,6 +125,48 @@ def run_cli(*args, timeout=600, cwd=ROOT, env=None):
     )
 
 
+CPU = {"CUDA_VISIBLE_DEVICES": ""}  # two CPU processes over gloo on any machine: one GPU cannot hold two NCCL ranks
+
+
+def launch_command(config: str, *args) -> list[str]:
+    """`accelerate launch` of medsft on 2 processes with accelerate_configs/CONFIG.yaml, as a user would."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
+            "--num_processes", "2", "-m", "medsft", *map(str, args)]
+
+
+def launch_env(**extra) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **CPU, **extra}
+
+
+def launch(config: str, *args, timeout=600):
+    """The launch's CompletedProcess; past `timeout` (a hang) every process it started is killed, then the test fails."""
+    import signal
+
+    with subprocess.Popen(launch_command(config, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=ROOT, env=launch_env(), start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its ranks: a hung rank must not outlive the test
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def rank_pid(rank: int, output_dir) -> int | None:
+    """The pid of the training process of `rank` writing to output_dir (read from /proc: its environment)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline, environ = proc.info["cmdline"] or [], proc.info["environ"] or {}
+        except (psutil.Error, KeyError):
+            continue
+        if "medsft" in cmdline and str(output_dir) in cmdline and environ.get("RANK") == str(rank):
+            return proc.pid
+    return None
+
+
 @pytest.fixture(scope="session")
 def zoo_models(tmp_path_factory):
     """family name -> folder of its tiny model (tests/zoo.py), built on first use."""

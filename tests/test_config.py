@@ -93,3 +93,33 @@ def test_bad_keys_name_the_key(write_recipe, keys, message):
     with pytest.raises(UserError) as e:
         parse_recipe([str(path)])
     assert str(e.value) == message.format(path=path)
+
+
+def test_ddp_timeout_reaches_the_process_group_on_every_parse_and_has_a_cpu_default(write_recipe, tmp_path):
+    """transformers hands ddp_timeout to the process group it creates only on a GPU, and a group created first keeps
+    its own: every command's recipe (trained or only loaded) sets it. In a process of its own, in a group of one."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from medsft.recipe.hardware import CPU_TIMEOUT
+
+    recipe = write_recipe()
+    assert parse_recipe([str(recipe)]).training.ddp_timeout == (1800 if torch.cuda.is_available() else CPU_TIMEOUT)
+    with pytest.raises(UserError, match=r"^ddp_timeout must be a whole number of seconds of at least 1, got 0$"):
+        parse_recipe([str(recipe), "--ddp_timeout", "0"])
+    script = (
+        "import datetime, torch, torch.distributed as dist\n"
+        "dist.init_process_group('gloo', rank=0, world_size=1, init_method='tcp://127.0.0.1:0')\n"
+        "from medsft.recipe.parser import parse_recipe\n"
+        "def timeout():\n"
+        "    return dist.distributed_c10d._get_default_group()._get_backend(torch.device('cpu')).options._timeout.total_seconds()\n"
+        "before = timeout()\n"
+        f"parse_recipe([{str(recipe)!r}, '--ddp_timeout', '77'])\n"
+        "trained = timeout()\n"
+        f"parse_recipe([{str(recipe)!r}, '--ddp_timeout', '88'], loading=True)\n"
+        "print(before, trained, timeout())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["1800.0", "77.0", "88.0"]

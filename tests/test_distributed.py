@@ -9,17 +9,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
+from conftest import CPU, ROOT, launch, launch_command, launch_env, rank_pid, run_cli
 
 pytestmark = pytest.mark.slow
-CPU = {"CUDA_VISIBLE_DEVICES": ""}  # two CPU processes over gloo on any machine: one GPU cannot hold two NCCL ranks
-
-
-def launch(config: str, recipe, *extra, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **CPU}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
-           "--num_processes", "2", "-m", "medsft", str(recipe), *map(str, extra)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -105,35 +97,19 @@ def test_zero3_exits_cleanly_five_times(recipe, tmp_path):
         assert proc.returncode == 0 and "terminate called" not in proc.stderr, f"run {i}: {proc.stderr[-2000:]}"
 
 
-def _rank_pid(rank: int, output_dir) -> int | None:
-    """The pid of the training process of `rank` writing to output_dir (read from /proc: its environment)."""
-    import psutil
-
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            cmdline, environ = proc.info["cmdline"] or [], proc.info["environ"] or {}
-        except (psutil.Error, KeyError):
-            continue
-        if "medsft" in cmdline and str(output_dir) in cmdline and environ.get("RANK") == str(rank):
-            return proc.pid
-    return None
-
-
 def test_sigterm_to_one_rank_stops_both_at_one_step(recipe, tmp_path):
     import signal
     import time
 
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **CPU}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/multi_process.yaml",
-           "--num_processes", "2", "-m", "medsft", str(recipe), "--output_dir", str(out), "--max_steps", "3000",
-           "--save_strategy", "steps", "--save_steps", "100000", "--eval_after_train", "false"]
-    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    cmd = launch_command("multi_process", recipe, "--output_dir", out, "--max_steps", 3000, "--save_strategy", "steps",
+                         "--save_steps", 100000, "--eval_after_train", "false")
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=launch_env())
     deadline = time.time() + 300
     while not list(out.glob("recipe.yaml")) and time.time() < deadline:  # written just before the first step
         time.sleep(0.5)
     time.sleep(3)
-    pid = _rank_pid(1, out)
+    pid = rank_pid(1, out)
     assert pid is not None, "rank 1 not found"
     os.kill(pid, signal.SIGTERM)  # the other rank receives nothing
     stdout, stderr = launcher.communicate(timeout=300)
@@ -201,8 +177,8 @@ def test_two_processes_tokenize_the_data_once(recipe, tmp_path):
     counts = {}
     for processes in (1, 2):
         log = tmp_path / f"encode-{processes}.log"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{spy}{os.pathsep}{ROOT}", **CPU,
-               "COUNT_ENCODE": str(log), "MEDSFT_DATA_CACHE": str(tmp_path / f"cache-{processes}")}
+        env = launch_env(PYTHONPATH=f"{spy}{os.pathsep}{ROOT}", COUNT_ENCODE=str(log),
+                         MEDSFT_DATA_CACHE=str(tmp_path / f"cache-{processes}"))
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                f"accelerate_configs/{'multi_process' if processes > 1 else 'single_process'}.yaml", "--num_processes",
                str(processes), "-m", "medsft", "preview", str(recipe), "-n", "1", "--eval_strategy", "steps"]

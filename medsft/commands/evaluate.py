@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
     from medsft.evaluation import results as evaluation
     from medsft.models.loading import load_trained
     from medsft.runs import provenance, records, run_folder
+    from medsft.runs.run_state import failing_when_lost
 
     quiet_libraries()
     recipe, weights = _recipe(argv)
@@ -77,7 +78,8 @@ def main(argv: list[str]) -> int:
     main_process = state.is_main_process
     if main_process and run_dir is None:
         run_folder.write_evaluation_start(recipe, out, {d.spec.name: d.parts for d in datasets})
-    with eval_progress(console) as track_for:
+    # a process lost here fails this evaluation, not the run it scores: run_state.json is left as it is
+    with failing_when_lost(None, lambda: steps, "evaluation", recipe.training.ddp_timeout), eval_progress(console) as track_for:
         results = evaluation.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main_process else None, run,
                                           track_for, trained=run_dir is not None, base_scores=base_scores)
     evaluation_tables.eval_report(console, results)

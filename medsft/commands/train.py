@@ -63,13 +63,16 @@ def _evaluate(console, recipe, prepared, evaluated, trainer, result, main_proces
     from medsft.console import evaluation_tables
     from medsft.console.progress import eval_progress
     from medsft.evaluation import results as evaluation
+    from medsft.runs.run_state import failing_when_lost
 
     if not (recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated)):
         return None
-    run = evaluation.run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=recipe.training.output_dir)
-    with eval_progress(console) as track_for:
+    args = recipe.training
+    run = evaluation.run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=args.output_dir)
+    with failing_when_lost(args.output_dir, lambda: result.steps, "evaluation", args.ddp_timeout, trained=True), \
+            eval_progress(console) as track_for:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        results = evaluation.evaluate_run(recipe, model, prepared.tokenizer, evaluated, recipe.training.output_dir if main_process
+        results = evaluation.evaluate_run(recipe, model, prepared.tokenizer, evaluated, args.output_dir if main_process
                                           else None, run, track_for, base_scores=base_scores or None)
     evaluation_tables.eval_report(console, results)
     return results

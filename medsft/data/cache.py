@@ -116,12 +116,28 @@ def _main_first():
         yield
         return
     if not state.is_main_process:
-        state.wait_for_everyone()
+        _patient_barrier()
     try:
         yield
     finally:
         if state.is_main_process:
-            state.wait_for_everyone()
+            _patient_barrier()
+
+
+_PATIENT: list = []  # the barrier's own process group, made once
+
+
+def _patient_barrier() -> None:
+    """A barrier that outlasts ddp_timeout: the main process preparing the data (a download, a large corpus
+    tokenized) is at work, not stuck, however long it takes; one that dies is ended by the launcher, which ends the
+    others. Its own gloo group, whose timeout is a day, so the process group's stays what the recipe says."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if not _PATIENT:
+        _PATIENT.append(dist.new_group(backend="gloo", timeout=timedelta(days=1)))
+    dist.barrier(group=_PATIENT[0])
 
 
 def _write(target: Path, write: Callable[[Path], None]) -> None:

@@ -49,9 +49,9 @@ def replies(model, tokenizer, prompts: list[list[int]], generation: Generation, 
     from accelerate import PartialState
     from accelerate.utils import gather_object
     from transformers import GenerationConfig
-    from transformers.integrations import is_deepspeed_zero3_enabled
 
     from medsft.evaluation.scoring import no_track, rank_batches
+    from medsft.models.sharding import sharded
 
     device = model.get_input_embeddings().weight.device  # the first of several under a device_map
     stops = stop_ids(tokenizer, model)
@@ -64,7 +64,7 @@ def replies(model, tokenizer, prompts: list[list[int]], generation: Generation, 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     mine, out = rank_batches(batches), {}
-    synced = is_deepspeed_zero3_enabled() and PartialState().num_processes > 1  # every rank steps while any generates
+    synced = sharded(model)  # ZeRO-3 or FSDP: every rank steps while any generates
     for j, chunk in (track or no_track)(mine, len(mine)):
         width = max(len(prompts[i]) for i in chunk)
         ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -6,6 +6,11 @@ of rows at a time on the model's device, and each chunk is reduced at once to
 log p(target) = logit(target) - logsumexp(logits), after the model's own final softcapping and logit scale. Memory
 is bounded by one chunk times the vocabulary, never by batch x positions x vocabulary, and only the numbers an item
 needs leave the device.
+
+Under ZeRO-3 (and any sharding that gathers a module's weights when it is called) every call of the head is a
+collective: every process must call it as often as the others, whatever it scores. The caller says how often
+(`calls`, the most any process needs for its batch: head_calls); a process with fewer rows projects none in the
+calls left over.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ def _intercepted(head):
             head.forward = own
 
 
+def head_calls(kept: int) -> int:
+    """The head calls that project `kept` rows."""
+    return -(-kept // ROWS)
+
+
 def _owner(model):
     """The causal LM whose forward applies the head (under a PEFT wrapper, its base model)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -64,9 +74,10 @@ def _owner(model):
 
 @torch.no_grad()
 def target_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor,
-                     rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+                     rows: torch.Tensor, tokens: torch.Tensor, calls: int = 0) -> torch.Tensor:
     """log p(tokens[n]) at kept position rows[n] (kept positions counted in (batch row, position) order, the
-    next-token distribution there), for every n; on the host, as float32."""
+    next-token distribution there), for every n; on the host, as float32. The head is called
+    max(calls, head_calls(kept positions)) times: `calls` is what every process agrees on under sharding."""
     head = _owner(model).get_output_embeddings()
     finish = _finish(_owner(model).config)
     with _intercepted(head) as seen:
@@ -74,7 +85,7 @@ def target_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     hidden = seen[0].reshape(-1, seen[0].shape[-1])
     rows, tokens = rows.to(hidden.device), tokens.to(hidden.device)
     out = torch.empty(len(rows), dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], ROWS):
+    for start in range(0, max(calls, head_calls(hidden.shape[0])) * ROWS, ROWS):
         logits = finish(head(hidden[start : start + ROWS])).float()
         mine = ((rows >= start) & (rows < start + ROWS)).nonzero().squeeze(-1)
         local = rows[mine] - start

@@ -59,15 +59,22 @@ def autocast(args, device: str):
 SCORED = {"items": 0}
 
 
-def rank_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """This process's share of the batches: every num_processes-th, padded with a repeat of batch 0 so that every
-    rank runs the same number of forward passes (under ZeRO-3 each one is collective); padding is marked -1."""
+def shares(count: int) -> list[list[int]]:
+    """Every process's share of `count` batches, as indices in the order it runs them: every num_processes-th,
+    padded with -1 (a repeat of batch 0) so that every process runs the same number of forward passes (under
+    ZeRO-3 each one is collective). Every process knows every share: what the others run at each step too."""
     from accelerate import PartialState
 
-    state = PartialState()
-    n, rank = state.num_processes, state.process_index
-    mine = [(j, batches[j]) for j in range(rank, len(batches), n)]
-    return mine + [(-1, batches[0])] * (-(-len(batches) // n) - len(mine)) if batches else []
+    n = PartialState().num_processes
+    steps = -(-count // n)
+    return [[j if j < count else -1 for j in range(rank, steps * n, n)] for rank in range(n)]
+
+
+def rank_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """This process's share of the batches (shares()): (index, batch), the padding's index -1."""
+    from accelerate import PartialState
+
+    return [(j, batches[max(j, 0)]) for j in shares(len(batches))[PartialState().process_index]]
 
 
 @torch.no_grad()
@@ -80,15 +87,19 @@ def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int
     states at the targets' positions only and each is reduced on its device to the numbers asked for
     (logprobs.py: nothing vocabulary-sized per position). Under several processes each scores whole batches of that
     one length-sorted list and the values are gathered: every sequence is padded and batched as a single process
-    would, so the numbers are the same to the bit, in bf16 too."""
+    would, so the numbers are the same to the bit, in bf16 too. At each step every process calls the LM head as
+    often as the process scoring the most positions then needs (logprobs.head_calls): each call is collective under
+    ZeRO-3."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
     device = model.get_input_embeddings().weight.device  # the first of several under a device_map
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    positions = [sum(len({p for p, _ in targets[i]}) for i in batch) for batch in batches]  # rows the head projects
+    calls = [max(logprobs.head_calls(positions[max(j, 0)]) for j in step) for step in zip(*shares(len(batches)))]
     mine, out = rank_batches(batches), {}
-    for j, chunk in track(mine, len(mine)):
+    for step, (j, chunk) in enumerate(track(mine, len(mine))):
         width = max(len(sequences[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -101,7 +112,8 @@ def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int
         rows = [int(kept[row * width + p]) for row, i in enumerate(chunk) for p, _ in targets[i]]
         tokens = [t for i in chunk for _, t in targets[i]]
         values = logprobs.target_log_probs(model, ids.to(device), attention.to(device), keep.to(device),
-                                           torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long)).tolist()
+                                           torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long),
+                                           calls[step]).tolist()
         if j < 0:  # a repeat that keeps every process's forward passes in step
             continue
         k = 0

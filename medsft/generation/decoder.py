@@ -7,7 +7,9 @@ near-ties). Rows leave the batch when they are finished, cancelled, past their d
 and the cache columns no live row attends to leave with them. A row may name a LoRA adapter of the model (or
 `__base__`, the adapter switched off): rows of different adapters share each forward pass (peft's mixed batches).
 With `logprobs`, each generated token's log-probability under the model's own distribution (the log-softmax of its
-logits, before temperature, penalties or masks) and its `logprobs` most likely alternatives are kept."""
+logits, before temperature, penalties or masks) and its `logprobs` most likely alternatives are kept. Under ZeRO-3 or FSDP (the model's forward passes collective), a process
+whose rows have all finished keeps stepping on a placeholder row while any other process still decodes, as
+transformers' `synced_gpus` does."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 from medsft.generation.batch import Batch, merge, new_cache, trim
 from medsft.generation.detokenize import decode_step
 from medsft.generation.sampling import next_token, penalize, stop_ids
+from medsft.models import sharding
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Decoder:
         self.device = model.get_input_embeddings().weight.device  # the first of several under a device_map
         self.stops = stop_ids(tokenizer, model)  # every token that ends a reply (several on Llama-3, Qwen, Gemma)
         self.active = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
+        self.synced = sharding.sharded(model)  # every process steps while any decodes
 
     # no_grad, not inference_mode: a model that trains afterwards (ZeRO-3 gathers its weights here) stays trainable
     @torch.no_grad()
@@ -86,13 +90,25 @@ class Decoder:
         """Decode `jobs` together until each is finished; rows leave the batch as they finish, and rows `_joining`
         hands over join it between steps."""
         batch = self._prefill(jobs)
-        while batch is not None:
+        while self._going(batch):
+            if batch is None:  # this process is done; another still decodes, and its forward passes are collective
+                self._placeholder_step()
+                continue
             joining = self._joining(batch)
             if joining:
                 joined = self._prefill(joining)
                 batch = merge(batch, joined) if joined is not None else batch
             self.width = batch.mask.shape[1]
             batch = self._step(batch)
+
+    def _going(self, batch: Batch | None) -> bool:
+        alive = batch is not None
+        return sharding.largest(int(alive), self.device) > 0 if self.synced else alive
+
+    def _placeholder_step(self) -> None:
+        """One forward pass whose result nobody reads: the module calls a decoding step makes, on one token."""
+        ids = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
 
     def _joining(self, batch: Batch) -> list[Job]:
         return []  # the server's engine admits waiting requests here

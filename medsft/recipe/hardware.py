@@ -1,6 +1,6 @@
 """What this machine needs that TRL's defaults get wrong for it: the CPU's settings, a GPU's frozen-base dtype, fp16
-on a GPU without bfloat16 (the recipe's bf16 keys replaced, said in one line), and accelerate's one thread a process
-on a CPU with cores to spare."""
+on a GPU without bfloat16 (the recipe's bf16 keys replaced, said in one line), accelerate's one thread a process
+on a CPU with cores to spare, and the recipe's ddp_timeout on the process group whoever created it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,29 @@ def hardware_defaults(config: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"dtype": "bfloat16"} if peft else {}
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     # TRL refuses to start on CPU without use_cpu, and its activation checkpointing makes a CPU step 2x slower.
-    return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False}
+    return {"use_cpu": True, "bf16": bool(bf16), "gradient_checkpointing": None, "activation_checkpointing": False,
+            "ddp_timeout": CPU_TIMEOUT}
+
+
+# Seconds a collective waits for the other processes on the CPU before the run fails (transformers' 1800 stays on a
+# GPU). One rank waits for another only as long as their work differs: the longest seen in this project's 2-process
+# CPU runs is a checkpoint or the run folder written by the main process, seconds; preparing the data, which the
+# others wait for first, has its own patient wait (data/cache.py). A stuck run is seen in 10 minutes, not 30.
+CPU_TIMEOUT = 600
+
+
+def apply_timeout(seconds: int) -> None:
+    """The recipe's ddp_timeout on the default process group. transformers passes it to the group it creates only
+    on a GPU (its CPU path omits it), and a group created first by anything else keeps its own; set here, every
+    command that parses a recipe waits this long, on gloo and NCCL alike."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from datetime import timedelta
+
+        from torch.distributed.distributed_c10d import _set_pg_timeout
+
+        _set_pg_timeout(timedelta(seconds=seconds))
 
 
 def _float32_wanted(config: dict[str, Any]) -> bool:

@@ -244,6 +244,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None, loadi
             raise
         except (ValueError, TypeError) as e:
             raise UserError(" ".join(str(e).split())) from None
+    hardware.apply_timeout(training.ddp_timeout)  # the process group exists once the config has set up devices
     given = [*config, *cli]
     refusals.data_keys({key: merged[key] for key in given})
     refusals.intervals(given, merged)

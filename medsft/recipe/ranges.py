@@ -62,6 +62,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save_total_limit": _at_least(1, _WHOLE),
     "seed": ((lambda v: 0 <= v < SEED_END), f"a whole number from 0 to {SEED_END - 1}"),
     "data_seed": ((lambda v: 0 <= v < SEED_END), f"a whole number from 0 to {SEED_END - 1}"),
+    "ddp_timeout": _at_least(1, "a whole number of seconds"),
     # medsft's own
     "split_seed": ((lambda v: 0 <= v < SEED_END), f"a whole number from 0 to {SEED_END - 1}"),
     "sample_max_new_tokens": _at_least(1, _WHOLE),

@@ -1,22 +1,24 @@
 """How far a run got: run_state.json in its folder ("training" before the first step, what a killed run keeps;
-"stopped" after a signal, with the checkpoint it saved; "complete" once its final weights are written), and which
-of its checkpoint-N folders are complete. The commands that load a run say when it did not finish rather than take
+"stopped" after a signal, with the checkpoint it saved; "complete" once its final weights are written; "failed" when
+a process got no answer from another within ddp_timeout), and which of its checkpoint-N folders are complete. The commands that load a run say when it did not finish rather than take
 its folder for the trained model."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from medsft.errors import UserError
+from medsft.errors import ProcessLost, UserError
 from medsft.textfiles import read_text
 
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-STATE_FILE = "run_state.json"  # {"state": training | stopped | complete, "step", "signal", "checkpoint"}
+STATE_FILE = "run_state.json"  # {"state": training | stopped | complete | failed, "step", "signal", "checkpoint", ...}
 
 
 def problem(folder: Path) -> str | None:
@@ -49,14 +51,56 @@ def latest(output_dir: str) -> str | None:
     return None
 
 
-def mark(output_dir: str, state: str, step: int | None = None, signum: int | None = None) -> None:
+def mark(output_dir: str, state: str, step: int | None = None, signum: int | None = None, **details: Any) -> None:
     """Record how far the run in output_dir got: "training" before the first step (what a killed run keeps),
-    "stopped" after a signal (with the checkpoint it saved), "complete" once its final weights are written."""
+    "stopped" after a signal (with the checkpoint it saved), "complete" once its final weights are written, "failed"
+    (with `details`: the phase, whether its weights were complete, why). Written whole or not at all: the process
+    that records a failure may not be the main one, and both may."""
     record: dict[str, Any] = {"state": state, "step": step}
     if signum is not None:
         record["signal"] = signal.Signals(signum).name
         record["checkpoint"] = Path(latest(output_dir) or "").name or None
-    (Path(output_dir) / STATE_FILE).write_text(json.dumps(record))
+    record.update(details)
+    path = Path(output_dir) / STATE_FILE
+    partial = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
+
+
+def lost_process(error: BaseException) -> str | None:
+    """Why a collective failed, when `error` is one ("timeout": no answer within the process group's timeout;
+    "lost": the other process ended), else None. gloo raises a RuntimeError naming itself, NCCL a DistError."""
+    import torch.distributed as dist
+
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and ("gloo" in text or "NCCL" in text))):
+        return None
+    return "timeout" if "timed out" in text.lower() or "timeout" in text.lower() else "lost"
+
+
+@contextmanager
+def failing_when_lost(output_dir: str | None, step: Callable[[], int | None], phase: str, timeout: float,
+                      trained: bool = False):
+    """A collective that got no answer from another process (lost_process) ends the command: run_state.json says
+    the run failed (where `output_dir` is a run being trained; `trained`: its final weights were written), and
+    ProcessLost carries the one line naming this rank, the step and what to do."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only a collective's failure is taken; everything else goes on up
+        why = lost_process(e)
+        if why is None:
+            raise
+        import torch.distributed as dist
+
+        rank, at = dist.get_rank() if dist.is_initialized() else 0, step()
+        if output_dir is not None and Path(output_dir).is_dir():
+            mark(output_dir, "failed", at, phase=phase, trained=trained, reason=why)
+        where = f"rank {rank} at step {at}" if at is not None else f"rank {rank}"
+        said = (f"no answer from another process within ddp_timeout ({timeout:g} s): one is stuck or stopped"
+                if why == "timeout" else "another process ended while this one waited for it")
+        raise ProcessLost(f"{where} ({phase}): {said}; the run failed"
+                          f"{f' ({STATE_FILE})' if output_dir is not None else ''}. If a process was only slow, "
+                          "raise --ddp_timeout") from None
 
 
 def unfinished(run: Path) -> str | None:
@@ -66,13 +110,15 @@ def unfinished(run: Path) -> str | None:
     if not path.is_file():
         return None
     record = json.loads(read_text(path, "run state"))
-    if record.get("state") == "complete":
-        return None
+    if record.get("state") == "complete" or (record.get("state") == "failed" and record.get("trained")):
+        return None  # a run whose evaluation failed holds its final weights
     found = latest(str(run))
     use = (f"evaluate, serve or merge its checkpoint ({found}) or resume it with --resume_from_checkpoint true"
            if found else "it saved no checkpoint: train it again")
     if record.get("state") == "stopped":
         return f"{run} holds a run stopped by {record.get('signal')} at step {record.get('step')}, not a finished one; {use}"
+    if record.get("state") == "failed":
+        return f"{run} holds a run that failed at step {record.get('step')} (a process got no answer from another), not a finished one; {use}"
     return f"{run} holds a run that did not finish (killed, or still training); {use}"
 
 

@@ -37,16 +37,11 @@ def agreed(received: int | None) -> int | None:
     """The signal any rank received, on every rank: a signal often reaches one process only (a scheduler, a
     kill), and a rank that saves (collective) while another runs a forward pass hangs both. One small all-reduce a
     step; nothing under a single process."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return received
     from accelerate import PartialState
 
-    flag = torch.tensor([received or 0], device=PartialState().device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag.item()) or None
+    from medsft.models.sharding import largest
+
+    return largest(received or 0, PartialState().device) or None
 
 
 class StopOnSignal(TrainerCallback):

@@ -17,7 +17,7 @@ from medsft.evaluation import calibration, scoring, stats
 from medsft.evaluation.metrics import classification_metrics
 from medsft.models import loading
 from medsft.models.loading import base_of
-from medsft.runs import records
+from medsft.runs import records, run_state
 from medsft.training import fit, prepare
 
 
@@ -107,16 +107,17 @@ def fold(recipe, callbacks=()) -> tuple[list[dict], list[dict]]:
     if result.stopped_by is not None:
         raise Stopped(result.stopped_by)
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
-    tuned = score(model)
-    if base_scores:
-        return tuned, base_scores[0]
-    base = base_of(recipe, model)
-    if base is not None:
-        return tuned, score(base)
-    if not hasattr(model, "disable_adapter"):  # a model from scratch has no base
-        return tuned, []
-    with model.disable_adapter():
-        return tuned, score(model)
+    with run_state.failing_when_lost(args.output_dir, lambda: result.steps, "fold scoring", args.ddp_timeout, trained=True):
+        tuned = score(model)
+        if base_scores:
+            return tuned, base_scores[0]
+        base = base_of(recipe, model)
+        if base is not None:
+            return tuned, score(base)
+        if not hasattr(model, "disable_adapter"):  # a model from scratch has no base
+            return tuned, []
+        with model.disable_adapter():
+            return tuned, score(model)
 
 
 def run(argv: list[str], folds: int, out: Path, callbacks=(), done=lambda fold, predictions: None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from medsft.data import encoding
@@ -48,8 +49,6 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
     if args.packing and not args.padding_free:
         trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)
     if prepared.eval_dataset is not None:
-        from functools import partial
-
         from medsft.evaluation import scoring
 
         settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, sample_count=0)
@@ -85,25 +84,28 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     stopper.install()
     if main:
         run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets})
-    if before is not None and resume is None:
-        import torch
+    lost = partial(run_state.failing_when_lost, args.output_dir, lambda: trainer.state.global_step, timeout=args.ddp_timeout)
+    with lost("training"):
+        if before is not None and resume is None:
+            import torch
 
-        # the base's sample generations seed torch's generator: training draws as it would without them
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-            before(trainer.accelerator.unwrap_model(trainer.model))
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - start
-    stopped = stopper.stopped_by
-    if stopped is None:  # a stopped run's weights are in its checkpoint, never in output_dir as if final
-        trainer.save_model(args.output_dir)
+            # the base's sample generations seed torch's generator: training draws as it would without them
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+                before(trainer.accelerator.unwrap_model(trainer.model))
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - start
+        stopped = stopper.stopped_by
+        if stopped is None:  # a stopped run's weights are in its checkpoint, never in output_dir as if final
+            trainer.save_model(args.output_dir)
     if main:
         run_state.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped)
     step = trainer.state.global_step
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
     eval_loss = evals[-1] if evals else None
     if eval_loss is None and prepared.eval_dataset is not None and stopped is None:  # not evaluated yet
-        eval_loss = trainer.evaluate().get("eval_loss")
+        with lost("evaluation", trained=True):
+            eval_loss = trainer.evaluate().get("eval_loss")
     if main:
         records.save_trainer_state(trainer.state, args.output_dir)
     history = trainer.state.log_history

@@ -5,7 +5,9 @@ scores every position of every row through the whole vocabulary, although a PubM
 tokens. There the LM head runs only on the positions that are trained (`logits_to_keep` as a boolean mask), still in
 float32 like TRL's kernel, so the loss, entropy and token accuracy are the same numbers for a fraction of the work and
 memory (bench/loss_head.py: at a 128,256-row vocabulary). Where TRL's compact path runs, and for batches that train
-most positions (language modelling), TRL's own path is taken: its chunking keeps memory flat.
+most positions (language modelling), TRL's own path is taken: its chunking keeps memory flat. Under ZeRO-3 or FSDP
+the processes agree on the path batch by batch (one small all-reduce), since TRL's never calls the head module and
+this one does: where any rank's batch is dense, all take TRL's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
+
+from medsft.models import sharding
 
 # Above this share of positions kept, TRL's chunked kernel is the better tool.
 SPARSE_SHARE = 0.5
@@ -101,7 +105,9 @@ class MedsftTrainer(SFTTrainer):
         if not plain:
             target = labels[:, 1:]
             keep = F.pad(target != -100, (0, 1))  # position t predicts token t + 1; the last predicts nothing
-            plain = keep.sum() > SPARSE_SHARE * keep.numel()
+            plain = bool(keep.sum() > SPARSE_SHARE * keep.numel())
+            if self._sharded(model):  # TRL's path never calls the head module, this one does: under ZeRO-3 every
+                plain = sharding.largest(int(plain), labels.device) > 0  # rank must make the same calls
         if plain:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
@@ -122,6 +128,11 @@ class MedsftTrainer(SFTTrainer):
             correct = logits.argmax(-1) == target
         self._log_metrics(inputs, num_valid, entropy.sum(), correct.sum())
         return (loss, {"loss": loss, "logits": logits}) if return_outputs else loss
+
+    def _sharded(self, model) -> bool:
+        if not hasattr(self, "_sharded_model"):
+            self._sharded_model = sharding.sharded(self.accelerator.unwrap_model(model))
+        return self._sharded_model
 
     def _log_metrics(self, inputs, num_valid, entropy_sum, num_correct) -> None:
         """The metrics TRL's compute_loss logs, from the kept positions (TRL zeroes the others anyway). Every tensor
