@@ -7,9 +7,9 @@ near-ties). Rows leave the batch when they are finished, cancelled, past their d
 and the cache columns no live row attends to leave with them. A row may name a LoRA adapter of the model (or
 `__base__`, the adapter switched off): rows of different adapters share each forward pass (peft's mixed batches).
 With `logprobs`, each generated token's log-probability under the model's own distribution (the log-softmax of its
-logits, before temperature, penalties or masks) and its `logprobs` most likely alternatives are kept. Under ZeRO-3 or FSDP (the model's forward passes collective), a process
-whose rows have all finished keeps stepping on a placeholder row while any other process still decodes, as
-transformers' `synced_gpus` does."""
+logits, before temperature, penalties or masks) and its `logprobs` most likely alternatives are kept. Under ZeRO-3
+or FSDP (the model's forward passes collective), a process whose rows have all finished keeps stepping on a
+placeholder row while any other process still decodes, as transformers' `synced_gpus` does."""
 
 from __future__ import annotations
 
