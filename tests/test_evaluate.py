@@ -109,12 +109,11 @@ def test_choice_scores_of_multi_token_choices_equal_a_plain_forward(model_and_to
 def test_each_batch_is_scored_by_one_process_and_every_rank_runs_as_many_passes(monkeypatch, batches, processes):
     import accelerate
 
-    lists = [[i] for i in range(batches)]
-    shares = []
-    for rank in range(processes):
-        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank: type("S", (), {"num_processes": processes, "process_index": rank})())
-        shares.append(scoring.rank_batches(lists))
-    assert len({len(s) for s in shares}) == 1  # ZeRO-3: every forward pass is collective
-    real = sorted(j for s in shares for j, _ in s if j >= 0)
-    assert real == list(range(batches))
-    assert all(lists[j] == chunk for s in shares for j, chunk in s if j >= 0)
+    from medsft.evaluation import sharing
+
+    monkeypatch.setattr(accelerate, "PartialState", lambda: type("S", (), {"num_processes": processes, "process_index": 0})())
+    shares = sharing.shares(batches)
+    assert len(shares) == processes and len({len(s) for s in shares}) == 1  # ZeRO-3: every forward pass is collective
+    real = sorted(j for s in shares for j in s if j >= 0)
+    assert real == list(range(batches))  # each batch once, on exactly one process
+    assert sum(j == -1 for s in shares for j in s) == len(shares[0]) * processes - batches  # repeats pad short shares

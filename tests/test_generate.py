@@ -90,3 +90,31 @@ def test_conversation_samples_end_before_the_last_assistant_turn():
                                  {"role": "user", "content": "Dose?"}, {"role": "assistant", "content": "5 mg"}]}, "0")
     [sample] = task.samples([row], 1, seed=0)
     assert sample["input"] == row["messages"][:3] and sample["prompt"] == "Dose?" and sample["gold"] == "5 mg"
+
+
+@pytest.mark.parametrize("temperature,samples", [(0.0, 1), (0.9, 3)])
+def test_generated_answers_are_the_texts_generate_gives_for_the_same_prompt_seed_and_settings(model_and_tokenizer,
+                                                                                             temperature, samples):
+    """Generative evaluation decodes on the one path: reply k of item i is `generate`'s text for the item's prompt
+    under seed + i * samples + k (and so the server's, tests/test_generate_cli.py), whatever it was batched with."""
+    from medsft.data import encoding
+    from medsft.data.prompts import answer_prompt
+    from medsft.evaluation import generative
+    from medsft.tasks import synthetic
+
+    model, tokenizer = model_and_tokenizer
+    task = get(DataSpec(task="pubmedqa"))
+    rows = [task.row(raw, str(i)) for i, raw in enumerate(synthetic.pubmedqa_rows(5, 3))]
+    settings = generative.Generation(max_new_tokens=6, num_samples=samples, temperature=temperature)
+    scored = {size: generative.score_generated(model, tokenizer, task, rows, 256, size, settings, seed=11)
+              for size in (1, 4)}
+    assert scored[1] == scored[4]  # a reply does not depend on what it was batched with
+    encoder = encoding.Encoder(tokenizer, 256)
+    for i, (row, item) in enumerate(zip(rows, scored[4])):
+        replies = item.get("replies", [item["reply"]])
+        for k, reply in enumerate(replies):
+            [expected] = generate(model, tokenizer, [answer_prompt(encoder, task, row)], 6, temperature,
+                                  seed=11 + i * samples + k)
+            assert reply == expected
+    if temperature:
+        assert len({r for item in scored[4] for r in item["replies"]}) > len(rows)  # sampled: the replies differ

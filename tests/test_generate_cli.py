@@ -50,7 +50,8 @@ def test_a_question_continues_as_the_server_continues_the_same_prompt(write_reci
     from fastapi.testclient import TestClient
 
     from medsft.data import encoding
-    from medsft.evaluation.scoring import choice_spans, score_choices
+    from medsft.data.prompts import choice_spans
+    from medsft.evaluation.scoring import score_choices
     from medsft.models import inference
     from medsft.serving import server
     from medsft.commands.generate import question_task, read_context

@@ -246,7 +246,7 @@ def test_chat_template_kwargs_reach_training_scoring_generate_and_serve(released
     the keywords show (Llama-3.1's date; Qwen3's empty think block, where its own generation prompt with
     enable_thinking=false ends)."""
     from medsft.commands.generate import _prompt_ids
-    from medsft.evaluation.scoring import choice_spans
+    from medsft.data.prompts import choice_spans
 
     prepared, loaded = _trained_run(released_models, write_recipe, name, kwargs)
     dataset = prepared.datasets[0]
@@ -304,7 +304,7 @@ def test_plain_prompts_split_as_lm_evaluation_harness_splits_them(released_model
     """lm-evaluation-harness's loglikelihood request (HFLM._encode_pair: the context's trailing spaces moved to the
     continuation, context + continuation encoded whole, split at the context's own length; no BOS by default): the
     same continuation tokens and the same context as medsft's plain choice scoring, on every tokenizer kind."""
-    from medsft.evaluation.scoring import choice_spans
+    from medsft.data.prompts import choice_spans
 
     tokenizer = load_tokenizer(str(released_models(name)))
     task = tasks.get(DataSpec(task="pubmedqa", prompt_style="lm_eval"))

@@ -107,7 +107,7 @@ def test_the_uneven_batches_put_more_than_64_positions_between_the_ranks(uneven)
     64 more positions (one more head call) than the other at the same step."""
     from medsft.data import datasets as data
     from medsft.data import encoding
-    from medsft.evaluation.scoring import choice_spans
+    from medsft.data.prompts import choice_spans
     from medsft.models.tokenizer import load_tokenizer
     from medsft.recipe import mixture
     from medsft.recipe.parser import parse_recipe
@@ -180,6 +180,42 @@ def test_grpo_under_zero3_with_replies_of_different_lengths_completes_and_evalua
     logged = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]
     assert any(h["completions/min_length"] < h["completions/max_length"] for h in logged), logged
     trained = json.loads((out / "eval_results.json").read_text())
+    proc = run_cli("eval", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "eval_results.json").read_text())["evaluations"] == trained["evaluations"]
+
+
+@slow
+def test_generated_answers_under_zero3_with_replies_ending_apart_equal_one_process(tmp_path, tiny_model):
+    """scoring: generate on 2 processes under ZeRO-3, the model's generation_config listing half its vocabulary as
+    ends of a reply (as Qwen's lists several): replies stop at different steps on the two ranks, the rank done first
+    keeps stepping with the other (the decoder), and the answers equal one process's."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    model = tmp_path / "stops-early"
+    shutil.copytree(tiny_model, model)
+    config = GenerationConfig.from_pretrained(model)
+    config.eos_token_id = list(range(4, 300, 2))
+    config.save_pretrained(model)
+    recipe = tmp_path / "generate.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model_name_or_path": str(model), "task": "pubmedqa", "dataset_name": "synthetic", "synthetic_size": 80,
+        "use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": "all-linear", "max_length": 256,
+        "max_steps": 1, "per_device_train_batch_size": 4, "learning_rate": 5e-3, "save_strategy": "no",
+        "report_to": "none", "seed": 0, "bf16": False, "max_test_samples": 16, "per_device_eval_batch_size": 2,
+        "scoring": "generate", "answer_max_new_tokens": 12, "sample_count": 2, "sample_max_new_tokens": 12,
+        "ddp_timeout": 120,
+    }))
+    out = tmp_path / "run"
+    proc = launch("zero3", recipe, "--output_dir", out, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    lengths = {len(p[f"{name}_reply"]) for p in predictions for name in ("base", "tuned")}
+    assert min(lengths) < 10 and max(lengths) > 20, lengths  # replies ended at different steps
+    trained = json.loads((out / "eval_results.json").read_text())
+    assert trained["run"]["scored_per_process"] == [16, 16]  # 16 replies for base and tuned: half each
     proc = run_cli("eval", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "eval_results.json").read_text())["evaluations"] == trained["evaluations"]

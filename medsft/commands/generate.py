@@ -87,7 +87,8 @@ def _answer(gen: GenerateArguments, loaded, task) -> list[int] | None:
     import math
 
     from medsft.data import encoding
-    from medsft.evaluation.scoring import choice_spans, score_choices
+    from medsft.data.prompts import choice_spans
+    from medsft.evaluation.scoring import score_choices
 
     task = task or question_task(loaded.spec)
     row = task.cli_row(gen.question, read_context(gen.context_file))
@@ -105,15 +106,14 @@ def _answer(gen: GenerateArguments, loaded, task) -> list[int] | None:
 
 
 def _prompt_ids(name: str, prompt: str | None, chat: bool, tokenizer) -> list[int]:
-    from medsft.data import spans
+    """The prompt's ids as training renders it (`--chat`: as the user's turn of a conversation)."""
+    from medsft.data.prompts import prompt_ids
 
     if prompt is None:
         raise UserError('generate needs a prompt: python -m medsft generate RUN_DIR_OR_MODEL "prompt"')
-    if not chat:
-        return tokenizer(prompt)["input_ids"]
-    if not getattr(tokenizer, "chat_template", None):
+    if chat and not getattr(tokenizer, "chat_template", None):
         raise UserError(f"--chat needs a chat template and {name} has none")
-    return spans.generation_prompt(tokenizer, [{"role": "user", "content": prompt}])
+    return prompt_ids(tokenizer, [{"role": "user", "content": prompt}] if chat else prompt)
 
 
 def main(argv: list[str]) -> int:

@@ -26,18 +26,6 @@ from medsft.tasks import Example
 IGNORE = -100
 
 
-def prompt_ids(tokenizer, prompt: str | list[dict], room: int | None = None) -> list[int]:
-    """The ids a reply to `prompt` is generated after: a conversation's generation prompt as training renders it,
-    or the text with the tokenizer's BOS; with `room`, shortened from the left to that many tokens as training
-    shortens a prompt (a chat's last turn loses text, its template's turn markers kept)."""
-    if isinstance(prompt, list):
-        if room is not None:
-            prompt = fit_chat(tokenizer, prompt, room) or prompt
-        return spans.generation_prompt(tokenizer, prompt)
-    ids = tokenizer(prompt)["input_ids"]
-    return ids if room is None else fit_prompt(ids, 0, max(room, 1), tokenizer.bos_token_id) or ids[-max(room, 1):]
-
-
 def through_eos(mask: list[int], ids: list[int], eos: int | None) -> list[int]:
     """Each trained span ends at its last end-of-turn token `eos`: what a chat template writes after it (a newline,
     Phi-3's closing EOS) is not trained."""

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from medsft.data import encoding
+from medsft.data.prompts import prompt_ids
 from medsft.evaluation import calibration, stats
 from medsft.evaluation.metrics import classification_metrics, majority_baseline
-from medsft.evaluation.scoring import Settings, Track, no_track, evaluate_split, score_choices
+from medsft.evaluation.scoring import Settings, evaluate_split, score_choices
+from medsft.evaluation.sharing import Track, no_track
 from medsft.generation.completion import generate
 from medsft.tasks import Task
 
@@ -130,7 +131,7 @@ def _sample_prompts(tokenizer, dataset, settings: Settings) -> tuple[list[dict],
     """The sample panels' items and their prompts, shortened as training shortens a prompt."""
     samples = dataset.task.samples(dataset.parts["test"], settings.sample_count, settings.seed, settings.sample_prompts)
     room = None if settings.max_length is None else max(1, settings.max_length - settings.sample_max_new_tokens)
-    return samples, [encoding.prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
+    return samples, [prompt_ids(tokenizer, s.pop("input"), room) for s in samples]
 
 
 def scored_alone(model, name: str, tokenizer, dataset, settings: Settings, track_for: Callable[[str], Track],

@@ -1,7 +1,8 @@
 """Choice items scored by what the model says (`scoring: generate`): each item's reply generated after the prompt
 training trains its answer after (the same tokens, shortened as training shortens them), in batches, and read by the
 task (tasks/answers.py): strict, lenient or unparseable, never mapped to an option. With several sampled replies an
-item's majority answer is scored too (maj@k). The replies are shared out among processes like the likelihoods."""
+item's majority answer is scored too (maj@k). The replies are decoded as every generated text is (the decoder) and
+shared out among processes like the likelihoods (sharing.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from medsft.data import encoding
+from medsft.data.prompts import answer_prompt
 from medsft.evaluation import stats
 from medsft.evaluation.metrics import classification_metrics
-from medsft.generation.sampling import stop_ids
+from medsft.evaluation.sharing import Track, by_length, no_track, run_shared
+from medsft.generation.decoder import Decoder, Job
 from medsft.tasks import Task
 
 
@@ -26,63 +27,25 @@ class Generation:
     top_p: float = 1.0
 
 
-def answer_prompt(encoder: encoding.Encoder, task: Task, row: dict) -> list[int]:
-    """The ids a reply to the row is generated after: the tokens before the answer where training puts it (chat
-    template, Qwen3's empty think block, a plain prompt's cue), shortened as training shortens the prompt of its
-    longest choice: the same prompt the choices' likelihoods are scored after. The reply may run past max_length,
-    which bounds what training holds, not the model's context."""
-    from medsft.evaluation.scoring import choice_spans
-
-    first = choice_spans(encoder, task, row)[0]
-    return first.ids[: first.start]
-
-
-def _until_stop(ids: list[int], stops: set[int]) -> list[int]:
-    return next((ids[:i] for i, t in enumerate(ids) if t in stops), ids)
-
-
-@torch.no_grad()
 def replies(model, tokenizer, prompts: list[list[int]], generation: Generation, batch_size: int, seed: int = 0,
-            track=None) -> list[list[str]]:
-    """`generation.num_samples` replies to each prompt (token ids), batched by length and left-padded; greedy at
-    temperature 0. Each batch samples under seed + its index: the same replies on every run of the same batches."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-    from transformers import GenerationConfig
+            track: Track = no_track) -> list[list[str]]:
+    """`generation.num_samples` replies to each prompt (token ids), decoded by the one decoding path every generated
+    text takes (generation/decoder.py; greedy at temperature 0): reply k of prompt i samples under its own seed,
+    seed + i * num_samples + k, so it does not depend on what it was batched with, and is the text `generate` or
+    the server give for that prompt, seed and settings. Batched by length, shared out among processes (under ZeRO-3
+    the decoder keeps every rank stepping while any still decodes)."""
+    decoder = Decoder(model, tokenizer)
+    n = generation.num_samples
+    flat = [prompts[p // n] for p in range(len(prompts) * n)]  # an item's replies side by side
 
-    from medsft.evaluation.scoring import no_track, rank_batches
-    from medsft.models.sharding import sharded
+    def run(step: int, chunk: list[int]) -> list[str]:
+        jobs = [Job(list(flat[p]), generation.max_new_tokens, generation.temperature, generation.top_p, seed=seed + p)
+                for p in chunk]
+        decoder.run(jobs)
+        return [job.text for job in jobs]
 
-    device = model.get_input_embeddings().weight.device  # the first of several under a device_map
-    stops = stop_ids(tokenizer, model)
-    sampling = generation.temperature > 0
-    config = GenerationConfig(max_new_tokens=generation.max_new_tokens, do_sample=sampling,
-                              temperature=generation.temperature if sampling else None,
-                              top_p=generation.top_p if sampling else None, top_k=None,
-                              num_return_sequences=generation.num_samples, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=stops)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    mine, out = rank_batches(batches), {}
-    synced = sharded(model)  # ZeRO-3 or FSDP: every rank steps while any generates
-    for j, chunk in (track or no_track)(mine, len(mine)):
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            attention[row, width - len(prompts[i]) :] = 1
-        torch.manual_seed(seed + max(j, 0))
-        generated = model.generate(input_ids=ids.to(device), attention_mask=attention.to(device), generation_config=config,
-                                   synced_gpus=synced)[:, width:].tolist()
-        if j < 0:
-            continue
-        for row, i in enumerate(chunk):
-            drawn = generated[row * generation.num_samples : (row + 1) * generation.num_samples]
-            out[i] = [tokenizer.decode(_until_stop(d, set(stops)), skip_special_tokens=True) for d in drawn]
-    if PartialState().num_processes > 1:
-        out = {i: v for part in gather_object([out]) for i, v in part.items()}
-    return [out[i] for i in range(len(prompts))]
+    out = run_shared(by_length([len(p) for p in flat], batch_size * n), run, track)
+    return [[out[i * n + k] for k in range(n)] for i in range(len(prompts))]
 
 
 def _majority(answers: list[str | None]) -> str | None:
@@ -92,7 +55,7 @@ def _majority(answers: list[str | None]) -> str | None:
 
 
 def score_generated(model, tokenizer, task: Task, rows: list[dict], max_length: int | None, batch_size: int,
-                    generation: Generation, seed: int = 0, track=None) -> list[dict[str, Any]]:
+                    generation: Generation, seed: int = 0, track: Track = no_track) -> list[dict[str, Any]]:
     """Per item: id, gold, prediction (the strict answer of its first reply, None when it states none), lenient,
     the reply (and with several, every reply and the majority's answer)."""
     encoder = encoding.Encoder(tokenizer, max_length)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
-from medsft.evaluation import generative, scoring, suites
+from medsft.evaluation import generative, scoring, sharing, suites
 from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
@@ -70,7 +70,7 @@ def _placed(recipe: Recipe, model) -> str:
 def score_base(recipe: Recipe, model, tokenizer, datasets: list[Dataset], track_for=None) -> dict[str, dict]:
     """A full fine-tune's base scored on its own ({dataset name: its part}): before training, with the model training
     starts from, or before the tuned model is loaded, so that the two are never held at once."""
-    track_for = track_for or (lambda name: scoring.no_track)
+    track_for = track_for or (lambda name: sharing.no_track)
     device, out = _placed(recipe, model), {}
     with scoring.autocast(recipe.training, device):
         for dataset in datasets:
@@ -91,7 +91,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     args = recipe.training
     device = _placed(recipe, model)
     base = base_of(recipe, model) if trained and base_scores is None else None
-    scoring.SCORED["items"] = 0
+    sharing.SCORED["items"] = 0
     evaluations, predictions = [], []
     with scoring.autocast(args, device) as precision:
         for dataset in datasets:
@@ -104,7 +104,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
                 tag = {"scoring": settings.scoring} if "scoring" in result else {}
                 predictions += [{"dataset": dataset.spec.name, **tag, **row} for row in rows]
     # how the items were shared out: one count per process (the same results as one process, in a share of the time)
-    results = {"run": {**(run or {}), "precision": precision, "scored_per_process": gather_object([scoring.SCORED["items"]])},
+    results = {"run": {**(run or {}), "precision": precision, "scored_per_process": gather_object([sharing.SCORED["items"]])},
                "evaluations": evaluations}
     if out is not None:
         records.write_evaluation(out, results, predictions)

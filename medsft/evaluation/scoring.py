@@ -1,28 +1,23 @@
 """Scoring: the log-likelihood of each choice after the prompt (lm-evaluation-harness's method, on the tokens training
-trains as the answer) and the perplexity of the tokens training trains, batched by length, the LM head run only on the positions scored, shared out among
-processes with the same numbers as one; a split's metrics, and the dev metrics logged at each evaluation."""
+trains as the answer) and the perplexity of the tokens training trains, batched by length, the LM head run only on
+the positions scored, shared out among processes with the same numbers as one (sharing.py); a split's metrics, and
+the dev metrics logged at each evaluation."""
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
-from medsft.data import encoding, spans, truncation
+from medsft.data import encoding, spans
+from medsft.data.prompts import choice_spans
 from medsft.evaluation import generative, logprobs, stats
 from medsft.evaluation.metrics import classification_metrics
+from medsft.evaluation.sharing import Track, by_length, no_track, run_shared, shares
 from medsft.tasks import Task
-
-# track(batches, total) -> batches: how a caller shows progress (rich's track, a test's counter); identity by default.
-Track = Callable[[Iterable, int], Iterable]
-
-
-def no_track(batches: Iterable, total: int) -> Iterable:
-    return batches
-
 
 @dataclass
 class Settings:
@@ -55,28 +50,6 @@ def autocast(args, device: str):
         yield name
 
 
-# Sequences each process scored in this process's life: the 2-process test reads it back.
-SCORED = {"items": 0}
-
-
-def shares(count: int) -> list[list[int]]:
-    """Every process's share of `count` batches, as indices in the order it runs them: every num_processes-th,
-    padded with -1 (a repeat of batch 0) so that every process runs the same number of forward passes (under
-    ZeRO-3 each one is collective). Every process knows every share: what the others run at each step too."""
-    from accelerate import PartialState
-
-    n = PartialState().num_processes
-    steps = -(-count // n)
-    return [[j if j < count else -1 for j in range(rank, steps * n, n)] for rank in range(n)]
-
-
-def rank_batches(batches: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """This process's share of the batches (shares()): (index, batch), the padding's index -1."""
-    from accelerate import PartialState
-
-    return [(j, batches[max(j, 0)]) for j in shares(len(batches))[PartialState().process_index]]
-
-
 @torch.no_grad()
 def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int]]], pad_id: int, batch_size: int,
             track: Track = no_track) -> list[list[float]]:
@@ -85,21 +58,16 @@ def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int
 
     Sequences are batched by length and right-padded, so positions need no shifting; the model runs to its hidden
     states at the targets' positions only and each is reduced on its device to the numbers asked for
-    (logprobs.py: nothing vocabulary-sized per position). Under several processes each scores whole batches of that
-    one length-sorted list and the values are gathered: every sequence is padded and batched as a single process
-    would, so the numbers are the same to the bit, in bf16 too. At each step every process calls the LM head as
-    often as the process scoring the most positions then needs (logprobs.head_calls): each call is collective under
-    ZeRO-3."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
+    (logprobs.py: nothing vocabulary-sized per position). Shared out among processes by whole batches (sharing.py),
+    the numbers are one process's to the bit, in bf16 too. At each step every process calls the LM head as often
+    as the process scoring the most positions then needs (logprobs.head_calls): each call is collective under
+    ZeRO-3, and every process knows every process's batches."""
     device = model.get_input_embeddings().weight.device  # the first of several under a device_map
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = by_length([len(s) for s in sequences], batch_size)
     positions = [sum(len({p for p, _ in targets[i]}) for i in batch) for batch in batches]  # rows the head projects
     calls = [max(logprobs.head_calls(positions[max(j, 0)]) for j in step) for step in zip(*shares(len(batches)))]
-    mine, out = rank_batches(batches), {}
-    for step, (j, chunk) in enumerate(track(mine, len(mine))):
+
+    def run(step: int, chunk: list[int]) -> list[list[float]]:
         width = max(len(sequences[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -114,15 +82,12 @@ def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int
         values = logprobs.target_log_probs(model, ids.to(device), attention.to(device), keep.to(device),
                                            torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long),
                                            calls[step]).tolist()
-        if j < 0:  # a repeat that keeps every process's forward passes in step
-            continue
-        k = 0
+        ends = [0]
         for i in chunk:
-            out[i] = values[k : k + len(targets[i])]
-            k += len(targets[i])
-    SCORED["items"] += len(out)
-    if PartialState().num_processes > 1:
-        out = {i: v for part in gather_object([out]) for i, v in part.items()}
+            ends.append(ends[-1] + len(targets[i]))
+        return [values[a:b] for a, b in zip(ends, ends[1:])]
+
+    out = run_shared(batches, run, track)
     return [out[i] for i in range(len(sequences))]
 
 
@@ -131,25 +96,6 @@ def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], 
     """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
     pairs = [[(t - 1, sequence[t]) for t in ts] for sequence, ts in zip(sequences, targets)]
     return [sum(values) for values in _scored(model, sequences, pairs, pad_id, batch_size, track)]
-
-
-def choice_spans(encoder: encoding.Encoder, task: Task, row: dict) -> list[spans.Span]:
-    """Each of the row's choices as the whole answer, rendered and split as training renders it (spans.py); when the
-    prompt must be shortened, every choice's alike, leaving room for the longest (an item whose cue alone does not
-    fit is still scored, its prompt cut plainly from the left)."""
-    examples = [task.choice_example(row, label) for label in task.row_labels(row)]
-    whole = [encoder.span(e, fit=False)[0] for e in examples]
-    room = encoder.max_length
-    reserve = max(len(s.ids) - s.start for s in whole)
-    if room is None or all(s.start + reserve <= room for s in whole):
-        return whole
-    fitted = [encoder.span(e, reserve)[0] for e in examples]
-    if all(f is not None for f in fitted):
-        return fitted
-    bos = encoder.tokenizer.bos_token_id
-    cut = [truncation.fit_prompt(s.ids[: s.start], 0, max(1, room - reserve), bos) for s in whole]
-    return [spans.Span(c + s.ids[s.start :], len(c), len(c) + s.stop - s.start, len(c) + s.end - s.start)
-            for c, s in zip(cut, whole)]
 
 
 def _one_position(choices: list[spans.Span]) -> bool:

@@ -1,6 +1,6 @@
 """`trainer: grpo`: TRL's GRPOTrainer on a choice task's training rows, rewarded by what each generated reply answers.
 
-The prompts are the ones SFT trains the answer after and evaluation generates after (generative.answer_prompt: the
+The prompts are the ones SFT trains the answer after and evaluation generates after (data/prompts.answer_prompt: the
 chat template, Qwen3's think block, a long prompt shortened as SFT shortens it); the rewards read each reply as
 evaluation reads it (the task's answer: strict, lenient or none). Built in: `correctness` (1 when the strict answer
 is the key, else 0) and `format` (1 a stated answer, 0.5 an option only named, 0 none), weighted by reward_weights;
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from medsft.data import encoding
 from medsft.errors import UserError
-from medsft.evaluation.generative import answer_prompt
+from medsft.data.prompts import answer_prompt
 
 DEFAULT_REWARDS = ["correctness", "format"]
 
