@@ -32,7 +32,7 @@ def trainer_for(variant: str, model, out: str):
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
 
-    from medsft.training.trainer import MedsftTrainer
+    from medsft.training.sft_trainer import MedsftTrainer
 
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1}, unk_token="<unk>")),
                                   pad_token="<pad>", eos_token="<pad>")

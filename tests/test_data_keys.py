@@ -101,7 +101,7 @@ def test_a_scalar_for_a_list_key_is_a_list_of_one(write_recipe):
 def test_packed_rows_never_attend_across_documents(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from medsft.training.trainer import packed_rows
+    from medsft.training.sft_trainer import packed_rows
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     a, b, c = list(range(5, 25)), list(range(30, 42)), list(range(50, 60))

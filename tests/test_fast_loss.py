@@ -5,7 +5,7 @@ import torch
 
 from medsft.training import fit
 from medsft.training import prepare
-from medsft.training import trainer as fast
+from medsft.training import sft_trainer as fast
 from medsft.recipe.parser import parse_recipe
 
 

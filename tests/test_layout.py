@@ -119,3 +119,89 @@ def test_no_package_file_is_ignored_by_git():
     files = [str(p.relative_to(ROOT)) for p in (ROOT / "medsft").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     ignored = subprocess.run(["git", "check-ignore", *files], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert ignored == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """medsft's modules and the medsft modules each imports (inside functions too), from the source."""
+    known = modules()
+    return {module: {target for _, target in imports(path, module) if target in known and target != module}
+            for module, path in known.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import each other round in a loop (Tarjan's strongly connected components)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# A trainer is one unit, as a task is: its module in training/ and its recipe keys; nothing else compares its name.
+TRAINER_FILES = {"medsft/training/sft.py", "medsft/training/grpo.py", "medsft/recipe/trainer_keys.py",
+                 "medsft/recipe/grpo_keys.py"}
+
+
+def trainer_name_branches(source: str) -> list[int]:
+    """Lines of `source` that branch on a trainer's name: a comparison (==, !=, in, a match case) with a trainer's
+    name, or of something called `trainer` with a string; a table keyed by trainers' names."""
+    from medsft.recipe.trainer_keys import NAMES
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            strings = {e.value for o in operands for e in (o.elts if isinstance(o, (ast.Tuple, ast.List, ast.Set)) else [o])
+                       if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            named = any(isinstance(o, ast.Attribute) and o.attr == "trainer" or isinstance(o, ast.Name) and o.id == "trainer"
+                        for o in operands)
+            if strings & set(NAMES) or (named and strings):
+                found.append(node.lineno)
+        elif isinstance(node, ast.MatchValue) and isinstance(node.value, ast.Constant) and node.value.value in NAMES:
+            found.append(node.lineno)
+        elif isinstance(node, ast.Dict) and {k.value for k in node.keys if isinstance(k, ast.Constant)} & set(NAMES):
+            found.append(node.lineno)
+    return found
+
+
+def test_nothing_outside_a_trainers_module_branches_on_its_name():
+    branches = [f"{path.relative_to(ROOT)}:{line}" for path in PACKAGE.rglob("*.py")
+                if str(path.relative_to(ROOT)) not in TRAINER_FILES for line in trainer_name_branches(path.read_text())]
+    assert branches == []
+
+
+def test_the_trainer_check_sees_a_branch():
+    source = ('if recipe.script.trainer == "grpo":\n    pass\nif name in ("sft", "x"):\n    pass\n'
+              'configs = {"sft": 1}\nif trainer != "dpo_like":\n    pass\nok = mode == "generate"\n')
+    assert trainer_name_branches(source) == [1, 3, 5, 6]

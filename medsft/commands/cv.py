@@ -19,18 +19,22 @@ def main(argv: list[str]) -> int:
     from medsft.console.quiet import quiet_libraries
     from medsft.data import datasets as data
     from medsft.evaluation import scoring
-    from medsft.recipe import mixture
+    from medsft.recipe import mixture, trainer_keys
     from medsft.recipe.parser import parse_recipe
     from medsft.runs import records
+    from medsft.training import catalog
     from medsft.training import cross_validation as cv
 
     folds, argv = pop_int(argv, "--folds", "folds, e.g. --folds 10")
     quiet_libraries()
     recipe = parse_recipe(argv)
-    if recipe.script.trainer != "sft" or recipe.script.scoring != "likelihood":
-        raise UserError("cv trains each fold with SFT and decides its dev items by likelihood (fitting the offsets it "
-                        "writes); it does not run trainer: grpo or scoring: generate: compare those settings with "
-                        "eval on the dev split (--test_split validation), never on the test split")
+    script = recipe.script
+    if not trainer_keys.get(script.trainer).cross_validates or script.scoring != "likelihood":
+        able = " or ".join(k.name for k in trainer_keys.TRAINERS.values() if k.cross_validates)
+        setting = f"trainer: {script.trainer}" if script.scoring == "likelihood" else f"scoring: {script.scoring}"
+        raise UserError(f"cv trains each fold with trainer: {able} and decides its dev items by likelihood (fitting "
+                        f"the offsets it writes); it does not run {setting}: compare such settings with eval on the "
+                        "dev split (--test_split validation), never on the test split")
     main_process = PartialState().is_main_process
     console = Console(quiet=not main_process)
     datasets = data.load(mixture.specs(recipe.script, recipe.training))
@@ -47,7 +51,8 @@ def main(argv: list[str]) -> int:
         console.print(f"fold {fold}: dev accuracy {right / max(len(tuned), 1):.3f} on {len(tuned)} items")
 
     try:
-        fold_predictions, base_predictions = cv.run(argv, folds, out, [RichProgress(console)], done)
+        progress = RichProgress(console, catalog.get(script.trainer).progress)
+        fold_predictions, base_predictions = cv.run(argv, folds, out, [progress], done)
     except cv.Stopped as stop:
         import signal
 

@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     from medsft.recipe import hardware
     from medsft.runs import run_folder
     from medsft.recipe.parser import parse_recipe
-    from medsft.training import fit, prepare, tracking
+    from medsft.training import catalog, fit, prepare, tracking
 
     quiet_libraries()
     recipe = parse_recipe(argv)
@@ -102,12 +102,10 @@ def main(argv: list[str]) -> int:
             f"[yellow]accelerate launch set OMP_NUM_THREADS=1: training uses 1 of {os.cpu_count()} cores; "
             f"add --num_cpu_threads_per_process {os.cpu_count() // state.num_processes} (or use ./launch.sh)"
         )
+    trainer_unit = catalog.get(recipe.script.trainer)
     with console.status("loading model and data"):
         prepared = prepare.prepare(recipe)
-    if recipe.script.trainer == "grpo":
-        training_tables.prompts_summary(console, len(prepared.train_dataset), len(prepared.eval_dataset or []),
-                                        recipe.training.num_generations)
-    training_tables.data_summary(console, prepared.stats, recipe.training.max_length)
+    training_tables.data_summary(console, trainer_unit.data_lines(prepared, recipe.training))
 
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
     tracked = tracking.enabled(recipe) and state.is_main_process
@@ -115,7 +113,7 @@ def main(argv: list[str]) -> int:
         tracking.start(recipe)
     evaluated, base_scores = _evaluated(console, recipe, prepared), {}
     before = _base_first(console, recipe, evaluated, prepared.tokenizer, base_scores)
-    trainer, result = fit.train(recipe, prepared, callbacks=[RichProgress(console)], before=before)
+    trainer, result = fit.train(recipe, prepared, callbacks=[RichProgress(console, trainer_unit.progress)], before=before)
     training_tables.train_summary(console, result, recipe.model.model_name_or_path)
     if result.stopped_by is not None:
         return _stopped(console, recipe, result, tracked)

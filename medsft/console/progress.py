@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
@@ -14,8 +15,10 @@ SHOWN_ENDS = ("_accuracy", "_macro_f1", "_perplexity")
 
 
 class RichProgress(TrainerCallback):
-    def __init__(self, console=None):
-        self.console = console
+    """`shown(logs)`: the bar's figure after a log (the trainer's: loss, or GRPO's reward), None to leave it."""
+
+    def __init__(self, console=None, shown: Callable[[dict], str | None] = lambda logs: None):
+        self.console, self.shown = console, shown
         self.progress: Progress | None = None
         self.task = None
         self.start = 0.0
@@ -47,10 +50,9 @@ class RichProgress(TrainerCallback):
         self.progress.update(self.task, completed=state.global_step, tps=f"{tokens / elapsed:,.0f}" if tokens else "-")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is not None and logs and "reward" in logs:  # GRPO: its loss says little, its reward a lot
-            self.progress.update(self.task, loss=f"reward {logs['reward']:.3f}")
-        elif self.progress is not None and logs and "loss" in logs:
-            self.progress.update(self.task, loss=f"loss {logs['loss']:.4f}")
+        figure = self.shown(logs) if self.progress is not None and logs else None
+        if figure is not None:
+            self.progress.update(self.task, loss=figure)
         if self.progress is not None and logs and "eval_loss" in logs:  # the dev split, with the task's own metrics
             shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k[5:] in EVAL_SHOWN or k.endswith(SHOWN_ENDS)}
             self.progress.console.print(f"[bold]dev[/] step {state.global_step}: " +

@@ -17,12 +17,3 @@ class MedsftGRPOConfig(GRPOConfig):
         "help": "SFTConfig's: a .jinja chat template, or a tokenizer whose template is used."})
     eos_token: str | None = field(default=None, metadata={"help": "SFTConfig's: the token that ends a reply."})
     pad_token: str | None = field(default=None, metadata={"help": "SFTConfig's: the padding token."})
-
-
-# SFTConfig's own defaults that medsft sets (parser.DEFAULTS) and what a GRPO recipe starts from instead: rewards
-# every step are logged, a few replies printed; the model generates after prompts medsft rendered.
-GRPO_DEFAULTS = {
-    "logging_steps": 1,
-    "num_completions_to_print": 0,
-    "log_completions": False,
-}

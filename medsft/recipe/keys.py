@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from medsft.errors import UserError
+from medsft.recipe import trainer_keys
 from medsft.tasks import NAMES
 
 TaskName = Literal[NAMES]  # type: ignore[valid-type]
+TrainerName = Literal[trainer_keys.NAMES]  # type: ignore[valid-type]
 
 
 def _help(text: str, default: Any = None) -> Any:
@@ -107,9 +109,8 @@ class MedsftArguments(DataFields):
         "Keywords for the chat template in every render: training, scoring, samples, generate and serve (e.g. "
         "{enable_thinking: false} for Qwen3; as TRL's GRPOConfig names it)."
     )
-    trainer: Literal["sft", "grpo"] = _help(
-        "sft: TRL's SFTTrainer trains the answers; grpo: TRL's GRPOTrainer rewards generated answers checked against "
-        "the key (choice tasks; GRPOConfig's keys: num_generations, max_completion_length, beta, reward_weights, ...).", "sft")
+    trainer: TrainerName = _help("; ".join(f"{k.name}: {k.about}" for k in trainer_keys.TRAINERS.values()) + ".",
+                                 trainer_keys.DEFAULT)
     reward_funcs: list[str] | None = _help(
         "grpo: the rewards, in reward_weights' order: correctness (1 when the strict answer is the key), format (1 a "
         "stated answer, 0.5 one only named, 0 none), or your own function's dotted path (module.function: runs your "
@@ -149,7 +150,7 @@ class MedsftArguments(DataFields):
                             "prepared once and kept on disk as memory-mapped Arrow (docs/data.md). For more rows than "
                             "fit in memory, cap them (max_train_samples) or split the files into a dataset_mixture")
         if self.scoring is None:
-            self.scoring = "generate" if self.trainer == "grpo" else "likelihood"
+            self.scoring = trainer_keys.get(self.trainer).scoring
         if self.answer_max_new_tokens < 1:
             raise UserError(f"answer_max_new_tokens must be at least 1, got {self.answer_max_new_tokens}")
         if self.num_samples < 1:
@@ -165,8 +166,10 @@ class MedsftArguments(DataFields):
             key = "calibrate" if self.calibrate else "calibration_file"
             raise UserError(f"{key} offsets the choices' likelihoods; scoring: generate reads the answer from the reply, "
                             "which has none to offset: remove it, or use scoring: both")
-        if self.trainer != "grpo" and self.reward_funcs is not None:
-            raise UserError("reward_funcs reward GRPO's generations; set trainer: grpo or remove it")
+        for key, trainers in trainer_keys.only_some().items():
+            if getattr(self, key) is not None and self.trainer not in trainers:
+                raise UserError(f"{key} is read by trainer: {' or '.join(trainers)}, and this recipe's trainer is "
+                                f"{self.trainer}; set trainer: {trainers[0]} or remove it")
         if self.sample_count < 0:
             raise UserError(f"sample_count must be 0 or more, got {self.sample_count}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from medsft.errors import OneLineErrors, UserError
-from medsft.recipe import hardware, ranges, refusals
+from medsft.recipe import hardware, ranges, refusals, trainer_keys
 from medsft.recipe.coerce import coerce, type_name
 from medsft.recipe.keys import MedsftArguments
 from medsft.textfiles import read_text
@@ -63,13 +63,8 @@ def _plain(value: Any) -> Any:
 
 
 def trainer_configs() -> dict[str, type]:
-    """The trainer settings' dataclass of each `trainer`: TRL's SFTConfig, or GRPOConfig (with the keys that shape
-    the tokens, grpo_keys.py)."""
-    from trl import SFTConfig
-
-    from medsft.recipe.grpo_keys import MedsftGRPOConfig
-
-    return {"sft": SFTConfig, "grpo": MedsftGRPOConfig}
+    """The trainer settings' dataclass of each `trainer` (trainer_keys.py): TRL's SFTConfig, GRPOConfig, ..."""
+    return {name: keys.config_class() for name, keys in trainer_keys.TRAINERS.items()}
 
 
 def _fields(dc) -> dict[str, Any]:
@@ -81,7 +76,7 @@ class RecipeParser:
     """TrlParser over (MedsftArguments, the trainer's config, ModelConfig) whose every failure is one UserError line.
     A key both medsft and the trainer's config name (GRPOConfig's chat_template_kwargs) is one option, read by both."""
 
-    def __init__(self, trainer: str = "sft"):
+    def __init__(self, trainer: str = trainer_keys.DEFAULT):
         from trl import ModelConfig, TrlParser
 
         class Parser(OneLineErrors, TrlParser):
@@ -161,14 +156,14 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def _trainer(config: dict[str, Any], args: list[str]) -> str:
     """The recipe's trainer (the command line's over the file's), which decides whose keys the recipe takes."""
-    trainer = config.get("trainer", "sft")
+    trainer = config.get("trainer", trainer_keys.DEFAULT)
     for i, arg in enumerate(args):
         if arg == "--trainer" and i + 1 < len(args):
             trainer = args[i + 1]
         elif arg.startswith("--trainer="):
             trainer = arg.split("=", 1)[1]
-    if trainer not in trainer_configs():
-        raise UserError(f"trainer must be one of {', '.join(trainer_configs())}, got {trainer!r}")
+    if trainer not in trainer_keys.TRAINERS:
+        raise UserError(f"trainer must be one of {', '.join(trainer_keys.NAMES)}, got {trainer!r}")
     return trainer
 
 
@@ -184,10 +179,8 @@ def settings(path: Path, config: dict[str, Any], cli: dict[str, Any], overrides:
     given = {**(overrides or {}), **config, **cli}
     machine = hardware.hardware_defaults(given)
     defaults = DEFAULTS
-    if parser is not None and parser.trainer == "grpo":
-        from medsft.recipe.grpo_keys import GRPO_DEFAULTS
-
-        defaults = {**{k: v for k, v in DEFAULTS.items() if k in parser.hints}, **GRPO_DEFAULTS}
+    if parser is not None:  # medsft's defaults its trainer's settings take, then the trainer's own
+        defaults = {**{k: v for k, v in DEFAULTS.items() if k in parser.hints}, **trainer_keys.get(parser.trainer).defaults}
     merged = {**defaults, **machine, "output_dir": f"outputs/{path.stem}", **given}
     replaced, notice = hardware.half_precision(given)
     hardware.notice(notice)

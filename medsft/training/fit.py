@@ -1,6 +1,6 @@
-"""Training: the prepared data and model handed to TRL's SFTTrainer (medsft's sparse loss, packed rows, the task's
-metrics at each evaluation) or GRPOTrainer (grpo.py), and the run written to output_dir: its recipe, hardware settings, split ids,
-environment and state first, its final weights last."""
+"""Training: the prepared data and model handed to the recipe's trainer (catalog.py: TRL's SFTTrainer, GRPOTrainer,
+...), and the run written to output_dir: its recipe, hardware settings, split ids, environment and state first, its
+final weights last."""
 
 from __future__ import annotations
 
@@ -13,47 +13,17 @@ from medsft.data import encoding
 from medsft.models import loading
 from medsft.runs import records, run_folder, run_state
 from medsft.recipe.parser import Recipe
-from medsft.training import checkpoints
-from medsft.training.prepare import Prepared
+from medsft.training import catalog, checkpoints
+from medsft.training.trainers import Prepared
 
 
 def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
     import copy
 
-    from trl import get_peft_config, get_quantization_config
-
-    from medsft.training.trainer import MedsftTrainer, packed_rows
-
-    model_args = recipe.model
     args = copy.copy(recipe.training)
     if isinstance(prepared.model, str):  # loaded by TRL with the arguments inference loads it with
         args.model_init_kwargs = {**loading.base_kwargs(recipe), **(args.model_init_kwargs or {})}
-    if recipe.script.trainer == "grpo":
-        from medsft.training import grpo
-
-        return grpo.build(recipe, prepared, args, callbacks)
-    # medsft tokenized the rows, applied the chat template and built the loss mask: TRL must not redo any of it.
-    args.assistant_only_loss, args.chat_template_path, args.eos_token = False, None, None
-    if args.padding_free and not args.packing:
-        args.max_length = None  # every row fits already; TRL refuses padding_free with a max_length it cannot enforce
-    trainer = MedsftTrainer(
-        model=prepared.model,
-        args=args,
-        train_dataset=prepared.train_dataset,
-        eval_dataset=prepared.eval_dataset,
-        processing_class=prepared.tokenizer,
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),  # QLoRA; CUDA only, refused on CPU up front
-        callbacks=list(callbacks),
-    )
-    if args.packing and not args.padding_free:
-        trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)
-    if prepared.eval_dataset is not None:
-        from medsft.evaluation import scoring
-
-        settings = scoring.Settings(args.max_length, args.per_device_eval_batch_size, args.seed, sample_count=0)
-        trainer.task_metrics = partial(scoring.dev_metrics, tokenizer=prepared.tokenizer, datasets=prepared.datasets, settings=settings)
-    return trainer
+    return catalog.get(recipe.script.trainer).build(recipe, prepared, args, callbacks)
 
 
 @dataclass
@@ -67,7 +37,7 @@ class TrainResult:
     stats: dict[str, encoding.EncodeStats]
     log_history: list[dict] = field(default_factory=list)
     stopped_by: int | None = None  # the signal that stopped training early (a checkpoint was saved)
-    rewards: dict[str, float] | None = None  # GRPO: the reward and reply length, first tenth of steps and last
+    summary: list[tuple[str, str]] = field(default_factory=list)  # the trainer's own rows (GRPO: reward, reply length)
 
 
 def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tuple[Any, TrainResult]:
@@ -120,11 +90,6 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
         stats=prepared.stats,
         log_history=history,
         stopped_by=stopped,
+        summary=catalog.get(recipe.script.trainer).summary(history),
     )
-    if recipe.script.trainer == "grpo":
-        from medsft.training import grpo
-
-        result.rewards = grpo.reward_trend(history)
     return trainer, result
-
-

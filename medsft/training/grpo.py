@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from medsft.data import encoding
-from medsft.errors import UserError
 from medsft.data.prompts import answer_prompt
+from medsft.errors import UserError
+from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, steps_per_epoch
 
 DEFAULT_REWARDS = ["correctness", "format"]
 
@@ -114,7 +116,7 @@ def _compact_head_on_cpu():
         utils._use_triton = original
 
 
-def prompt_ids_of(prepared, rows: list[dict]) -> list[list[int]]:
+def prompt_ids_of(prepared, rows) -> list[list[int]]:
     """The ids GRPO generates after for these rows of prepared.train_dataset."""
     return [prepared.prompt_ids[_key(row["prompt"])] for row in rows]
 
@@ -138,37 +140,6 @@ def trainer_class():
     return MedsftGRPOTrainer
 
 
-def build(recipe, prepared, args, callbacks) -> Any:
-    """The GRPO trainer for the prepared prompts (prepared.train_dataset: {prompt, item} rows)."""
-    from datasets import Dataset
-    from trl import get_peft_config
-
-    from pathlib import Path
-
-    from medsft.runs import run_folder
-
-    if isinstance(prepared.model, str) and run_folder.holds_adapter(Path(prepared.model)):
-        raise UserError(f"model_name_or_path {prepared.model} is a LoRA adapter; GRPO starts from whole weights: "
-                        f"python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
-    trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli
-    rewards = reward_functions(recipe.script.reward_funcs, prepared.items, trusted)
-    if args.reward_weights is not None and len(args.reward_weights) != len(rewards):
-        raise UserError(f"reward_weights has {len(args.reward_weights)} weights for {len(rewards)} reward_funcs "
-                        f"({', '.join(recipe.script.reward_funcs or DEFAULT_REWARDS)}); give one each")
-    cls = trainer_class()
-    cls.prompt_ids = prepared.prompt_ids
-    return cls(
-        model=prepared.model,
-        reward_funcs=rewards,
-        args=args,
-        train_dataset=Dataset.from_list(prepared.train_dataset),
-        eval_dataset=Dataset.from_list(prepared.eval_dataset) if prepared.eval_dataset else None,
-        processing_class=prepared.tokenizer,
-        peft_config=get_peft_config(recipe.model),
-        callbacks=list(callbacks),
-    )
-
-
 def reward_trend(log_history: list[dict]) -> dict[str, float] | None:
     """The mean reward and reply length (tokens) over the first and the last tenth of the logged steps (at least one
     step each): how GRPO moved them. None for a run that logged no reward."""
@@ -184,3 +155,86 @@ def reward_trend(log_history: list[dict]) -> dict[str, float] | None:
     first, last = logged[:tenth], logged[-tenth:]
     return {"steps_each": tenth, "reward_first": mean(first, "reward"), "reward_last": mean(last, "reward"),
             "length_first": mean(first, "completions/mean_length"), "length_last": mean(last, "completions/mean_length")}
+
+
+@dataclass
+class Prompts(Prepared):
+    """GRPO's data: the rows {prompt, item}, each prompt's ids as SFT renders them, and {item: (task, row)}, what the
+    rewards check the replies against."""
+
+    prompt_ids: dict[str, list[int]] = field(default_factory=dict)
+    items: dict[str, Any] = field(default_factory=dict)
+
+
+class GRPO(Trainer):
+    name = "grpo"
+
+    def prepare(self, recipe, base: Prepared) -> Prompts:
+        """Each training (and dev) row's prompt, as SFT renders it, and the item its rewards check."""
+        from datasets import Dataset
+
+        args = recipe.training
+        train, ids, items = prompts(base.datasets, "train", base.tokenizer, args.max_length)
+        if not train:
+            raise UserError("no training rows: every dataset is test-only or has weight 0")
+        dev = []
+        if args.eval_strategy != "no":
+            dev, dev_ids, dev_items = prompts(base.datasets, "eval", base.tokenizer, args.max_length)
+            ids, items = {**ids, **dev_ids}, {**items, **dev_items}
+        return Prompts(base.model, base.tokenizer, base.datasets, Dataset.from_list(train),
+                       Dataset.from_list(dev) if dev else None, prompt_ids=ids, items=items)
+
+    def build(self, recipe, prepared: Prompts, args, callbacks) -> Any:
+        from pathlib import Path
+
+        from trl import get_peft_config
+
+        from medsft.runs import run_folder
+
+        if isinstance(prepared.model, str) and run_folder.holds_adapter(Path(prepared.model)):
+            raise UserError(f"model_name_or_path {prepared.model} is a LoRA adapter; GRPO starts from whole weights: "
+                            f"python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
+        trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli
+        rewards = reward_functions(recipe.script.reward_funcs, prepared.items, trusted)
+        if args.reward_weights is not None and len(args.reward_weights) != len(rewards):
+            raise UserError(f"reward_weights has {len(args.reward_weights)} weights for {len(rewards)} reward_funcs "
+                            f"({', '.join(recipe.script.reward_funcs or DEFAULT_REWARDS)}); give one each")
+        cls = trainer_class()
+        cls.prompt_ids = prepared.prompt_ids
+        return cls(model=prepared.model, reward_funcs=rewards, args=args, train_dataset=prepared.train_dataset,
+                   eval_dataset=prepared.eval_dataset, processing_class=prepared.tokenizer,
+                   peft_config=get_peft_config(recipe.model), callbacks=list(callbacks))
+
+    def data_lines(self, prepared: Prompts, args) -> DataLines:
+        lines = [("train", [(f"{len(prepared.train_dataset)} prompts, {args.num_generations} replies each a step", False)])]
+        if prepared.eval_dataset is not None:
+            lines.append(("eval", [(f"{len(prepared.eval_dataset)} prompts", False)]))
+        return lines
+
+    def preview(self, prepared: Prompts, args, n: int) -> Preview:
+        """The prompts as the model receives them (the replies are generated after them and rewarded; no token of a
+        prompt is trained), then their lengths."""
+        dataset, tokenizer, replies = prepared.train_dataset, prepared.tokenizer, args.num_generations
+        shown = prompt_ids_of(prepared, dataset.select(range(min(n, len(dataset)))))
+        panels = [(f"prompt {i + 1}: {len(ids)} tokens, {replies} replies generated after it",
+                   [tokenizer.decode([t]) for t in ids], None) for i, ids in enumerate(shown)]
+        lengths = sorted(len(ids) for ids in prompt_ids_of(prepared, dataset))
+        rows = [("prompts", str(len(lengths)))]
+        if lengths:
+            rows.append(("tokens a prompt", f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+                                            f"p95 {lengths[int(0.95 * (len(lengths) - 1))]}, max {lengths[-1]}"))
+        rows.append(("per epoch", f"{steps_per_epoch(len(lengths) * replies, args)} steps, {len(lengths) * replies} replies"))
+        return Preview("medsft preview (GRPO): nothing trained, nothing written", panels, rows)
+
+    def progress(self, logs: dict) -> str | None:
+        if "reward" in logs:  # its loss says little, its reward a lot
+            return f"reward {logs['reward']:.3f}"
+        return super().progress(logs)
+
+    def summary(self, log_history: list[dict]) -> list[tuple[str, str]]:
+        trend = reward_trend(log_history)
+        if trend is None:
+            return []
+        each = f"{trend['steps_each']} step{'s' if trend['steps_each'] > 1 else ''}"
+        return [("reward", f"{trend['reward_first']:.3f} (first {each}) -> {trend['reward_last']:.3f} (last {each})"),
+                ("reply length", f"{trend['length_first']:.1f} -> {trend['length_last']:.1f} tokens")]

@@ -1,0 +1,65 @@
+"""What a trainer is: one module each (sft.py, grpo.py; looked up by the recipe's `trainer` in catalog.py, its recipe
+keys in recipe/trainer_keys.py), with the same small interface, so that nothing else branches on a trainer's name:
+how it prepares its data from the run's datasets, how it builds TRL's trainer, and what its data summary, preview,
+progress bar and training summary show (computed here, drawn by the console)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# What the data became, split by split: (split, [(phrase, whether it is a warning)]).
+DataLines = list[tuple[str, list[tuple[str, bool]]]]
+
+
+@dataclass
+class Prepared:
+    """The run's model (a path for from_pretrained, or a model object: scratch), tokenizer and datasets by role, and
+    the trainer's data as its TRL trainer takes it; `stats`: what the rows became, where the trainer tokenized them."""
+
+    model: Any
+    tokenizer: Any
+    datasets: list
+    train_dataset: Any = None  # a datasets.Dataset
+    eval_dataset: Any = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Preview:
+    """`medsft preview`: panels of token texts (the trained ones marked; None: a prompt, nothing trained) and the
+    numbers under them."""
+
+    title: str
+    panels: list[tuple[str, list[str], list[int] | None]]
+    rows: list[tuple[str, str]]
+
+
+class Trainer:
+    name: str
+
+    def prepare(self, recipe, base: Prepared) -> Prepared:
+        """The trainer's data from the run's datasets (base: model, tokenizer and datasets loaded); writes nothing."""
+        raise NotImplementedError
+
+    def build(self, recipe, prepared: Prepared, args, callbacks) -> Any:
+        """TRL's trainer for the prepared data, with the run's settings `args`."""
+        raise NotImplementedError
+
+    def data_lines(self, prepared: Prepared, args) -> DataLines:
+        raise NotImplementedError
+
+    def preview(self, prepared: Prepared, args, n: int) -> Preview:
+        raise NotImplementedError
+
+    def progress(self, logs: dict) -> str | None:
+        """The progress bar's figure after a log (None: the log moves nothing)."""
+        return f"loss {logs['loss']:.4f}" if "loss" in logs else None
+
+    def summary(self, log_history: list[dict]) -> list[tuple[str, str]]:
+        """Rows the training summary adds to the steps, time and losses every trainer shows."""
+        return []
+
+
+def steps_per_epoch(rows: int, args) -> int:
+    return -(-rows // (args.per_device_train_batch_size * args.gradient_accumulation_steps))
