@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_rows(folder / "rows.jsonl", args.rows)
-        recipe = folder / "recipe.yaml"
+        recipe = folder / "bench.yaml"
         recipe.write_text(f"model_name_or_path: smollm2-135m-instruct\ntask: prompt_completion\n"
                           f"dataset_name: {folder / 'rows.jsonl'}\nmax_length: 256\nuse_peft: true\nreport_to: none\n")
         env = {**os.environ, "MEDSFT_DATA_CACHE": str(folder / "cache"), "PYTHONPATH": str(ROOT)}

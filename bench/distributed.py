@@ -24,6 +24,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medsft.runs import records  # noqa: E402
 VARIANTS = (("1 process", "single_process", 1), ("DDP x2", "multi_process", 2), ("ZeRO-2 x2", "zero2", 2), ("ZeRO-3 x2", "zero3", 2))
 
 
@@ -39,7 +42,7 @@ def run(config: str, processes: int, recipe: str, steps: int, batch: int, out: P
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{config} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    state = json.loads((out / "trainer_state.json").read_text())
+    state = json.loads((out / records.TRAINER_STATE).read_text())
     runtime = next(h["train_runtime"] for h in reversed(state["log_history"]) if "train_runtime" in h)
     return state["num_input_tokens_seen"] / runtime, runtime
 

@@ -21,6 +21,8 @@ import yaml
 
 from common import DATA
 
+from medsft.runs import records
+
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); " \
           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)"
@@ -53,7 +55,7 @@ def run(checkout: Path, recipe: Path, out: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{checkout}: {proc.stderr.strip().splitlines()[-1:]}")
     peak_kb = int(proc.stdout.strip().splitlines()[-1])
-    [evaluation] = json.loads((out / "eval_results.json").read_text())["evaluations"]
+    [evaluation] = json.loads((out / records.EVAL_RESULTS).read_text())["evaluations"]
     return {"peak_gb": peak_kb / 2**20, "seconds": seconds, "perplexity": evaluation["models"]["base"]["perplexity"]}
 
 
@@ -73,7 +75,7 @@ def main() -> None:
         model = build(folder, notes[:400])
         data = folder / "notes.jsonl"
         data.write_text("".join(json.dumps({"text": n}) + "\n" for n in long_notes))
-        recipe = folder / "recipe.yaml"
+        recipe = folder / "bench.yaml"
         recipe.write_text(yaml.safe_dump({
             "model_name_or_path": str(model), "task": "text", "data_files": {"test": str(data)},
             "max_length": args.max_length, "per_device_eval_batch_size": 8, "sample_count": 0, "report_to": "none"}))

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import DATA as SHARED, device  # noqa: E402
+from medsft.runs import records  # noqa: E402
 
 from medsft.data import datasets as data
 from medsft.evaluation import metrics, scoring
@@ -140,7 +141,7 @@ def compare_processes(n: int, limit: int | None) -> None:
             seconds[procs] = time.perf_counter() - start
             if proc.returncode != 0:
                 sys.exit(f"{procs} process(es) failed: {proc.stderr.strip().splitlines()[-1:]}")
-            results[procs] = json.loads((out / "eval_results.json").read_text())
+            results[procs] = json.loads((out / records.EVAL_RESULTS).read_text())
     [one], [many] = results[1]["evaluations"], results[n]["evaluations"]
     print(f"\nmedsft eval, embedded model, PubMedQA test ({one['n']} items), wall time including start-up")
     for procs, r in ((1, one), (n, many)):

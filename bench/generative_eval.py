@@ -20,6 +20,8 @@ import yaml
 
 from common import DATA
 
+from medsft.runs import records
+
 BENCHMARKS = {
     "pubmedqa": {"task": "pubmedqa", "dataset_name": str(DATA / "pubmedqa" / "ori_pqal.json")},
     "medqa": {"task": "medqa", "data_files": {"test": str(DATA / "mcq" / "medqa.jsonl")}},
@@ -55,7 +57,7 @@ def main() -> int:
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 return proc.returncode
-            results = json.loads((Path(args.out) / name / "eval_results.json").read_text())
+            results = json.loads((Path(args.out) / name / records.EVAL_RESULTS).read_text())
             by = {e["scoring"]: e for e in results["evaluations"]}
             likelihood, generated = by["likelihood"]["models"]["base"], by["generate"]["models"]["base"]
             rows.append((name, by["generate"]["n"], percent(generated["accuracy"], generated["ci"]["accuracy"]),

@@ -87,23 +87,46 @@ def test_no_function_is_longer_than_eighty_lines():
     assert long == []
 
 
-def test_only_the_runs_stage_names_a_run_folders_files():
-    """Writing a run folder, its state, provenance and records, and reading them back, live in medsft/runs/: no other
-    module spells one of its file names."""
+def run_file_names() -> set[str]:
     from medsft.runs import provenance, records, run_folder, run_state
 
     names = {v for m in (provenance, records, run_folder, run_state) for k, v in vars(m).items()
              if k.isupper() and isinstance(v, str) and "." in v}
-    names |= {"adapter_config.json", "tokenizer_config.json", "config.json", "confusion_matrix.png"}
-    assert {"recipe.yaml", "split_ids.json", "eval_results.json", "cv_results.json", "trainer_state.json"} <= names
-    spelled = []
-    for module, path in modules().items():
-        if stage(module) == "runs":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
-                spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    return names | {"tokenizer_config.json", "confusion_matrix.png"}
+
+
+def spelled_run_files(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) where the source spells a run folder's file name: a string that is one, or a piece of an
+    f-string that holds one (a printed message)."""
+    import re
+
+    inside = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(?![\w])")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):
+            for part in node.values:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    found += [(node.lineno, m.group(1)) for m in inside.finditer(part.value)]
+    return found
+
+
+def test_only_the_runs_stage_names_a_run_folders_files():
+    """Writing a run folder, its state, provenance and records, and reading them back, live in medsft/runs/: no other
+    module, and no benchmark, spells one of its file names (printed ones included)."""
+    names = run_file_names()
+    assert {"recipe.yaml", "split_ids.json", "eval_results.json", "cv_results.json", "trainer_state.json",
+            "adapter_config.json", "config.json"} <= names
+    files = [path for module, path in modules().items() if stage(module) != "runs"] + sorted((ROOT / "bench").glob("*.py"))
+    spelled = [f"{path.relative_to(ROOT)}:{line} {name}" for path in files
+               for line, name in spelled_run_files(path.read_text(), names)]
     assert spelled == []
+
+
+def test_the_run_file_check_reads_f_strings():
+    source = 'a = "eval_results.json"\nprint(f"written to {out}: eval_results.json, x")\nb = "eval_results.jsonl"\n'
+    assert spelled_run_files(source, run_file_names()) == [(1, "eval_results.json"), (2, "eval_results.json")]
 
 
 def test_no_package_file_is_ignored_by_git():
@@ -205,3 +228,12 @@ def test_the_trainer_check_sees_a_branch():
     source = ('if recipe.script.trainer == "grpo":\n    pass\nif name in ("sft", "x"):\n    pass\n'
               'configs = {"sft": 1}\nif trainer != "dpo_like":\n    pass\nok = mode == "generate"\n')
     assert trainer_name_branches(source) == [1, 3, 5, 6]
+
+
+def test_every_module_is_named_in_the_layout_page():
+    import re
+
+    page = (ROOT / "docs" / "layout.md").read_text()
+    unnamed = [str(p.relative_to(ROOT)) for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__init__.py"
+               and not re.search(rf"(?<![\w]){re.escape(p.stem)}(?![\w])", page)]
+    assert unnamed == []

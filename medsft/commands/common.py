@@ -46,17 +46,9 @@ def gate(recipe, eval_loss: float | None, results: dict | None, loss: bool = Tru
 
 def json_mapping(text: str | None, what: str) -> dict | None:
     """A JSON object given on the command line; one line when it is not one."""
-    import json
+    from medsft.textfiles import parse_json
 
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{what} must be a JSON object, e.g. '{{\"enable_thinking\": false}}': {e}") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{what} must be a JSON object, e.g. '{{\"enable_thinking\": false}}'")
-    return value
+    return None if text is None else parse_json(text, f"{what} (a JSON object, e.g. '{{\"enable_thinking\": false}}')", dict)
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

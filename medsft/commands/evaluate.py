@@ -18,7 +18,7 @@ def _recipe(argv: list[str]):
     weights = Path(argv[0])
     folder = run_folder.folder_of(weights)
     if folder is None:
-        raise UserError(f"{argv[0]} holds no medsft run (recipe.yaml); give a run folder, one of its checkpoints or a recipe")
+        raise UserError(f"{argv[0]} holds no medsft run ({run_folder.RECIPE_FILE}); give a run folder, one of its checkpoints or a recipe")
     return run_folder.parse_run(folder, [*argv[1:], "--output_dir", str(folder)]), weights
 
 
@@ -85,5 +85,5 @@ def main(argv: list[str]) -> int:
     evaluation_tables.eval_report(console, results)
     if main_process:
         plots.write_plots(str(out), [], results)
-    console.print(f"written to {out}: eval_results.json, predictions.jsonl")
+    console.print(f"written to {out}: {records.EVAL_RESULTS}, {records.PREDICTIONS}")
     return gate(recipe, None, results, loss=False)  # no training here: only the accuracy threshold applies

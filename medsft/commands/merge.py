@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"OUT_DIR {out} is not empty; merge writes into a new or empty folder and overwrites nothing")
     run_state.require_finished(run)
     if not run_folder.holds_adapter(run):
-        raise UserError(f"{run} holds no LoRA adapter (adapter_config.json): nothing to merge")
+        raise UserError(f"{run} holds no LoRA adapter ({run_folder.ADAPTER_CONFIG}): nothing to merge")
     quiet_libraries()
     loaded = inference.load(str(run), trust, dequantize=True, dtype=checked_dtype(dtype), device_map=device_map)
     model = loaded.model.merge_and_unload()

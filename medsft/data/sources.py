@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
-from medsft.textfiles import read_text
+from medsft.textfiles import parse_json, read_json, read_text
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 # How file names say their split, as `datasets` reads them: train.jsonl, test-00000-of-00001.parquet, data/dev.csv
@@ -47,16 +47,10 @@ def read_file(path: Path) -> list[tuple[str | None, dict]] | None:
         rows = []
         for n, line in enumerate(read_text(path, "dataset").splitlines(), 1):
             if line.strip():  # blank lines between records, as some tools write them
-                try:
-                    rows.append((None, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"dataset {path} line {n} is not valid JSON: {e.msg}") from None
+                rows.append((None, parse_json(line, f"dataset {path} line {n}")))
         return rows
     if path.suffix == ".json":
-        try:
-            data = json.loads(read_text(path, "dataset"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"dataset {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+        data = read_json(path, "dataset")
         if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
             return [(str(k), v) for k, v in data.items()]  # the original PubMedQA release: {pmid: item}
         if isinstance(data, list):

@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
-from medsft.textfiles import read_text
+from medsft.textfiles import read_json
 from medsft.tasks import Task, stratified_sample
 
 ROLES = ("train", "eval", "test")
@@ -64,10 +63,7 @@ def split_file(spec) -> tuple[Path | None, dict | None]:
         return None, None
     if not path.is_file():
         raise UserError(f"split_file not found: {path}")
-    try:
-        ids = json.loads(read_text(path, "split file"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"split file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    ids = read_json(path, "split file")
     if not isinstance(ids, dict) or not ({"folds", "test"} & set(ids)):
         raise UserError(f"split file {path} must be a JSON object with test (and folds, or train/eval) id lists")
     return path, ids

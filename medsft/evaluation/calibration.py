@@ -9,13 +9,13 @@ boundary to where the ranking pays off; it is a threshold, not a retraining, and
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 
 from medsft.errors import UserError
-from medsft.textfiles import read_text
+from medsft.runs import records
+from medsft.textfiles import read_json
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 2)  # offsets of each choice relative to the first, in nats
 
@@ -70,6 +70,6 @@ def offsets_from(path: str, model: str) -> dict[str, float]:
     if not file.is_file():
         raise UserError(f"calibration_file not found: {file}; run python -m medsft cv RECIPE first")
     try:
-        return json.loads(read_text(file, "calibration_file"))[model]["pooled"]["offsets"]
-    except (json.JSONDecodeError, KeyError, TypeError):  # TypeError: no pooled base (a model from scratch)
-        raise UserError(f"calibration_file {file} is not a cv_results.json (no {model} offsets)") from None
+        return read_json(file, "calibration_file", dict)[model]["pooled"]["offsets"]
+    except (KeyError, TypeError):  # TypeError: no pooled base (a model from scratch)
+        raise UserError(f"calibration_file {file} is not a {records.CV_RESULTS} (no {model} offsets)") from None

@@ -22,7 +22,7 @@ def parse(option: str) -> tuple[str, Path]:
         raise UserError(f"--adapter {option}: expected NAME=PATH (e.g. --adapter cardiology=outputs/cardio_lora)")
     folder = Path(path).expanduser()
     if not run_folder.holds_adapter(folder):
-        raise UserError(f"--adapter {name}: {folder} holds no LoRA adapter (adapter_config.json)")
+        raise UserError(f"--adapter {name}: {folder} holds no LoRA adapter ({run_folder.ADAPTER_CONFIG})")
     return name.strip(), folder
 
 

@@ -4,13 +4,12 @@ tokenization makes meaningless, and an interval its strategy would ignore."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
-from medsft.textfiles import read_text
+from medsft.textfiles import read_json
 
 CUDA_ONLY = {
     "load_in_4bit": "bitsandbytes 4-bit loading (QLoRA)",
@@ -38,13 +37,7 @@ def deepspeed_config(settings: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
     if not path.is_file():
         raise UserError(f"deepspeed config not found: {path} (relative paths start from the directory you run in; "
                         "run from the repository root or give an absolute path)")
-    try:
-        config = json.loads(read_text(path, "deepspeed config"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"deepspeed config {path} is not valid JSON: line {e.lineno}: {e.msg}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"deepspeed config {path} must be a JSON object")
-    return str(path), config
+    return str(path), read_json(path, "deepspeed config", dict)
 
 
 def check(settings: dict[str, Any], cuda: bool, world_size: int) -> None:

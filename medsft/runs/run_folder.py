@@ -16,6 +16,7 @@ from medsft.runs import provenance, records, run_state
 from medsft.recipe.parser import Recipe, parse_recipe
 
 RECIPE_FILE = "recipe.yaml"
+ADAPTER_CONFIG, MODEL_CONFIG = "adapter_config.json", "config.json"  # PEFT's and transformers' own
 # What tracking logs with the run (MLflow artifacts), where the run wrote it.
 ARTIFACTS = (records.EVAL_RESULTS, records.PREDICTIONS, records.LOSS_CURVES, records.CONFUSION_MATRIX, RECIPE_FILE,
              records.IDS_FILE)
@@ -63,18 +64,18 @@ def trained_run(recipe: Recipe, weights: Path | None = None) -> Path | None:
     if holds_adapter(target) or holds_model(target):
         return target
     if weights is not None and target.resolve() != out.resolve():
-        raise UserError(f"{weights} holds no weights (adapter_config.json or config.json); name a complete checkpoint")
+        raise UserError(f"{weights} holds no weights ({ADAPTER_CONFIG} or {MODEL_CONFIG}); name a complete checkpoint")
     return None
 
 
 def holds_adapter(path: Path) -> bool:
     """A LoRA adapter's folder (a LoRA run, one of its checkpoints, or a bare adapter)."""
-    return (path / "adapter_config.json").is_file()
+    return (path / ADAPTER_CONFIG).is_file()
 
 
 def holds_model(path: Path) -> bool:
     """A whole model's folder (a full fine-tune, a merged or scratch model)."""
-    return (path / "config.json").is_file()
+    return (path / MODEL_CONFIG).is_file()
 
 
 def holds_tokenizer(path: Path) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medsft.errors import ProcessLost, UserError
+from medsft.runs.records import TRAINER_STATE
 from medsft.textfiles import read_text
 
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
@@ -26,13 +27,13 @@ def problem(folder: Path) -> str | None:
     trainer_state.json last, after the weights, optimizer, scheduler and RNG states."""
     if not any((folder / name).is_file() for name in WEIGHTS):
         return "no weights"
-    state = folder / "trainer_state.json"
+    state = folder / TRAINER_STATE
     if not state.is_file():
-        return "no trainer_state.json"
+        return f"no {TRAINER_STATE}"
     try:
         json.loads(state.read_text())["global_step"]
     except (ValueError, KeyError):
-        return "trainer_state.json is incomplete"
+        return f"{TRAINER_STATE} is incomplete"
     return None
 
 
