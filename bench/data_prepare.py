@@ -1,6 +1,7 @@
 """Data prepared once: `python -m medsft preview` of 50,000 prompt-completion rows with an empty data cache, then again
-(the rows and their tokens read back, memory-mapped), as whole commands; and the data preparation alone (the
-`prepare` step training runs), first and second, in one process.
+(the rows and their tokens read back, memory-mapped, and the recipe's parse: data/recipe_cache.py), as whole
+commands; `python -m medsft --help`; and the data preparation alone (the `prepare` step training runs), first and
+second, in one process.
 
     python bench/data_prepare.py [--rows 50000]
 """
@@ -42,6 +43,9 @@ def main() -> None:
         recipe.write_text(f"model_name_or_path: smollm2-135m-instruct\ntask: prompt_completion\n"
                           f"dataset_name: {folder / 'rows.jsonl'}\nmax_length: 256\nuse_peft: true\nreport_to: none\n")
         env = {**os.environ, "MEDSFT_DATA_CACHE": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "medsft", "--help"], env=env, capture_output=True, cwd=ROOT, check=True)
+        help_wall = time.perf_counter() - start
         wall = []
         for _ in range(2):
             start = time.perf_counter()
@@ -64,6 +68,7 @@ def main() -> None:
     print("| what | first (empty cache) s | second s | first / second |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| `python -m medsft preview` (the whole command) | {wall[0]:.1f} | {wall[1]:.1f} | {wall[0] / wall[1]:.1f}x |")
+    print(f"second / first: {wall[1] / wall[0]:.2f}; `python -m medsft --help`: {help_wall:.1f} s")
     print(f"| the data preparation alone (`prepare`, in one process) | {alone[0]:.1f} | {alone[1]:.1f} | {alone[0] / alone[1]:.1f}x |")
 
 

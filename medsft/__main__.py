@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         module.parser().print_help()
         return 0
     if wants_help:
+        _without_peft()
         from medsft.recipe.parser import RecipeParser
 
         print(USAGE + "\n\nEvery recipe key, with its default:")
@@ -57,9 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         _leave_process_group()
 
 
+def _without_peft() -> None:
+    """For --help, which lists the keys of TRL's config classes and exits: transformers' TrainingArguments imports
+    peft, and through it transformers' model code (2.5 s of 6 here), for the isinstance checks a Trainer makes on a
+    PEFT model; this process builds none, so transformers is told peft is absent before it looks."""
+    import transformers.utils
+
+    transformers.utils.is_peft_available = lambda: False
+
+
 def _leave_process_group() -> None:
     """Multi-process CPU runs aborted at exit ("terminate called without an active exception") when the gloo
     process group was left for interpreter shutdown to tear down."""
+    if "torch" not in sys.modules:  # a command that never imported torch (preview of prepared data) has none
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -321,3 +321,23 @@ def test_plain_prompts_split_as_lm_evaluation_harness_splits_them(released_model
             context_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
             assert span.ids[span.start : span.stop] == whole[len(context_ids):], (name, label)
             assert span.ids[: span.start] == bos + context_ids, (name, label)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_remembered_tokenizer_class_loads_what_autotokenizer_loads(released_models, name, tmp_path, monkeypatch):
+    from test_zoo import assert_loaded_as_autotokenizer_loads
+
+    assert_loaded_as_autotokenizer_loads(released_models(name), tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generation_markers_are_read_as_trl_reads_them(name):
+    """medsft's own reading of `{% generation %}` (TRL's module would load transformers' models for it) agrees with
+    TRL's on every released template and on marked ones."""
+    from trl.chat_template_utils import has_generation_markers
+
+    template = released.template(released.FAMILIES[name])
+    marked = template.replace("{{ message['content'] }}", "{% generation %}{{ message['content'] }}{% endgeneration %}")
+    for text in (template, marked, "{%- generation -%}", {"default": "{%generation%}", "tool_use": "x"}):
+        assert templates.marks_generation(text) == has_generation_markers(text)
+    assert templates.marks_generation("{%- generation -%}x{% endgeneration %}")

@@ -127,3 +127,30 @@ def test_a_template_that_refuses_a_system_turn_is_one_line(zoo_models, write_rec
     assert err == ["medsft: error: the chat template refuses a row: System role not supported; this model's template "
                    "takes no system turn: drop system_prompt (or the system messages)"]
     assert not (tmp_path / "out").exists()
+
+
+def assert_loaded_as_autotokenizer_loads(path, tmp_path, monkeypatch):
+    """load_tokenizer of a local folder, the second time: the class AutoTokenizer chose the first time, loaded
+    directly (AutoTokenizer is not called), the same tokenizer (class, everything the data cache keys it by, ids)."""
+    from transformers import AutoTokenizer
+
+    from medsft.data.cache import tokenizer_digest
+    from medsft.models import tokenizer as loading
+
+    monkeypatch.setenv("MEDSFT_CACHE", str(tmp_path))
+    first = load_tokenizer(str(path))
+    assert loading._choice(str(path)).is_file()
+    chosen = []
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: chosen.append(a))
+    second = load_tokenizer(str(path))
+    assert chosen == [] and type(second) is type(first)
+    assert tokenizer_digest(second) == tokenizer_digest(first)
+    text = "Question: Is the patient febrile?\nAnswer: yes <|im_end|> </s>"
+    assert second(text)["input_ids"] == first(text)["input_ids"]
+    if first.chat_template:
+        assert (templates.chat_ids(second, CONVERSATION[:2]) == templates.chat_ids(first, CONVERSATION[:2]))
+
+
+@pytest.mark.parametrize("family", list(zoo.FAMILIES))
+def test_a_remembered_tokenizer_class_loads_what_autotokenizer_loads(zoo_models, family, tmp_path, monkeypatch):
+    assert_loaded_as_autotokenizer_loads(zoo_models(family), tmp_path, monkeypatch)

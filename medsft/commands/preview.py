@@ -11,14 +11,14 @@ def main(argv: list[str]) -> int:
 
     from medsft.console import training_tables
     from medsft.console.quiet import quiet_libraries
-    from medsft.recipe.parser import parse_recipe
+    from medsft.data import recipe_cache
     from medsft.training import catalog
     from medsft.training.prepare import prepare
 
     n, argv = pop_int(argv, "-n", "examples, e.g. -n 5")
     n = 5 if n is None else n
-    quiet_libraries()
-    recipe = parse_recipe(argv)
+    quiet_libraries(models=False)
+    recipe = recipe_cache.parse(argv)  # a recipe previewed before is read back: no training classes imported
     console = Console()
     with console.status("loading tokenizer and data"):
         prepared = prepare(recipe)

@@ -109,12 +109,12 @@ def _main_first():
     """The main process runs the block first (and writes); the others wait for it, then run it (and read). The main
     process reaches the barrier even when it fails (bad data: one line), so that the others go on and fail alike
     rather than wait for ever."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # not launched among several (accelerate and torchrun set it)
+        yield
+        return
     from accelerate import PartialState
 
     state = PartialState()
-    if state.num_processes == 1:
-        yield
-        return
     if not state.is_main_process:
         _patient_barrier()
     try:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from jinja2 import TemplateError
 
 from medsft.data import spans
-from medsft.data.templates import chat_ids, end_of_turn, kwargs_of
+from medsft.data.templates import chat_ids, end_of_turn, kwargs_of, marks_generation
 from medsft.data.truncation import drop_oldest_turn, fit_chat, fit_prompt, protected
 from medsft.tasks import Example
 
@@ -54,10 +54,7 @@ class Encoder:
     end_of_turn: int | None = field(init=False, default=None)
 
     def __post_init__(self):
-        from trl.chat_template_utils import has_generation_markers
-
-        template = getattr(self.tokenizer, "chat_template", None)
-        self.generation_markers = bool(template) and has_generation_markers(template)
+        self.generation_markers = marks_generation(getattr(self.tokenizer, "chat_template", None))
         self.end_of_turn = end_of_turn(self.tokenizer)
 
     def __call__(self, example: Example) -> tuple[list[dict], str]:

@@ -8,6 +8,7 @@ The keywords travel with the tokenizer (`use_kwargs`), so that training, scoring
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,15 @@ _ATTRIBUTE = "medsft_chat_template_kwargs"
 RESERVED = ("conversation", "add_generation_prompt", "continue_final_message", "tokenize", "return_dict", "padding",
             "truncation", "max_length", "return_tensors", "return_assistant_tokens_mask", "tokenizer_kwargs",
             "chat_template", "sanitize_control_tokens", "messages")
+
+
+def marks_generation(template: str | dict[str, str] | None) -> bool:
+    """Whether the template marks the assistant's tokens itself with `{% generation %}` (trim variants too; of named
+    variants, the default), as TRL's has_generation_markers reads it; here, since importing that module loads
+    transformers' model classes (5 s on 2 cores) for what a preview of prepared data never needs."""
+    if isinstance(template, dict):
+        template = template.get("default")
+    return bool(template) and re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
 
 
 def kwargs_of(tokenizer) -> dict[str, Any]:

@@ -3,18 +3,69 @@ applied before medsft tokenizes (chat_template_path, eos_token, pad_token), a te
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from medsft.data import templates
 from medsft.errors import UserError
+from medsft.models import locate
+from medsft.runs import run_folder
 from medsft.textfiles import read_text
 
 
-def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+def _choice(path: str) -> Path | None:
+    """Where AutoTokenizer's choice of class for a local folder is remembered: keyed by the files it decides from and
+    transformers' version (None for a hub id: AutoTokenizer resolves it)."""
+    import hashlib
 
+    import transformers
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256(transformers.__version__.encode())
+    for name in (run_folder.MODEL_CONFIG, run_folder.TOKENIZER_CONFIG, "tokenizer.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            digest.update(name.encode() + (folder / name).read_bytes())
+    return locate.cache_dir() / "tokenizer-classes" / digest.hexdigest()[:24]
+
+
+def _remembered(memo: Path | None):
+    """The class AutoTokenizer chose before for the same files, when it is transformers' own."""
+    import importlib
+
+    if memo is None or not memo.is_file():
+        return None
+    module, _, name = memo.read_text().partition(":")
+    return getattr(importlib.import_module(module), name, None) if module.startswith("transformers.") else None
+
+
+def _remember(memo: Path | None, cls: type) -> None:
+    if memo is None or not cls.__module__.startswith("transformers."):
+        return
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_name(f".{memo.name}.{os.getpid()}")
+        partial.write_text(f"{cls.__module__}:{cls.__qualname__}")
+        os.replace(partial, memo)
+    except OSError:  # a read-only cache: AutoTokenizer chooses again next time
+        pass
+
+
+def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
+    """The folder's (or hub id's) tokenizer, as AutoTokenizer loads it. For a local folder the class AutoTokenizer
+    chose is remembered and loaded directly next time: AutoTokenizer imports every model's configuration (and torch:
+    2.5 s on 2 cores) to choose, which a preview of prepared data needs for nothing else."""
+    memo = None if trust_remote_code else _choice(path)
+    try:
+        known = _remembered(memo)
+        if known is not None:
+            tokenizer = known.from_pretrained(path, revision=revision)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+            _remember(memo, type(tokenizer))
     except OSError as e:  # offline, unknown id, no tokenizer files in the folder
         first = str(e).strip().splitlines()[0]
         raise UserError(f"could not load model '{path}' ({first}); give a local folder or 'smollm2-135m-instruct'") from None

@@ -37,7 +37,7 @@ class Recipe:
         for key in keys:
             for obj in (self.script, self.training, self.model):
                 if hasattr(obj, key):
-                    out[key] = _plain(getattr(obj, key))
+                    out[key] = plain(getattr(obj, key))
                     break
         return out
 
@@ -52,13 +52,13 @@ class Recipe:
         return self._values(self.hardware)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 

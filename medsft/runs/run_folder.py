@@ -17,6 +17,7 @@ from medsft.recipe.parser import Recipe, parse_recipe
 
 RECIPE_FILE = "recipe.yaml"
 ADAPTER_CONFIG, MODEL_CONFIG = "adapter_config.json", "config.json"  # PEFT's and transformers' own
+TOKENIZER_CONFIG = "tokenizer_config.json"
 # What tracking logs with the run (MLflow artifacts), where the run wrote it.
 ARTIFACTS = (records.EVAL_RESULTS, records.PREDICTIONS, records.LOSS_CURVES, records.CONFUSION_MATRIX, RECIPE_FILE,
              records.IDS_FILE)
@@ -80,7 +81,7 @@ def holds_model(path: Path) -> bool:
 
 def holds_tokenizer(path: Path) -> bool:
     """A folder with its own saved tokenizer (a run's: its chat template and EOS)."""
-    return (path / "tokenizer_config.json").is_file()
+    return (path / TOKENIZER_CONFIG).is_file()
 
 
 def adapter_base(path: Path) -> str:
