@@ -86,12 +86,12 @@ def test_grpo_refuses_a_task_without_an_answer_key(write_recipe, capsys):
 
 
 def test_the_compact_lm_head_on_the_cpu_gives_the_full_paths_log_probs_and_gradients(tiny_model):
-    """GRPO scores only the completion's positions on the CPU too (grpo._compact_head_on_cpu): the same log-probabilities
-    and the same gradients as TRL's path through every position."""
+    """GRPO (and DPO, KTO) score only the completion's positions on the CPU too (compact_head.compact_head_on_cpu):
+    the same log-probabilities and the same gradients as TRL's path through every position."""
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from medsft.training import grpo
+    from medsft.training import compact_head
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
@@ -108,7 +108,7 @@ def test_the_compact_lm_head_on_the_cpu_gives_the_full_paths_log_probs_and_gradi
     def run(compact: bool):
         model.zero_grad()
         if compact:
-            with grpo._compact_head_on_cpu():
+            with compact_head.compact_head_on_cpu():
                 out = model(input_ids=ids, labels=labels, fused_lm_head=True)
         else:
             out = model(input_ids=ids, labels=labels, fused_lm_head=True)

@@ -192,7 +192,8 @@ def test_the_circle_check_finds_a_circle():
 
 
 # A trainer is one unit, as a task is: its module in training/ and its recipe keys; nothing else compares its name.
-TRAINER_FILES = {"medsft/training/sft.py", "medsft/training/grpo.py", "medsft/recipe/trainer_keys.py",
+TRAINER_FILES = {"medsft/training/sft.py", "medsft/training/grpo.py", "medsft/training/dpo.py", "medsft/training/kto.py",
+                 "medsft/training/orpo.py", "medsft/recipe/trainer_keys.py", "medsft/recipe/preference_keys.py",
                  "medsft/recipe/grpo_keys.py"}
 
 

@@ -27,7 +27,12 @@ def choice_spans(encoder: Encoder, task: Task, row: dict) -> list[Span]:
     """Each of the row's choices as the whole answer, rendered and split as training renders it (spans.py); when the
     prompt must be shortened, every choice's alike, leaving room for the longest (an item whose cue alone does not
     fit is still scored, its prompt cut plainly from the left)."""
-    examples = [task.choice_example(row, label) for label in task.row_labels(row)]
+    return alike([task.choice_example(row, label) for label in task.row_labels(row)], encoder)
+
+
+def alike(examples: list, encoder: Encoder) -> list[Span]:
+    """Answers to one prompt, each rendered and split as training renders it, the prompt shortened alike for all
+    (room left for the longest answer) where it must be."""
     whole = [encoder.span(e, fit=False)[0] for e in examples]
     room = encoder.max_length
     reserve = max(len(s.ids) - s.start for s in whole)

@@ -61,6 +61,9 @@ class DataFields:
     choice_labels: list[str] | None = _help("multiple_choice: the labels of the options (default A, B, C, ...).")
     include_option_text: bool = _help("multiple_choice: train on the option's text after its label.", False)
     explanation_field: str | None = _help("multiple_choice: a column whose text is trained after the answer.")
+    pairs: Literal["all", "sampled"] | None = _help(
+        "Preference trainers (dpo, orpo, kto) on a choice task: the key's answer, as SFT trains it, against every other "
+        "option (all, the default) or against one drawn per item under the run's seed (sampled).")
 
     def __post_init__(self):
         for key in ("data_files", "columns"):  # on the command line these arrive as JSON text

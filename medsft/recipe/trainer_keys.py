@@ -34,6 +34,16 @@ TRAINERS = {keys.name: keys for keys in (
                 # rewards every step are logged, a few replies printed; the model generates after medsft's prompts
                 defaults={"logging_steps": 1, "num_completions_to_print": 0, "log_completions": False},
                 reads=("reward_funcs",), scoring="generate"),
+    TrainerKeys("dpo", "TRL's DPOTrainer prefers each chosen answer to its rejected one against the model it starts "
+                       "from (task: preference, or pairs built from a choice task; loss_type: sigmoid, ipo, ...)",
+                "medsft.recipe.preference_keys:MedsftDPOConfig", reads=("pairs",)),
+    TrainerKeys("kto", "TRL's KTOTrainer on answers labelled desirable or not (unpaired; a pair gives one of each)",
+                "medsft.recipe.preference_keys:MedsftKTOConfig", reads=("pairs",),
+                # its KL term pairs each completion with its batch neighbour's: TRL requires the order kept
+                defaults={"train_sampling_strategy": "sequential"}),
+    TrainerKeys("orpo", "TRL's ORPOTrainer (trl.experimental): SFT on the chosen answer and an odds-ratio penalty on the "
+                        "rejected one, no reference model", "medsft.recipe.preference_keys:MedsftORPOConfig",
+                reads=("pairs",), defaults={"remove_unused_columns": False}),  # its collator reads every column
 )}
 NAMES = tuple(TRAINERS)
 DEFAULT = NAMES[0]

@@ -3,6 +3,7 @@
 from medsft.tasks.base import Example, Task, stratified_sample
 from medsft.tasks.chat import Messages
 from medsft.tasks.multiple_choice import MMLU, MedMCQA, MedQA, MultipleChoice
+from medsft.tasks.preference import Preference
 from medsft.tasks.prompt_completion import PromptCompletion
 from medsft.tasks.pubmedqa import PubMedQA
 from medsft.tasks.medical_report import Report
@@ -10,7 +11,8 @@ from medsft.tasks.template import Template
 from medsft.tasks.text import Text
 
 TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (PubMedQA, Report, Text, PromptCompletion, Messages, Template, MultipleChoice, MedQA, MedMCQA, MMLU)
+    t.name: t for t in (PubMedQA, Report, Text, PromptCompletion, Messages, Template, MultipleChoice, MedQA, MedMCQA, MMLU,
+                        Preference)
 }
 NAMES = tuple(TASKS)
 

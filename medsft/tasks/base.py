@@ -131,6 +131,24 @@ class Task:
     def gold(self, row: dict) -> str | None:
         return None
 
+    # --- preference pairs ---------------------------------------------------------------------------------------
+    def pairs(self, row: dict, everyone: bool, rng: random.Random) -> list[tuple[Example, Example]]:
+        """(chosen, rejected) examples of the row for preference training: the key's answer as SFT trains it against
+        each other option as the whole answer (`everyone`), or against one drawn with `rng`."""
+        if not self.choices:
+            raise UserError(f"task {self.name} has no answer key to build preference pairs from; use task: preference "
+                            "(prompt, chosen, rejected) or a choice task (pubmedqa, multiple_choice, ...)")
+        chosen, key = self.example(row), self.gold(row)
+        others = [label for label in self.row_labels(row) if label != key]
+        if chosen is None or not others:
+            return []
+        return [(chosen, self.choice_example(row, label)) for label in (others if everyone else [rng.choice(others)])]
+
+    def unpaired(self, row: dict, everyone: bool, rng: random.Random) -> list[tuple[Example, bool]]:
+        """(example, desirable) for KTO: the key's answer desirable, the other options (or one) undesirable."""
+        pairs = self.pairs(row, everyone, rng)
+        return [(pairs[0][0], True), *[(rejected, False) for _, rejected in pairs]] if pairs else []
+
     def continues(self) -> bool:
         """Whether the trained completion goes on after the choice (an explanation the model can write)."""
         return False

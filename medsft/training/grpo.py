@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from medsft.data import encoding
 from medsft.data.prompts import answer_prompt
 from medsft.errors import UserError
+from medsft.training.compact_head import compact_head_on_cpu
 from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, steps_per_epoch
 
 DEFAULT_REWARDS = ["correctness", "format"]
@@ -100,22 +100,6 @@ def prompts(datasets: list, role: str, tokenizer, max_length: int | None) -> tup
     return rows, ids, items
 
 
-@contextmanager
-def _compact_head_on_cpu():
-    """TRL's fused LM head scores only the completion's positions where its Triton kernel runs, and every position
-    elsewhere (on Neuron the tile shapes would recompile at each batch): on the CPU, eager, the completion's positions
-    alone are the same log-probabilities for a fraction of the work (8 of ~300 positions a reply here), as medsft's
-    SFT path does."""
-    from trl.trainer import utils
-
-    original = utils._use_triton
-    utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        utils._use_triton = original
-
-
 def prompt_ids_of(prepared, rows) -> list[list[int]]:
     """The ids GRPO generates after for these rows of prepared.train_dataset."""
     return [prepared.prompt_ids[_key(row["prompt"])] for row in rows]
@@ -134,7 +118,7 @@ def trainer_class():
             return [list(self.prompt_ids[_key(p)]) for p in prompts], None, {}
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-            with _compact_head_on_cpu():
+            with compact_head_on_cpu():
                 return super()._get_per_token_logps_and_entropies(*args, **kwargs)
 
     return MedsftGRPOTrainer

@@ -1,0 +1,39 @@
+"""`trainer: orpo`: TRL's ORPOTrainer (kept under `trl.experimental` in TRL 1.16) on pairs medsft tokenized: the
+chosen answer trained as SFT trains it, plus an odds-ratio penalty on the rejected one; no reference model."""
+
+from __future__ import annotations
+
+import os
+
+from medsft.training.preference import PreferenceTrainer
+
+
+class ORPO(PreferenceTrainer):
+    name = "orpo"
+
+    def trainer_class(self) -> type:
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # where TRL keeps it is said in the docs
+        from trl.experimental.orpo import ORPOTrainer
+
+        class MedsftORPOTrainer(ORPOTrainer):
+            """ORPOTrainer on medsft's prompt_ids / chosen_ids / rejected_ids: each sequence is the prompt and the
+            answer, labelled on the answer's tokens only (what SFT trains)."""
+
+            def tokenize_row(self, feature, model=None) -> dict:
+                prompt, out = feature["prompt_ids"], {}
+                out["prompt_input_ids"], out["prompt_attention_mask"] = prompt, [1] * len(prompt)
+                for side in ("chosen", "rejected"):
+                    answer = feature[f"{side}_ids"]
+                    out[f"{side}_input_ids"] = prompt + answer
+                    out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+                    out[f"{side}_labels"] = [-100] * len(prompt) + answer
+                return out
+
+        return MedsftORPOTrainer
+
+    def build(self, recipe, prepared, args, callbacks):
+        from trl import get_peft_config
+
+        return self.trainer_class()(
+            model=prepared.model, args=args, train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset,
+            processing_class=prepared.tokenizer, peft_config=get_peft_config(recipe.model), callbacks=list(callbacks))
