@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
-from medsft.models import locate
+from medsft.models import locate, stages
 from medsft.models.tokenizer import tokenizer_for
 from medsft.runs import run_folder
 
@@ -83,7 +83,7 @@ def load_run(recipe, run: Path | None, dequantize: bool = False):
     tokenizer is the caller's (the run's own when it saved one)."""
     if run is not None and run_folder.holds_model(run):  # a full fine-tune or a scratch model saved whole
         return load_model(recipe, run, dequantize)
-    model = load_model(recipe, locate.resolve(recipe.model.model_name_or_path), dequantize)
+    model = load_model(recipe, stages.base(recipe.model.model_name_or_path), dequantize)
     if run is None:
         return model
     from peft import PeftModel
@@ -95,7 +95,7 @@ def run_tokenizer(recipe, run: Path | None):
     """The run's tokenizer (its chat template and EOS) where it saved one, else the base's, with the recipe's keys."""
     if run is not None and run_folder.holds_tokenizer(run):
         return tokenizer_for(recipe, str(run))
-    return tokenizer_for(recipe, locate.resolve(recipe.model.model_name_or_path))
+    return tokenizer_for(recipe, stages.base(recipe.model.model_name_or_path))
 
 
 def load_trained(recipe, run: Path | None, dequantize: bool = False):
@@ -117,4 +117,4 @@ def base_of(recipe, model):
     own first (an adapter's base needs no second load: the adapter is disabled; a model from scratch has none)."""
     if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == locate.SCRATCH:
         return None
-    return load_model(recipe, locate.resolve(recipe.model.model_name_or_path))
+    return load_model(recipe, stages.base(recipe.model.model_name_or_path))

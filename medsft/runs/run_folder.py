@@ -86,14 +86,28 @@ def holds_tokenizer(path: Path) -> bool:
 
 def adapter_base(path: Path) -> str:
     """The base model an adapter folder was trained on, as its adapter_config.json names it."""
-    return json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
 
 
-def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]]) -> None:
+def adapter_settings(path: Path) -> dict:
+    """An adapter folder's LoRA settings (adapter_config.json): r, lora_alpha, target_modules, ..."""
+    return json.loads((path / ADAPTER_CONFIG).read_text())
+
+
+def started_from(folder: Path) -> str | None:
+    """The model_name_or_path a run folder's recipe names (what it started from), without parsing it."""
+    saved = yaml.safe_load((folder / RECIPE_FILE).read_text()) or {}
+    return saved.get("model_name_or_path")
+
+
+def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], chain: list[dict] | None = None) -> None:
     """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
-    (its recipe, hardware settings, split ids, environment), and as unfinished (its state)."""
+    (its recipe, hardware settings, split ids, environment, and for a stage the chain of runs it starts from), and as
+    unfinished (its state)."""
     out = Path(recipe.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if chain:
+        records.write_chain(str(out), chain)
     (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
     (out / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
     records.write_ids(str(out), splits)

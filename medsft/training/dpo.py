@@ -5,7 +5,7 @@ adapter switched off (or TRL's frozen copy of an adapter the run continues); els
 from __future__ import annotations
 
 from medsft.training.compact_head import compact_head_on_cpu
-from medsft.training.preference import PreferenceTrainer
+from medsft.training.preference_trainers import PreferenceTrainer
 
 
 class DPO(PreferenceTrainer):

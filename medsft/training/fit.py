@@ -4,13 +4,15 @@ final weights last."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from functools import partial
 from typing import Any
 
 from medsft.data import encoding
-from medsft.models import loading
+from medsft.models import loading, stages
 from medsft.runs import records, run_folder, run_state
 from medsft.recipe.parser import Recipe
 from medsft.training import catalog, checkpoints
@@ -21,6 +23,9 @@ def build_trainer(recipe: Recipe, prepared: Prepared, callbacks=()):
     import copy
 
     args = copy.copy(recipe.training)
+    begin = prepared.start
+    if begin is not None and begin.adapter:  # a stage from a LoRA run: its adapter on its base (stages.py)
+        prepared.model = stages.adapter_on(loading.load_model(recipe, begin.base), recipe, begin)
     if isinstance(prepared.model, str):  # loaded by TRL with the arguments inference loads it with
         args.model_init_kwargs = {**loading.base_kwargs(recipe), **(args.model_init_kwargs or {})}
     return catalog.get(recipe.script.trainer).build(recipe, prepared, args, callbacks)
@@ -53,7 +58,8 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     main = trainer.accelerator.is_main_process
     stopper.install()
     if main:
-        run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets})
+        run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets},
+                               prepared.start.chain if prepared.start else None)
     lost = partial(run_state.failing_when_lost, args.output_dir, lambda: trainer.state.global_step, timeout=args.ddp_timeout)
     with lost("training"):
         if before is not None and resume is None:
@@ -68,6 +74,8 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
         stopped = stopper.stopped_by
         if stopped is None:  # a stopped run's weights are in its checkpoint, never in output_dir as if final
             trainer.save_model(args.output_dir)
+            if main:  # TRL's frozen copy of an adapter a stage continues (its reference) is saved beside it: not ours
+                shutil.rmtree(Path(args.output_dir) / "ref", ignore_errors=True)
     if main:
         run_state.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped)
     step = trainer.state.global_step

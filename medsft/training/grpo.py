@@ -18,7 +18,7 @@ from medsft.data import encoding
 from medsft.data.prompts import answer_prompt
 from medsft.errors import UserError
 from medsft.training.compact_head import compact_head_on_cpu
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, steps_per_epoch
+from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
 
 DEFAULT_REWARDS = ["correctness", "format"]
 
@@ -165,19 +165,17 @@ class GRPO(Trainer):
         if args.eval_strategy != "no":
             dev, dev_ids, dev_items = prompts(base.datasets, "eval", base.tokenizer, args.max_length)
             ids, items = {**ids, **dev_ids}, {**items, **dev_items}
-        return Prompts(base.model, base.tokenizer, base.datasets, Dataset.from_list(train),
-                       Dataset.from_list(dev) if dev else None, prompt_ids=ids, items=items)
+        return Prompts(**{**vars(base), "train_dataset": Dataset.from_list(train),
+                          "eval_dataset": Dataset.from_list(dev) if dev else None}, prompt_ids=ids, items=items)
 
     def build(self, recipe, prepared: Prompts, args, callbacks) -> Any:
         from pathlib import Path
 
-        from trl import get_peft_config
-
         from medsft.runs import run_folder
 
-        if isinstance(prepared.model, str) and run_folder.holds_adapter(Path(prepared.model)):
-            raise UserError(f"model_name_or_path {prepared.model} is a LoRA adapter; GRPO starts from whole weights: "
-                            f"python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
+        if isinstance(prepared.model, str) and run_folder.holds_adapter(Path(prepared.model)):  # not a medsft run
+            raise UserError(f"model_name_or_path {prepared.model} is a bare LoRA adapter; GRPO starts from a model or a "
+                            f"medsft run: python -m medsft merge {prepared.model} MERGED, then model_name_or_path: MERGED")
         trusted = bool(recipe.training.trust_remote_code) and "trust_remote_code" in recipe.cli
         rewards = reward_functions(recipe.script.reward_funcs, prepared.items, trusted)
         if args.reward_weights is not None and len(args.reward_weights) != len(rewards):
@@ -187,7 +185,7 @@ class GRPO(Trainer):
         cls.prompt_ids = prepared.prompt_ids
         return cls(model=prepared.model, reward_funcs=rewards, args=args, train_dataset=prepared.train_dataset,
                    eval_dataset=prepared.eval_dataset, processing_class=prepared.tokenizer,
-                   peft_config=get_peft_config(recipe.model), callbacks=list(callbacks))
+                   peft_config=peft_config(recipe, prepared.model), callbacks=list(callbacks))
 
     def data_lines(self, prepared: Prompts, args) -> DataLines:
         lines = [("train", [(f"{len(prepared.train_dataset)} prompts, {args.num_generations} replies each a step", False)])]

@@ -4,7 +4,7 @@ exactly SFT's for it): task: preference's unpaired rows, or a pair's chosen answ
 from __future__ import annotations
 
 from medsft.training.compact_head import compact_head_on_cpu
-from medsft.training.preference import PreferenceTrainer
+from medsft.training.preference_trainers import PreferenceTrainer
 
 
 class KTO(PreferenceTrainer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from medsft.training.preference import PreferenceTrainer
+from medsft.training.preference_trainers import PreferenceTrainer
+from medsft.training.trainers import peft_config
 
 
 class ORPO(PreferenceTrainer):
@@ -32,8 +33,6 @@ class ORPO(PreferenceTrainer):
         return MedsftORPOTrainer
 
     def build(self, recipe, prepared, args, callbacks):
-        from trl import get_peft_config
-
         return self.trainer_class()(
             model=prepared.model, args=args, train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset,
-            processing_class=prepared.tokenizer, peft_config=get_peft_config(recipe.model), callbacks=list(callbacks))
+            processing_class=prepared.tokenizer, peft_config=peft_config(recipe, prepared.model), callbacks=list(callbacks))

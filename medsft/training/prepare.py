@@ -6,7 +6,7 @@ nothing."""
 from __future__ import annotations
 
 from medsft.data import datasets
-from medsft.models import locate, scratch
+from medsft.models import locate, scratch, stages
 from medsft.models.tokenizer import configure_tokenizer, tokenizer_for
 from medsft.recipe import mixture
 from medsft.recipe.parser import Recipe
@@ -23,6 +23,7 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
         model, tokenizer = scratch.build_scratch(datasets.texts(loaded), script.scratch_config, args.max_length, args.seed)
         configure_tokenizer(tokenizer, args, script.chat_template_kwargs)
     else:
-        model = locate.resolve(model_args.model_name_or_path)
+        model = locate.resolve(model_args.model_name_or_path)  # a run folder a stage starts from: its own tokenizer
         tokenizer = tokenizer_for(recipe, model)
-    return catalog.get(script.trainer).prepare(recipe, Prepared(model, tokenizer, loaded))
+    base = Prepared(model, tokenizer, loaded, start=stages.start(model_args.model_name_or_path))
+    return catalog.get(script.trainer).prepare(recipe, base)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from medsft.data import datasets, encoding
 from medsft.errors import UserError
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, steps_per_epoch
+from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
 
 
 def no_training_rows(stats: encoding.EncodeStats, max_length: int | None) -> UserError:
@@ -43,7 +43,7 @@ class SFT(Trainer):
     def build(self, recipe, prepared: Prepared, args, callbacks):
         from functools import partial
 
-        from trl import get_peft_config, get_quantization_config
+        from trl import get_quantization_config
 
         from medsft.evaluation import scoring
         from medsft.training.sft_trainer import MedsftTrainer, packed_rows
@@ -58,7 +58,7 @@ class SFT(Trainer):
             train_dataset=prepared.train_dataset,
             eval_dataset=prepared.eval_dataset,
             processing_class=prepared.tokenizer,
-            peft_config=get_peft_config(recipe.model),
+            peft_config=peft_config(recipe, prepared.model),
             quantization_config=get_quantization_config(recipe.model),  # QLoRA; CUDA only, refused on CPU up front
             callbacks=list(callbacks),
         )

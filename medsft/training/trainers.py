@@ -23,6 +23,7 @@ class Prepared:
     train_dataset: Any = None  # a datasets.Dataset
     eval_dataset: Any = None
     stats: dict[str, Any] = field(default_factory=dict)
+    start: Any = None  # models/stages.Start: the run this stage starts from (its model is loaded when training builds)
 
 
 @dataclass
@@ -59,6 +60,14 @@ class Trainer:
     def summary(self, log_history: list[dict]) -> list[tuple[str, str]]:
         """Rows the training summary adds to the steps, time and losses every trainer shows."""
         return []
+
+
+def peft_config(recipe, model):
+    """The recipe's LoRA settings for a new adapter; None where the model already carries the adapter it trains (a
+    stage continuing a LoRA run)."""
+    from trl import get_peft_config
+
+    return None if hasattr(model, "peft_config") else get_peft_config(recipe.model)
 
 
 def steps_per_epoch(rows: int, args) -> int:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from medsft.data.encoding import Encoder
 from medsft.data.pairs import preference_rows
 from medsft.errors import UserError
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, steps_per_epoch
+from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
 
 ACCURACY, MARGIN = "rewards/accuracies", "rewards/margins"
 
@@ -22,12 +22,24 @@ class PreferenceTrainer(Trainer):
         raise NotImplementedError
 
     def build(self, recipe, prepared: Prepared, args, callbacks):
-        from trl import get_peft_config, get_quantization_config
+        from trl import get_quantization_config
 
         return self.trainer_class()(
-            model=prepared.model, args=args, train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset,
-            processing_class=prepared.tokenizer, peft_config=get_peft_config(recipe.model),
-            quantization_config=get_quantization_config(recipe.model), callbacks=list(callbacks))
+            model=prepared.model, ref_model=self.reference(recipe, prepared), args=args,
+            train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset, processing_class=prepared.tokenizer,
+            peft_config=peft_config(recipe, prepared.model), quantization_config=get_quantization_config(recipe.model),
+            callbacks=list(callbacks))
+
+    def reference(self, recipe, prepared: Prepared):
+        """The model the loss compares against, where TRL would not build it as the start: a LoRA run folded in for
+        a full stage (TRL would load the base its config names). None: TRL's own (the adapter switched off, its
+        frozen copy of a continued adapter, or a second load of the weights the run starts from)."""
+        begin = prepared.start
+        if begin is None or not begin.adapter or recipe.model.use_peft:
+            return None
+        from medsft.models import loading, stages
+
+        return stages.adapter_on(loading.load_model(recipe, begin.base), recipe, begin)
 
     def prepare(self, recipe, base: Prepared) -> Prepared:
         from datasets import Dataset

@@ -1,0 +1,110 @@
+"""Preference data from files, no Python (task: preference): TRL's paired, implicit-prompt and unpaired formats train
+through the real command (dpo, orpo, kto), pairs are built from a choice task (all or one drawn), and every bad row
+is one line naming the file, the row and the field, exit 2, nothing written."""
+
+import json
+
+import pytest
+
+from conftest import write_jsonl
+from medsft.__main__ import main
+from medsft.recipe.parser import parse_recipe
+from medsft.training import prepare
+
+STEPS = {"max_steps": 2, "per_device_train_batch_size": 2, "max_test_samples": 4, "sample_count": 0}
+FINDINGS = ["fever", "cough", "rash", "tachycardia", "hypoxia", "oedema", "jaundice", "pallor"]
+
+
+def plain_rows(n=12):
+    return [{"prompt": f"Note: {FINDINGS[i % 8]} on day {i}.\nQuestion: is it abnormal?\nAnswer:",
+             "chosen": " yes", "rejected": " no"} for i in range(n)]
+
+
+def chats(n=12):
+    user = [{"role": "user", "content": f"Is {FINDINGS[i % 8]} on day {i} abnormal?"} for i in range(n)]
+    return user
+
+
+def one_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("form,trainer", [("plain", "dpo"), ("conversational", "dpo"), ("implicit", "orpo"),
+                                          ("unpaired", "kto"), ("template", "dpo")])
+def test_each_preference_format_trains_from_a_file(write_recipe, tmp_path, tiny_chat_model, form, trainer):
+    user = chats()
+    rows = {
+        "plain": plain_rows(),
+        "conversational": [{"prompt": [u], "chosen": [{"role": "assistant", "content": "Yes."}],
+                            "rejected": [{"role": "assistant", "content": "No."}]} for u in user],
+        "implicit": [{"chosen": [u, {"role": "assistant", "content": "Yes."}],
+                      "rejected": [u, {"role": "assistant", "content": "No."}]} for u in user],
+        "unpaired": [{"prompt": r["prompt"], "completion": r["chosen" if i % 2 else "rejected"], "label": bool(i % 2)}
+                     for i, r in enumerate(plain_rows())],
+        "template": [{"finding": FINDINGS[i % 8], "day": i, "good": " yes", "bad": " no"} for i in range(12)],
+    }[form]
+    data = write_jsonl(tmp_path / f"{form}.jsonl", rows)
+    keys = dict(task="preference", dataset_name=str(data), trainer=trainer, model_name_or_path=str(tiny_chat_model), **STEPS)
+    if form == "template":  # a user's columns: renamed, and the prompt written over them
+        keys.update(columns={"finding": "finding", "day": "day", "good": "chosen", "bad": "rejected"},
+                    prompt_template="Note: {finding} on day {day}.\nQuestion: is it abnormal?\nAnswer:")
+    if trainer == "kto":
+        keys["per_device_train_batch_size"] = 4  # its KL term needs a batch above 1
+    recipe = write_recipe(**keys)
+    prepared = prepare.prepare(parse_recipe([str(recipe)]))
+    first = prepared.train_dataset[0]
+    assert {"prompt_ids"} <= set(first) and ({"chosen_ids", "rejected_ids"} <= set(first) or "completion_ids" in first)
+    assert main([str(recipe)]) == 0
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "eval_results.json").read_text())["evaluations"]  # the chosen answers' perplexity
+
+
+@pytest.mark.parametrize("row,field,message", [
+    ({"prompt": "Q?", "rejected": " no"}, "chosen", "has no field 'chosen'"),
+    ({"prompt": "Q?", "chosen": "  ", "rejected": " no"}, "chosen", "chosen is empty"),
+    ({"prompt": "Q?", "chosen": " yes", "rejected": " yes"}, "rejected", "chosen and rejected are the same answer"),
+    ({"prompt": "Q?", "chosen": 3, "rejected": " no"}, "chosen", "chosen must be text or a list of messages, got int"),
+    ({"prompt": "", "chosen": " yes", "rejected": " no"}, "prompt", "prompt is empty"),
+    ({"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "Yes."}],
+      "rejected": [{"role": "user", "content": "B?"}, {"role": "assistant", "content": "No."}]}, "prompt",
+     "chosen and rejected do not share their first turns (the implicit prompt): they differ at message 1"),
+    ({"prompt": "Q?", "completion": " yes", "label": "yes"}, "label", "label must be true or false"),
+    ({"prompt": "Q?", "completion": " yes"}, "label", "has no field 'label'"),
+])
+def test_a_bad_preference_row_is_one_line_naming_file_row_and_field(write_recipe, tmp_path, capsys, row, field, message):
+    rows = plain_rows(5)
+    rows.insert(3, row)
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    recipe = write_recipe(task="preference", dataset_name=str(data), trainer="dpo", **STEPS)
+    line = one_line(capsys, [str(recipe)])
+    assert line.startswith(f"medsft: error: dataset {data} row 4") and message in line and field in line, line
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize("pairs,expected", [("all", 2), ("sampled", 1)])
+def test_pairs_built_from_a_choice_task(write_recipe, pairs, expected):
+    """PubMedQA (three options): the key's answer against both others, or against one drawn per item; the same draw
+    on every run."""
+    recipe = write_recipe(trainer="dpo", pairs=pairs, **STEPS)
+    first = prepare.prepare(parse_recipe([str(recipe)]))
+    stats = first.stats["train"]
+    assert stats.pairs == expected * stats.rows
+    again = prepare.prepare(parse_recipe([str(recipe)]))
+    assert again.train_dataset.to_dict() == first.train_dataset.to_dict()
+
+
+def test_preference_keys_belong_to_their_trainers(write_recipe, capsys):
+    line = one_line(capsys, [str(write_recipe(trainer="dpo", beta=0.1, **STEPS)), "--num_generations", "4"])
+    assert "key 'num_generations' on the command line is for trainer: grpo" in line
+    line = one_line(capsys, [str(write_recipe(pairs="sampled", **STEPS))])
+    assert line == ("medsft: error: pairs is read by trainer: dpo or kto or orpo, and this recipe's trainer is sft; "
+                    "set trainer: dpo or remove it")
+    line = one_line(capsys, [str(write_recipe(trainer="dpo", betta=0.1, **STEPS))])
+    assert "unknown key 'betta'" in line and "did you mean 'beta'?" in line
+    recipe = parse_recipe([str(write_recipe(trainer="dpo", loss_type=["ipo"], beta=0.2, **STEPS))])
+    assert recipe.training.loss_type == ["ipo"] and recipe.training.beta == 0.2
