@@ -87,6 +87,9 @@ def _choice_table(console: Console, evaluation: dict) -> None:
     both = {"base", "tuned"} <= set(models)
     if both:
         table.add_column("tuned - base", justify="right")
+    staged = {"start", "tuned"} <= set(models)  # a stage: also against the run it started from
+    if staged:
+        table.add_column("tuned - start", justify="right")
     if majority:
         table.add_column(f"majority ({majority['label']})", justify="right")
         table.add_column(f"{'tuned' if 'tuned' in models else 'base'} - majority", justify="right")
@@ -98,6 +101,9 @@ def _choice_table(console: Console, evaluation: dict) -> None:
         if both:
             test = tests.get(test_key, {})
             cells.append(_delta(value(models["tuned"]), value(models["base"]), test.get(p_key) if p_key else None))
+        if staged:
+            test = tests.get(test_key.replace("_base", "_start"), {})
+            cells.append(_delta(value(models["tuned"]), value(models["start"]), test.get(p_key) if p_key else None))
         if majority and baseline:
             test = tests.get(f"{final}_vs_majority", {})
             cells += [_with_ci(value(majority), ci(majority)), _delta(value(models[final]), value(majority), test.get(p_key) if p_key else None)]
@@ -153,10 +159,14 @@ def _perplexity_table(console: Console, evaluation: dict) -> None:
     table.add_column("perplexity (95% interval)", justify="right")
     for name, m in evaluation["models"].items():
         table.add_row(name, _with_ci(m["perplexity"], m.get("ci", {}).get("perplexity"), scale=1.0, digits=2))
-    test = evaluation.get("tests", {}).get("tuned_vs_base")
-    if test:
-        low, high = test["perplexity_ratio_ci"]
-        table.caption = f"tuned / base perplexity {test['perplexity_ratio']:.3f} [{low:.3f}, {high:.3f}], p {test['p_value']:.2g}"
+    captions = []
+    for first in ("base", "start"):
+        test = evaluation.get("tests", {}).get(f"tuned_vs_{first}")
+        if test:
+            low, high = test["perplexity_ratio_ci"]
+            captions.append(f"tuned / {first} perplexity {test['perplexity_ratio']:.3f} [{low:.3f}, {high:.3f}], "
+                            f"p {test['p_value']:.2g}")
+    table.caption = "; ".join(captions) or None
     console.print(table)
 
 

@@ -66,10 +66,12 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
     McNemar and a paired bootstrap of macro-F1; perplexity: a paired bootstrap of the ratio)."""
     out: dict[str, Any] = {}
     if not task.choices:
-        if {"base", "tuned"} <= set(predictions):
-            base, tuned = predictions["base"], predictions["tuned"]
-            out["tuned_vs_base"] = stats.paired_perplexity([p["loglik"] for p in base], [p["loglik"] for p in tuned],
-                                                           [p["tokens"] for p in base], seed)
+        for first in ("base", "start"):
+            if {first, "tuned"} <= set(predictions):
+                before, tuned = predictions[first], predictions["tuned"]
+                out[f"tuned_vs_{first}"] = stats.paired_perplexity([p["loglik"] for p in before],
+                                                                   [p["loglik"] for p in tuned],
+                                                                   [p["tokens"] for p in before], seed)
         return out
     gold = [task.gold(r) for r in rows]
     runs = {name: [p["prediction"] for p in preds] for name, preds in predictions.items()}
@@ -77,12 +79,13 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
     if majority is not None:
         runs["majority"] = [majority["label"]] * len(rows)
         majority["ci"] = stats.classification_intervals(gold, runs["majority"], task.labels(), seed)
-    for second, first in (("tuned", "base"), (final, "majority"), ("base", "majority")):
+    for second, first in (("tuned", "base"), ("tuned", "start"), (final, "majority"), ("base", "majority")):
         if first in runs and second in runs:
             out[f"{second}_vs_{first}"] = stats.paired(gold, runs[first], runs[second], task.labels(), seed)
-    if {"base", "tuned"} <= set(predictions) and "lenient" in predictions["base"][0]:  # generated answers read leniently
-        lenient = {name: [p["lenient"] for p in predictions[name]] for name in ("base", "tuned")}
-        out["tuned_vs_base_lenient"] = stats.paired(gold, lenient["base"], lenient["tuned"], task.labels(), seed)
+    for first in ("base", "start"):  # generated answers read leniently
+        if {first, "tuned"} <= set(predictions) and "lenient" in predictions[first][0]:
+            lenient = {name: [p["lenient"] for p in predictions[name]] for name in (first, "tuned")}
+            out[f"tuned_vs_{first}_lenient"] = stats.paired(gold, lenient[first], lenient["tuned"], task.labels(), seed)
     return out
 
 
@@ -151,9 +154,11 @@ def scored_alone(model, name: str, tokenizer, dataset, settings: Settings, track
 
 def before_and_after(model, tokenizer, dataset, settings: Settings,
                      track_for: Callable[[str], Track] | None = None, base_model=None,
-                     trained: bool = True, base_scored: dict | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     trained: bool = True, base_scored: dict | None = None,
+                     start=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split. `base_scored`:
-    the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model."""
+    the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model.
+    `start`: for a stage, a context holding the model it started from (loading.start_scoring), scored between them."""
     track_for = track_for or (lambda name: no_track)
     task, rows = dataset.task, dataset.parts["test"]
     result = _header(dataset, settings)
@@ -161,6 +166,10 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     parts = {"base": base_scored} if base_scored is not None else {}
     for name, scored in [("tuned", model)] if base_scored is not None else _models(model, base_model, trained):
         parts[name] = scored_alone(scored, name, tokenizer, dataset, settings, track_for, prompts)
+    if start is not None:
+        with start() as begun:
+            parts["start"] = scored_alone(begun, "start", tokenizer, dataset, settings, track_for, prompts)
+        parts = {name: parts[name] for name in ("base", "start", "tuned") if name in parts}
     predictions: dict[str, list] = {}
     for name, part in parts.items():
         result["models"][name], predictions[name] = part["metrics"], part["predictions"]

@@ -93,13 +93,13 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     base = base_of(recipe, model) if trained and base_scores is None else None
     sharing.SCORED["items"] = 0
     evaluations, predictions = [], []
-    with scoring.autocast(args, device) as precision:
+    with scoring.autocast(args, device) as precision, loading.start_scoring(recipe, model, trained) as start:
         for dataset in datasets:
             if not dataset.parts["test"]:
                 continue
             for settings in _scorings(recipe, dataset):
                 result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained,
-                                                (base_scores or {}).get((dataset.spec.name, settings.scoring)))
+                                                (base_scores or {}).get((dataset.spec.name, settings.scoring)), start)
                 evaluations.append(result)
                 tag = {"scoring": settings.scoring} if "scoring" in result else {}
                 predictions += [{"dataset": dataset.spec.name, **tag, **row} for row in rows]

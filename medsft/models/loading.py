@@ -4,6 +4,7 @@ the recipe, a run's adapter on top and the run's own tokenizer."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,4 +118,54 @@ def base_of(recipe, model):
     own first (an adapter's base needs no second load: the adapter is disabled; a model from scratch has none)."""
     if hasattr(model, "disable_adapter") or recipe.model.model_name_or_path == locate.SCRATCH:
         return None
-    return load_model(recipe, stages.base(recipe.model.model_name_or_path))
+    return load_model(recipe, stages.root(recipe.model.model_name_or_path))  # a stage's: its chain's first model
+
+
+@contextmanager
+def start_scoring(recipe, model, trained: bool = True):
+    """For a stage (model_name_or_path a run folder, stages.py): yields use(), a context that holds the model the
+    stage started from, to score it beside base and tuned; None for any other run. A LoRA stage's start is its start
+    run's adapter loaded beside the trained one on the same base (switched to while scored); a full stage's, the
+    start's weights loaded once, after training."""
+    begin = stages.start(recipe.model.model_name_or_path) if trained else None
+    if begin is None:
+        yield None
+        return
+    if begin.adapter and hasattr(model, "load_adapter") and hasattr(model, "peft_config"):
+        model.load_adapter(str(begin.folder), adapter_name=START)
+        active = model.active_adapter
+
+        @contextmanager
+        def use():
+            model.set_adapter(START)
+            try:
+                yield model
+            finally:
+                model.set_adapter(active)
+
+        try:
+            yield use
+        finally:
+            model.delete_adapter(START)
+        return
+    start = load_model(recipe, begin.folder) if not begin.adapter else stages.adapter_on(load_model(recipe, begin.base),
+                                                                                         _folded(recipe), begin)
+    start.eval()
+
+    @contextmanager
+    def held():
+        yield start
+
+    yield held  # released with this context
+
+START = "medsft_start"  # the start run's adapter, loaded beside the stage's own while it is scored
+
+
+def _folded(recipe):
+    """The recipe as adapter_on reads it for a start folded into its base (scored, never trained)."""
+    from copy import copy
+
+    folded = copy(recipe)
+    folded.model, folded.given = copy(recipe.model), []
+    folded.model.use_peft = False
+    return folded

@@ -40,6 +40,12 @@ def base(name: str) -> str:
     return locate.resolve(name)
 
 
+def root(name: str) -> str:
+    """The model a chain of runs began with, resolved (a stage's base in its report)."""
+    folder = _run(name)
+    return root(run_folder.started_from(folder)) if folder is not None else locate.resolve(name)
+
+
 def start(name: str | None) -> Start | None:
     """The run a stage starts from, or None when model_name_or_path is no medsft run folder."""
     folder = _run(name)
