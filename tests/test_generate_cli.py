@@ -118,13 +118,13 @@ def test_question_prompts_are_shortened_to_the_runs_max_length(write_recipe, tmp
     assert run_cli(recipe).returncode == 0
     abstract = tmp_path / "abstract.txt"
     abstract.write_text("Heart rate 131 beats per minute at rest in a patient with fever. " * 40)
-    lengths, scored = [], scoring._scored
+    lengths, scored = [], scoring.scored_targets
 
     def recording(model, sequences, *args, **kwargs):
         lengths.extend(len(s) for s in sequences)
         return scored(model, sequences, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_scored", recording)
+    monkeypatch.setattr(scoring, "scored_targets", recording)
     assert generate.main([str(tmp_path / "out"), "--question", "Is the patient tachycardic?", "--context_file", str(abstract)]) == 0
     assert capsys.readouterr().out.startswith("answer: ")
     assert lengths and max(lengths) <= 96

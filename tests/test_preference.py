@@ -61,7 +61,14 @@ def test_each_preference_format_trains_from_a_file(write_recipe, tmp_path, tiny_
     out = tmp_path / "out"
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (out / "adapter_model.safetensors").is_file()
-    assert json.loads((out / "eval_results.json").read_text())["evaluations"]  # the chosen answers' perplexity
+    [evaluation] = json.loads((out / "eval_results.json").read_text())["evaluations"]
+    if form != "unpaired":  # held-out pairs scored: each model's preference, and the tuned one's implicit reward
+        models, tests = evaluation["models"], evaluation["tests"]
+        for m in models.values():
+            assert 0 <= m["preference_accuracy"] <= 1 and m["pairs"] == evaluation["n"]
+            assert m["ci"]["preference_accuracy"][0] <= m["preference_accuracy"] <= m["ci"]["preference_accuracy"][1]
+        rewards = tests["tuned_vs_base_rewards"]
+        assert 0 <= rewards["reward_accuracy"] <= 1 and rewards["reward_margin_ci"][0] <= rewards["reward_margin"]
 
 
 @pytest.mark.parametrize("row,field,message", [
@@ -108,3 +115,15 @@ def test_preference_keys_belong_to_their_trainers(write_recipe, capsys):
     assert "unknown key 'betta'" in line and "did you mean 'beta'?" in line
     recipe = parse_recipe([str(write_recipe(trainer="dpo", loss_type=["ipo"], beta=0.2, **STEPS))])
     assert recipe.training.loss_type == ["ipo"] and recipe.training.beta == 0.2
+
+
+def test_pair_metrics_and_the_implicit_reward_on_known_numbers():
+    from medsft.evaluation import pairwise
+
+    start = [[[-1.0, -2.0]], [[-3.0, -1.0]]]  # [log p(chosen), log p(rejected)]: prefers the first pair's chosen only
+    tuned = [[[-0.5, -2.5]], [[-2.0, -1.5]]]
+    found = pairwise.pair_metrics(start, 0)
+    assert (found["pairs"], found["preference_accuracy"], found["preference_margin"]) == (2, 0.5, -0.5)
+    rewards = pairwise.reward_test(start, tuned, 0)  # (0.5 + 0.5) and (1.0 + 0.5): both prefer the chosen answer
+    assert (rewards["reward_accuracy"], rewards["reward_margin"]) == (1.0, 1.25)
+    assert rewards["reward_margin_ci"][0] <= 1.25 <= rewards["reward_margin_ci"][1]

@@ -65,13 +65,13 @@ def test_eval_loads_and_scores_in_the_dtype_asked_for(write_recipe, tmp_path, mo
     from medsft.__main__ import main
 
     assert main([str(write_recipe(max_steps=1, eval_after_train=False, sample_count=0))]) == 0
-    seen, scored = [], scoring._scored
+    seen, scored = [], scoring.scored_targets
 
     def spying(model, *args, **kwargs):
         seen.append({p.dtype for name, p in model.named_parameters() if "lora_" not in name})
         return scored(model, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_scored", spying)
+    monkeypatch.setattr(scoring, "scored_targets", spying)
     calls = recorded_loads(monkeypatch)
     assert main(["eval", str(tmp_path / "out"), "--dtype", "bfloat16", "--max_test_samples", "6"]) == 0
     assert calls and all(c["dtype"] == "bfloat16" for c in calls)

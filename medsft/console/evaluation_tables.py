@@ -157,8 +157,17 @@ def _perplexity_table(console: Console, evaluation: dict) -> None:
     table = Table(title=title, min_width=len(title))
     table.add_column("model")
     table.add_column("perplexity (95% interval)", justify="right")
+    pairs = all("preference_accuracy" in m for m in evaluation["models"].values())
+    if pairs:  # held-out preference pairs: how often each model finds the chosen answer likelier, and by how much
+        table.add_column("prefers chosen % (95% interval)", justify="right")
+        table.add_column("margin, nats", justify="right")
     for name, m in evaluation["models"].items():
-        table.add_row(name, _with_ci(m["perplexity"], m.get("ci", {}).get("perplexity"), scale=1.0, digits=2))
+        ci = m.get("ci", {})
+        cells = [_with_ci(m["perplexity"], ci.get("perplexity"), scale=1.0, digits=2)]
+        if pairs:
+            cells += [_with_ci(m["preference_accuracy"], ci.get("preference_accuracy")),
+                      _with_ci(m["preference_margin"], ci.get("preference_margin"), scale=1.0, digits=2)]
+        table.add_row(name, *cells)
     captions = []
     for first in ("base", "start"):
         test = evaluation.get("tests", {}).get(f"tuned_vs_{first}")
@@ -166,6 +175,11 @@ def _perplexity_table(console: Console, evaluation: dict) -> None:
             low, high = test["perplexity_ratio_ci"]
             captions.append(f"tuned / {first} perplexity {test['perplexity_ratio']:.3f} [{low:.3f}, {high:.3f}], "
                             f"p {test['p_value']:.2g}")
+        rewards = evaluation.get("tests", {}).get(f"tuned_vs_{first}_rewards")
+        if rewards:
+            low, high = rewards["reward_accuracy_ci"]
+            captions.append(f"implicit reward against {first}: prefers chosen on {rewards['reward_accuracy'] * 100:.1f}% "
+                            f"[{low * 100:.1f}, {high * 100:.1f}] of pairs, margin {rewards['reward_margin']:.2f} nats")
     table.caption = "; ".join(captions) or None
     console.print(table)
 

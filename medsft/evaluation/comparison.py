@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from medsft.data.prompts import prompt_ids
-from medsft.evaluation import calibration, stats
+from medsft.evaluation import calibration, pairwise, stats
 from medsft.evaluation.metrics import classification_metrics, majority_baseline
 from medsft.evaluation.scoring import Settings, evaluate_split, score_choices
 from medsft.evaluation.sharing import Track, no_track
@@ -72,6 +72,9 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
                 out[f"tuned_vs_{first}"] = stats.paired_perplexity([p["loglik"] for p in before],
                                                                    [p["loglik"] for p in tuned],
                                                                    [p["tokens"] for p in before], seed)
+                if "pairs" in tuned[0]:  # DPO's implicit reward of tuned against it, on the held-out pairs
+                    out[f"tuned_vs_{first}_rewards"] = pairwise.reward_test([p["pairs"] for p in before],
+                                                                            [p["pairs"] for p in tuned], seed)
         return out
     gold = [task.gold(r) for r in rows]
     runs = {name: [p["prediction"] for p in preds] for name, preds in predictions.items()}

@@ -14,9 +14,10 @@ import torch
 
 from medsft.data import encoding, spans
 from medsft.data.prompts import choice_spans
-from medsft.evaluation import generative, logprobs, stats
+from medsft.evaluation import generative, pairwise, stats
 from medsft.evaluation.metrics import classification_metrics
-from medsft.evaluation.sharing import Track, by_length, no_track, run_shared, shares
+from medsft.evaluation.sharing import Track, no_track
+from medsft.evaluation.targets import scored_targets, token_logliks
 from medsft.tasks import Task
 
 @dataclass
@@ -50,54 +51,6 @@ def autocast(args, device: str):
         yield name
 
 
-@torch.no_grad()
-def _scored(model, sequences: list[list[int]], targets: list[list[tuple[int, int]]], pad_id: int, batch_size: int,
-            track: Track = no_track) -> list[list[float]]:
-    """For every sequence, in order: log p(token | sequence[: position + 1]) for each (position, token) of its
-    targets, in their order (several tokens may be scored at one position: the choices after one prompt).
-
-    Sequences are batched by length and right-padded, so positions need no shifting; the model runs to its hidden
-    states at the targets' positions only and each is reduced on its device to the numbers asked for
-    (logprobs.py: nothing vocabulary-sized per position). Shared out among processes by whole batches (sharing.py),
-    the numbers are one process's to the bit, in bf16 too. At each step every process calls the LM head as often
-    as the process scoring the most positions then needs (logprobs.head_calls): each call is collective under
-    ZeRO-3, and every process knows every process's batches."""
-    device = model.get_input_embeddings().weight.device  # the first of several under a device_map
-    batches = by_length([len(s) for s in sequences], batch_size)
-    positions = [sum(len({p for p, _ in targets[i]}) for i in batch) for batch in batches]  # rows the head projects
-    calls = [max(logprobs.head_calls(positions[max(j, 0)]) for j in step) for step in zip(*shares(len(batches)))]
-
-    def run(step: int, chunk: list[int]) -> list[list[float]]:
-        width = max(len(sequences[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        keep = torch.zeros_like(ids, dtype=torch.bool)
-        for row, i in enumerate(chunk):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            attention[row, : len(sequences[i])] = 1
-            keep[row, [p for p, _ in targets[i]]] = True
-        kept = keep.flatten().cumsum(0) - 1  # kept positions come out in (row, position) order
-        rows = [int(kept[row * width + p]) for row, i in enumerate(chunk) for p, _ in targets[i]]
-        tokens = [t for i in chunk for _, t in targets[i]]
-        values = logprobs.target_log_probs(model, ids.to(device), attention.to(device), keep.to(device),
-                                           torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long),
-                                           calls[step]).tolist()
-        ends = [0]
-        for i in chunk:
-            ends.append(ends[-1] + len(targets[i]))
-        return [values[a:b] for a, b in zip(ends, ends[1:])]
-
-    out = run_shared(batches, run, track)
-    return [out[i] for i in range(len(sequences))]
-
-
-def _token_logliks(model, sequences: list[list[int]], targets: list[list[int]], pad_id: int, batch_size: int,
-                   track: Track = no_track) -> list[float]:
-    """Summed log-probability of the tokens at `targets[i]` (indices into sequences[i]) given what precedes them."""
-    pairs = [[(t - 1, sequence[t]) for t in ts] for sequence, ts in zip(sequences, targets)]
-    return [sum(values) for values in _scored(model, sequences, pairs, pad_id, batch_size, track)]
-
-
 def _one_position(choices: list[spans.Span]) -> bool:
     """Every choice one token after one and the same prompt: one forward pass scores them all."""
     first = choices[0]
@@ -128,7 +81,7 @@ def score_choices(model, tokenizer, task: Task, rows: list[dict], max_length: in
             sequences.append(s.ids[: s.stop])
             targets.append([(t - 1, s.ids[t]) for t in range(first, s.stop)])
             shared.append(False)
-    values = iter(zip(shared, _scored(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)))
+    values = iter(zip(shared, scored_targets(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)))
     results = []
     for row, ls in zip(rows, labels):
         one, first = next(values)
@@ -152,7 +105,7 @@ def item_logliks(model, tokenizer, task: Task, rows: list[dict], max_length: int
                 sequences.append(piece["input_ids"])
                 targets.append(trained)
                 owner.append(i)
-    scores = _token_logliks(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)
+    scores = token_logliks(model, sequences, targets, tokenizer.pad_token_id, batch_size, track)
     logliks, tokens = [0.0] * len(rows), [0] * len(rows)
     for i, score, target in zip(owner, scores, targets):
         logliks[i] += score
@@ -184,8 +137,16 @@ def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Set
     metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
     if rows:
         metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
-    return metrics, [{"id": r["id"], "gold": None, "prediction": None, "loglik": ll, "tokens": n}
-                     for r, ll, n in zip(rows, logliks, tokens)]
+    predictions = [{"id": r["id"], "gold": None, "prediction": None, "loglik": ll, "tokens": n}
+                   for r, ll, n in zip(rows, logliks, tokens)]
+    if task.pairwise and rows:  # preference data: its held-out pairs too
+        pairs = pairwise.pair_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
+        found = pairwise.pair_metrics(pairs, settings.seed)
+        metrics.update({k: v for k, v in found.items() if k != "ci"})
+        metrics["ci"].update(found.get("ci", {}))
+        for prediction, row_pairs in zip(predictions, pairs):
+            prediction["pairs"] = row_pairs
+    return metrics, predictions
 
 
 def dev_metrics(model, tokenizer, datasets: list, settings: Settings) -> dict[str, float]:

@@ -98,3 +98,9 @@ def _encode(values: list[str], labels: list[str]) -> np.ndarray:
     """Each value's index among the labels; anything else (no answer) one past the last."""
     index = {label: i for i, label in enumerate(labels)}
     return np.array([index.get(v, len(labels)) for v in values], dtype=np.int64)
+
+
+def mean_interval(values: list[float], seed: int = 0) -> list[float]:
+    """95% bootstrap interval of a mean over items (a preference margin)."""
+    array = np.asarray(values, dtype=float)
+    return _interval(array[_indices(len(array), seed)].mean(1))

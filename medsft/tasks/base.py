@@ -35,6 +35,7 @@ class Task:
     name: ClassVar[str]
     options: ClassVar[tuple[str, ...]] = ()  # the TASK_OPTIONS this task reads
     choices: ClassVar[bool] = False  # a classification scored by the log-likelihood of each choice
+    pairwise: ClassVar[bool] = False  # its rows are preference pairs, scored as pairs too
     split_sizes: ClassVar[tuple[float, float]] = (0.05, 0.1)  # (dev, test) carved where the data has neither
 
     def __init__(self, spec):

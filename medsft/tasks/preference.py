@@ -46,6 +46,7 @@ def _split_implicit(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict
 class Preference(Task):
     name = "preference"
     options = ("prompt_template", "chat", "system_prompt")
+    pairwise = True
 
     def row(self, raw, key):
         if "label" in raw or "completion" in raw:  # KTO's unpaired form
