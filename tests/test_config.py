@@ -85,7 +85,7 @@ def test_yaml_scientific_notation_without_dot_is_a_float(write_recipe):
         ({"max_steps": "ten"}, "key 'max_steps' in {path} must be an integer, got 'ten'"),
         ({"use_peft": "maybe"}, "key 'use_peft' in {path} must be true/false, got 'maybe'"),
         ({"task": "radiology"}, "key 'task' in {path} must be one of pubmedqa, report, text, prompt_completion, messages, "
-                                "template, multiple_choice, medqa, medmcqa, mmlu, got 'radiology'"),
+                                "template, multiple_choice, medqa, medmcqa, mmlu, preference, got 'radiology'"),
     ],
 )
 def test_bad_keys_name_the_key(write_recipe, keys, message):
