@@ -5,7 +5,8 @@ settings, side by side in one run.
 
 Both train one epoch over the same PubMedQA pairs (official training split; the key's decision and conclusion against
 each other option, as recipes/pubmedqa_dpo.yaml builds them) from the embedded SmolLM2-135M-Instruct with a new LoRA
-adapter (r 16, all linear layers), beta 0.1, the same learning rate, batch, max_length, precision and seed. The
+adapter (r 16, all linear layers), beta 0.1, the same learning rate, batch, max_length, precision, activation
+checkpointing (off on the CPU, as medsft's recipe resolves it; TRL's own default is on) and seed. The
 hand-written script gets the pairs as text (the prompt, chosen and rejected strings medsft renders) and lets
 DPOTrainer tokenize them, as a user writing one would. Each variant runs in its own process, so that its peak memory
 is its own (RSS on the CPU, allocated memory on a GPU). Prints, per variant, trained tokens/s (the non-padding
@@ -115,6 +116,8 @@ def trl_trainer(pairs: int, batch: int, out: str, timer):
     config = DPOConfig(output_dir=out, num_train_epochs=1, per_device_train_batch_size=batch, learning_rate=a.learning_rate,
                        lr_scheduler_type=a.lr_scheduler_type, warmup_steps=a.warmup_steps, beta=a.beta,
                        max_length=a.max_length, use_cpu=a.use_cpu, bf16=a.bf16, logging_steps=1, save_strategy="no",
+                       # TRL's default checkpoints activations; medsft's recipe does not on the CPU: the same here
+                       gradient_checkpointing=a.gradient_checkpointing, activation_checkpointing=a.gradient_checkpointing,
                        report_to="none", seed=a.seed, disable_tqdm=True)
     lora = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                       target_modules=m.lora_target_modules, task_type="CAUSAL_LM")

@@ -16,6 +16,7 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft merge RUN_DIR OUT_DIR [--dtype D] [--device_map M] [--trust_remote_code]
        python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
        python -m medsft cv RECIPE.yaml [--folds K] [--key value ...]
+       python -m medsft compare RUN_OR_EVAL_DIR RUN_OR_EVAL_DIR [...] [--json] [--seed S]
 
 Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
 ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
@@ -23,7 +24,7 @@ Run under accelerate for several processes: accelerate launch -m medsft RECIPE.y
 eval, generate, serve and merge run a model's own code only with --trust_remote_code on their command line."""
 
 
-COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge")
+COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge", "compare")
 MODULES = {"eval": "evaluate"}  # a command's module, where its name differs
 
 

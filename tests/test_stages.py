@@ -50,6 +50,9 @@ def test_a_dpo_stage_from_a_lora_sft_run_reports_base_start_and_tuned(write_reci
     assert chain[0] == {"model": json.loads((sft_run / "adapter_config.json").read_text())["base_model_name_or_path"]}
     assert chain[1]["run"] == str(sft_run.resolve()) and chain[1]["adapter"] is True and len(chain[1]["recipe_sha256"]) == 64
     assert not (out / "ref").exists()  # TRL's frozen copy of the start is not the run's
+    # the contamination check covers the earlier run's training rows too, and its protocol is recorded
+    assert f"{sft_run.resolve()}: pubmedqa (train)" in evaluation["contamination"]["checked_against"]
+    assert evaluation["contamination"]["training_rows"] == 2 * len(json.loads((sft_run / "split_ids.json").read_text())["pubmedqa"]["train"])
     assert main(["eval", str(out)]) == 0  # the stage loads as any run, and scores the start again
     again = json.loads((out / "eval_results.json").read_text())["evaluations"][0]
     assert again["models"] == evaluation["models"]

@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
     from medsft.console import evaluation_tables, plots
     from medsft.console.progress import eval_progress
     from medsft.console.quiet import quiet_libraries
-    from medsft.evaluation import results as evaluation
+    from medsft.evaluation import overlap, results as evaluation
+    from medsft.models import locate
     from medsft.models.loading import load_trained
     from medsft.runs import provenance, records, run_folder
     from medsft.runs.run_state import failing_when_lost
@@ -67,7 +68,9 @@ def main(argv: list[str]) -> int:
     changed = provenance.mismatch(provenance.read(folder)) if folder else None
     if changed:
         console.print(f"[yellow]medsft: warning: {changed}")
-    datasets, left_out = evaluation.test_datasets(recipe, records.read_ids(folder) if folder else None)
+    recorded = records.read_ids(folder) if folder else None
+    datasets, left_out = evaluation.test_datasets(recipe, recorded)
+    training = overlap.trained_on(recipe, datasets, recorded)
     evaluation_tables.left_out(console, left_out)
     base_scores = _base_alone(console, recipe, run_dir, datasets) if run_dir is not None else None
     with console.status("loading model"):
@@ -81,7 +84,8 @@ def main(argv: list[str]) -> int:
     # a process lost here fails this evaluation, not the run it scores: run_state.json is left as it is
     with failing_when_lost(None, lambda: steps, "evaluation", recipe.training.ddp_timeout), eval_progress(console) as track_for:
         results = evaluation.evaluate_run(recipe, model, tokenizer, datasets, str(out) if main_process else None, run,
-                                          track_for, trained=run_dir is not None, base_scores=base_scores)
+                                          track_for, trained=run_dir is not None, base_scores=base_scores, training=training,
+                                          weights=run_dir or locate.resolve(recipe.model.model_name_or_path))
     evaluation_tables.eval_report(console, results)
     if main_process:
         plots.write_plots(str(out), [], results)

@@ -9,9 +9,10 @@ def main(argv: list[str]) -> int:
     """`preview RECIPE [-n 5] [--key value]`: the data exactly as training would see it; trains and writes nothing."""
     from rich.console import Console
 
-    from medsft.console import training_tables
+    from medsft.console import contamination_report, training_tables
     from medsft.console.quiet import quiet_libraries
     from medsft.data import recipe_cache
+    from medsft.evaluation import overlap
     from medsft.training import catalog
     from medsft.training.prepare import prepare
 
@@ -23,4 +24,8 @@ def main(argv: list[str]) -> int:
     with console.status("loading tokenizer and data"):
         prepared = prepare(recipe)
     training_tables.preview(console, catalog.get(recipe.script.trainer).preview(prepared, recipe.training, n))
+    scored = [d for d in prepared.datasets if d.parts["test"]]
+    with console.status("checking the test items against the training rows"):
+        found = overlap.check(scored, overlap.trained_on(recipe, prepared.datasets), recipe.script)
+    contamination_report.before_training(console, found, {d.spec.name: len(d.parts["test"]) for d in scored}, prepared.removed)
     return 0

@@ -67,13 +67,17 @@ def _evaluate(console, recipe, prepared, evaluated, trainer, result, main_proces
 
     if not (recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated)):
         return None
+    from medsft.evaluation import overlap
+
     args = recipe.training
     run = evaluation.run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=args.output_dir)
+    training = overlap.trained_on(recipe, prepared.datasets)
     with failing_when_lost(args.output_dir, lambda: result.steps, "evaluation", args.ddp_timeout, trained=True), \
             eval_progress(console) as track_for:
         model = trainer.accelerator.unwrap_model(trainer.model)
         results = evaluation.evaluate_run(recipe, model, prepared.tokenizer, evaluated, args.output_dir if main_process
-                                          else None, run, track_for, base_scores=base_scores or None)
+                                          else None, run, track_for, base_scores=base_scores or None, training=training,
+                                          weights=args.output_dir)
     evaluation_tables.eval_report(console, results)
     return results
 
@@ -83,7 +87,7 @@ def main(argv: list[str]) -> int:
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft.console import plots, training_tables
+    from medsft.console import contamination_report, plots, training_tables
     from medsft.console.progress import RichProgress
     from medsft.console.quiet import quiet_libraries
     from medsft.recipe import hardware
@@ -106,6 +110,8 @@ def main(argv: list[str]) -> int:
     with console.status("loading model and data"):
         prepared = prepare.prepare(recipe)
     training_tables.data_summary(console, trainer_unit.data_lines(prepared, recipe.training))
+    if prepared.removed is not None:
+        contamination_report.before_training(console, {}, {}, prepared.removed)
 
     recipe.training.disable_tqdm = True  # the rich bar below replaces tqdm
     tracked = tracking.enabled(recipe) and state.is_main_process

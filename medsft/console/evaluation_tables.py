@@ -9,6 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from medsft.console import contamination_report
+from medsft.evaluation import comparability
 
 
 def _delta(tuned: float, base: float, p: float | None = None, scale: float = 100.0) -> str:
@@ -219,6 +221,9 @@ def eval_report(console: Console, results: dict) -> None:
             _choice_table(console, evaluation)
         else:
             _perplexity_table(console, evaluation)
+        if "protocol" in evaluation:
+            console.print("[dim]protocol: " + comparability.short(evaluation["protocol"]) + "[/]")
+        contamination_report.report(console, evaluation)
         samples(console, evaluation.get("samples", []))
     if len(evaluations) > 1:
         summary(console, evaluations)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from medsft.data.prompts import prompt_ids
 from medsft.evaluation import calibration, pairwise, stats
+from medsft.evaluation.generative import generated_metrics
 from medsft.evaluation.metrics import classification_metrics, majority_baseline
 from medsft.evaluation.scoring import Settings, evaluate_split, score_choices
 from medsft.evaluation.sharing import Track, no_track
@@ -92,6 +93,31 @@ def comparisons(task: Task, rows: list[dict], predictions: dict[str, list[dict]]
     return out
 
 
+def on_clean_items(task: Task, rows: list[dict], predictions: dict[str, list[dict]], contaminated: list[str],
+                   seed: int) -> dict[str, Any]:
+    """Each model's metrics on the items the contamination check left clean, with intervals, and the paired tests
+    between the models on them."""
+    import math
+
+    dirty = set(contaminated)
+    keep = [i for i, r in enumerate(rows) if r["id"] not in dirty]
+    kept_rows = [rows[i] for i in keep]
+    kept = {name: [preds[i] for i in keep] for name, preds in predictions.items()}
+    models = {}
+    for name, preds in kept.items():
+        if task.choices and preds and "lenient" in preds[0]:  # generated answers: read as the whole split's are
+            models[name] = generated_metrics(preds, task.labels(), seed)
+        elif task.choices:
+            gold, predicted = [p["gold"] for p in preds], [p["prediction"] for p in preds]
+            models[name] = {**classification_metrics(gold, predicted, task.labels()),
+                            "ci": stats.classification_intervals(gold, predicted, task.labels(), seed)}
+        else:
+            logliks, tokens = [p["loglik"] for p in preds], [p["tokens"] for p in preds]
+            models[name] = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1)),
+                            "ci": {"perplexity": stats.perplexity_interval(logliks, tokens, seed)}}
+    return {"n": len(keep), "models": models, "tests": comparisons(task, kept_rows, kept, None, seed) if keep else {}}
+
+
 def _models(model, base_model, trained: bool):
     """(name, model) to score in turn: the base with the adapter disabled while it is scored (or `base_model`, the
     weights a full fine-tune started from), then the tuned model; a model alone is "tuned" when it was trained."""
@@ -127,6 +153,8 @@ def prediction_rows(predictions: dict[str, list[dict]]) -> list[dict[str, Any]]:
     rows = []
     for i, row in enumerate(next(iter(predictions.values()), [])):
         item = {"id": row["id"], "gold": row["gold"]}
+        if "tokens" in row:  # the scored tokens' count: the same for every model (perplexity's weights)
+            item["tokens"] = row["tokens"]
         for name, preds in predictions.items():  # prediction and loglik; a generated answer's reply and lenient reading
             item.update({f"{name}_{key}": value for key, value in preds[i].items() if key not in ("id", "gold", "tokens")})
         rows.append(item)
@@ -158,10 +186,11 @@ def scored_alone(model, name: str, tokenizer, dataset, settings: Settings, track
 def before_and_after(model, tokenizer, dataset, settings: Settings,
                      track_for: Callable[[str], Track] | None = None, base_model=None,
                      trained: bool = True, base_scored: dict | None = None,
-                     start=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     start=None, contamination: dict | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split. `base_scored`:
     the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model.
-    `start`: for a stage, a context holding the model it started from (loading.start_scoring), scored between them."""
+    `start`: for a stage, a context holding the model it started from (loading.start_scoring), scored between them.
+    `contamination`: the dataset's record from overlap.check; with contaminated items, the scores on the clean ones."""
     track_for = track_for or (lambda name: no_track)
     task, rows = dataset.task, dataset.parts["test"]
     result = _header(dataset, settings)
@@ -183,5 +212,9 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
                                                         task.labels())
     if rows:
         result["tests"] = comparisons(task, rows, predictions, result.get("majority_baseline"), settings.seed)
+    if contamination is not None:
+        result["contamination"] = contamination
+        if contamination["ids"] and rows:
+            result["clean"] = on_clean_items(task, rows, predictions, contamination["ids"], settings.seed)
     result["samples"] = samples
     return result, prediction_rows(predictions)

@@ -78,7 +78,11 @@ def paired(gold: list[str], first: list[str], second: list[str], labels: list[st
     index = _indices(len(g), seed)
     difference = _f1(_confusions(g, b, k + 1, index))[:, :k].mean(1) - _f1(_confusions(g, a, k + 1, index))[:, :k].mean(1)
     p_f1 = _two_sided(difference)
-    return {"accuracy_delta": float(right_b.mean() - right_a.mean()), "only_first_right": only_a, "only_second_right": only_b,
+    accuracy = right_b[index].mean(1) - right_a[index].mean(1)
+    return {"accuracy_delta": float(right_b.mean() - right_a.mean()), "accuracy_delta_ci": _interval(accuracy),
+            "macro_f1_delta": float(_f1(_confusions(g, b, k + 1, np.arange(len(g))[None]))[0, :k].mean()
+                                    - _f1(_confusions(g, a, k + 1, np.arange(len(g))[None]))[0, :k].mean()),
+            "only_first_right": only_a, "only_second_right": only_b,
             "p_value": float(mcnemar), "macro_f1_delta_ci": _interval(difference), "macro_f1_p_value": float(p_f1)}
 
 
@@ -92,6 +96,16 @@ def paired_perplexity(first: list[float], second: list[float], tokens: list[int]
     p = _two_sided(log_ratio)
     ratio = float(np.exp((a.sum() - b.sum()) / max(n.sum(), 1)))
     return {"perplexity_ratio": ratio, "perplexity_ratio_ci": _interval(np.exp(log_ratio)), "p_value": float(p)}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for the number of comparisons (family-wise error), in their order."""
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _encode(values: list[str], labels: list[str]) -> np.ndarray:

@@ -129,6 +129,14 @@ class MedsftArguments(DataFields):
     answer_temperature: float = _help("scoring: generate: 0 greedy; above 0 samples (needed for num_samples above 1).", 0.0)
     suite: str | None = _help("Evaluate on a benchmark suite (medical: PubMedQA, MedQA, MedMCQA, medical MMLU) instead.")
     suite_data: str | None = _help("The suite's local data folder (pubmedqa/, mcq/); default $MEDSFT_DATA, else the hub.")
+    contamination_ngram: int = _help(
+        "Contamination check: the length, in words, of the sequences a test item shares with training rows (13: one "
+        "shared sentence of exam boilerplate is not enough; docs/evaluation.md).", 13)
+    contamination_threshold: float = _help(
+        "Contamination check: a test item whose words are covered at least this much by shared sequences is "
+        "contaminated (Llama 2's method).", 0.5)
+    decontaminate: bool = _help("Remove the training rows behind every contaminated test item the run scores (its "
+                                "test splits, and the suite with suite) before training; the run records which.", False)
     sample_count: int = _help("Sample generations shown base vs tuned after evaluation (0: none).", 3)
     sample_prompts: list[str] | None = _help("Prompts for the sample generations; default: a few from the task.")
     sample_max_new_tokens: int = _help("Length of each sample generation.", 64)

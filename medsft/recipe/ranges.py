@@ -32,6 +32,9 @@ def _fraction(closed_top: bool = False) -> tuple[Callable[[Any], bool], str]:
 _WHOLE = "a whole number"
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # LoRA (TRL ModelConfig)
+    # the contamination check (medsft)
+    "contamination_ngram": _at_least(4, _WHOLE),
+    "contamination_threshold": ((lambda v: 0 < v <= 1), "a number above 0, at most 1"),
     "lora_r": _at_least(1, _WHOLE),
     "lora_alpha": _above(0),
     "lora_dropout": _fraction(),

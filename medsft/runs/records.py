@@ -12,6 +12,7 @@ IDS_FILE = "split_ids.json"
 EVAL_RESULTS, PREDICTIONS = "eval_results.json", "predictions.jsonl"
 CV_RESULTS, OOF_PREDICTIONS = "cv_results.json", "oof_predictions.jsonl"
 TRAINER_STATE = "trainer_state.json"
+DECONTAMINATED_FILE = "decontaminated.json"  # with decontaminate: the training rows removed, by dataset
 CHAIN_FILE = "chain.json"  # a stage's chain: the base model, then each earlier run it started from
 LOSS_CURVES, REWARD_CURVES, CONFUSION_MATRIX = "loss_curves.png", "reward_curves.png", "confusion_matrix.png"
 
@@ -27,6 +28,11 @@ def write_ids(output_dir: str, splits: dict[str, dict[str, list[dict]]]) -> None
 def read_ids(output_dir: str) -> dict[str, dict[str, list[str]]] | None:
     path = Path(output_dir) / IDS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_decontaminated(output_dir: str, removed: dict[str, list[str]]) -> None:
+    found = {name: {"removed": len(ids), "ids": ids} for name, ids in removed.items()}
+    (Path(output_dir) / DECONTAMINATED_FILE).write_text(json.dumps(found, indent=2))
 
 
 def write_chain(output_dir: str, chain: list[dict[str, Any]]) -> None:

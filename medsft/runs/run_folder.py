@@ -100,14 +100,17 @@ def started_from(folder: Path) -> str | None:
     return saved.get("model_name_or_path")
 
 
-def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], chain: list[dict] | None = None) -> None:
+def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], chain: list[dict] | None = None,
+                removed: dict[str, list[str]] | None = None) -> None:
     """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
     (its recipe, hardware settings, split ids, environment, and for a stage the chain of runs it starts from), and as
-    unfinished (its state)."""
+    unfinished (its state); with decontaminate, the training rows it removed."""
     out = Path(recipe.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if chain:
         records.write_chain(str(out), chain)
+    if removed is not None:
+        records.write_decontaminated(str(out), removed)
     (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
     (out / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
     records.write_ids(str(out), splits)

@@ -30,6 +30,15 @@ class Example:
     cue: str = ""
     text: bool = False
 
+    def flat(self, prompt_only: bool = False) -> str:
+        """The example's words as one text (no system turn, no template): the prompt alone, or all of it."""
+        parts = self.messages if self.messages is not None else [self.prompt] if prompt_only else [self.prompt, self.completion]
+        if self.messages is not None and prompt_only:
+            parts = [m for m in self.messages if m["role"] == "user"]
+        flat = [m for p in parts for m in (p if isinstance(p, list) else [p])]
+        return "\n".join(m if isinstance(m, str) else str(m.get("content") or "") for m in flat
+                         if isinstance(m, str) or m.get("role") != "system")
+
 
 class Task:
     name: ClassVar[str]
@@ -86,6 +95,12 @@ class Task:
             else:
                 out.append({"input": example.prompt, "prompt": example.prompt, "gold": example.completion})
         return out
+
+    def content(self, row: dict) -> str:
+        """What a test item is, for the contamination check: a choice item's question, context and options (its
+        prompt's words), any other item's whole text."""
+        example = self.example(row)
+        return "" if example is None else example.flat(prompt_only=self.choices)
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
         raise UserError(f"dataset_name: synthetic is built for the pubmedqa and report tasks, not {self.name}")

@@ -59,7 +59,7 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     stopper.install()
     if main:
         run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets},
-                               prepared.start.chain if prepared.start else None)
+                               prepared.start.chain if prepared.start else None, prepared.removed)
     lost = partial(run_state.failing_when_lost, args.output_dir, lambda: trainer.state.global_step, timeout=args.ddp_timeout)
     with lost("training"):
         if before is not None and resume is None:

@@ -24,6 +24,7 @@ class Prepared:
     eval_dataset: Any = None
     stats: dict[str, Any] = field(default_factory=dict)
     start: Any = None  # models/stages.Start: the run this stage starts from (its model is loaded when training builds)
+    removed: dict[str, list[str]] | None = None  # decontaminate: the training rows removed, by dataset
 
 
 @dataclass

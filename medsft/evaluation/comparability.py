@@ -1,0 +1,95 @@
+"""What makes an evaluation's number comparable with another's, recorded beside it: the task and its options, the
+items (a digest of the test ids), the prompt as the model saw it (prompt style, chat, a digest of the chat template
+and of every item's rendered prompt tokens, the template keywords), few-shot examples (medsft scores zero-shot), the
+scoring and its generation settings, how choices were decided, max_length, the precision; and which weights were
+scored (their digest), the one field two compared runs are expected to differ in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from medsft.data.prompts import prompt_ids
+
+IDENTITY = ("weights_sha256",)  # what the model is, not how it was scored
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def weights_digest(path: str | Path | None) -> str | None:
+    """sha256 over a folder's safetensors files (names and bytes, in name order); None where there is no folder."""
+    if path is None or not Path(path).is_dir():
+        return None
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for file in files:
+        h.update(file.name.encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _decision(spec, task) -> str | None:
+    if not task.choices:
+        return None
+    if spec.calibration_file:
+        return f"offsets from {spec.calibration_file}"
+    return "offsets fitted on the dev split" if spec.calibrate else "argmax"
+
+
+def record(dataset, settings, tokenizer, precision: str, weights: str | None, chat_template_kwargs) -> dict[str, Any]:
+    """The evaluation's protocol, whole (eval_results.json keeps it under `protocol`)."""
+    task, spec, rows = dataset.task, dataset.spec, dataset.parts["test"]
+    examples = [e for e in (task.example(r) for r in rows) if e is not None]
+    # what the model reads: a choice item's prompt as scoring renders it; any other item's whole text
+    prompts = [prompt_ids(tokenizer, e.prompt if e.messages is None else e.messages[:-1]) if task.choices else e.flat()
+               for e in examples]
+    template = getattr(tokenizer, "chat_template", None)
+    generation = settings.generation
+    return {
+        "task": task.name,
+        "labels": task.labels() if task.choices else None,
+        "items": len(rows),
+        "test_ids_sha256": digest(sorted(r["id"] for r in rows)),
+        "prompt_style": spec.prompt_style if "prompt_style" in task.options else None,
+        "chat": spec.chat if "chat" in task.options else None,
+        "chat_template_sha256": digest(template) if template else None,
+        "chat_template_kwargs": chat_template_kwargs or None,
+        "prompts_sha256": digest(prompts),
+        "few_shot": 0,
+        "scoring": settings.scoring if task.choices else "perplexity",
+        "generation": {"max_new_tokens": generation.max_new_tokens, "num_samples": generation.num_samples,
+                       "temperature": generation.temperature} if task.choices and settings.scoring == "generate" else None,
+        "decision": _decision(spec, task),
+        "max_length": settings.max_length,
+        "precision": precision,
+        "weights_sha256": weights,
+    }
+
+
+def short(protocol: dict[str, Any]) -> str:
+    """One line for the report."""
+    parts = [protocol["task"], f"{protocol['items']} items (ids {protocol['test_ids_sha256'][:8]})"]
+    if protocol.get("prompt_style"):
+        parts.append(f"prompt {protocol['prompt_style']}" + (", chat" if protocol.get("chat") else ""))
+    parts.append(f"prompts {protocol['prompts_sha256'][:8]}")
+    parts.append(protocol["scoring"] + (f" ({protocol['decision']})" if protocol.get("decision") else ""))
+    parts += [f"max_length {protocol['max_length']}", protocol["precision"], "0-shot"]
+    if protocol.get("weights_sha256"):
+        parts.append(f"weights {protocol['weights_sha256'][:8]}")
+    return ", ".join(str(p) for p in parts)
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first field, in the record's order, that two protocols differ in (the weights aside)."""
+    for key in a:
+        if key not in IDENTITY and a.get(key) != b.get(key):
+            return key
+    return next((key for key in b if key not in a and key not in IDENTITY), None)
