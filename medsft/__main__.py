@@ -16,6 +16,7 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft merge RUN_DIR OUT_DIR [--dtype D] [--device_map M] [--trust_remote_code]
        python -m medsft preview RECIPE.yaml [-n 5] [--key value ...]
        python -m medsft cv RECIPE.yaml [--folds K] [--key value ...]
+       python -m medsft export RUN_DIR OUT.gguf [--type f16|bf16|q8_0] [--check N] [--modelfile] [--force]
        python -m medsft compare RUN_OR_EVAL_DIR RUN_OR_EVAL_DIR [...] [--json] [--seed S]
 
 Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
@@ -24,7 +25,7 @@ Run under accelerate for several processes: accelerate launch -m medsft RECIPE.y
 eval, generate, serve and merge run a model's own code only with --trust_remote_code on their command line."""
 
 
-COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge", "compare")
+COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge", "compare", "export")
 MODULES = {"eval": "evaluate"}  # a command's module, where its name differs
 
 

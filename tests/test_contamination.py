@@ -149,6 +149,15 @@ def test_the_report_scores_the_clean_items_apart(write_recipe, planted_exam, tmp
     assert clean["models"]["tuned"]["accuracy"] == pytest.approx(right / 9)
 
 
+def test_every_item_contaminated_leaves_nothing_clean_and_the_run_still_reports(write_recipe, tmp_path, capsys):
+    """The synthetic notes come from a few templates: with a low threshold every test note is a near-copy."""
+    assert main([str(write_recipe(contamination_threshold=0.05, max_test_samples=8, sample_count=0))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "8 of 8 test items (100.0%) contaminated" in out and "every test item is contaminated" in out
+    [evaluation] = json.loads((tmp_path / "out" / "eval_results.json").read_text())["evaluations"]
+    assert evaluation["clean"] == {"n": 0, "models": {}, "tests": {}}
+
+
 def test_the_preview_prints_the_check_before_anything_trains(write_recipe, planted_exam, tmp_path, capsys):
     folder, _ = planted_exam
     assert main(["preview", str(exam_recipe(write_recipe, folder, contamination_threshold=0.9)), "-n", "1"]) == 0

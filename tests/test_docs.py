@@ -73,7 +73,7 @@ def parses(argv: list[str]) -> None:
     from medsft.commands.common import pop_int
     from medsft.recipe.parser import parse_recipe
 
-    command = argv[0] if argv[0] in ("eval", "cv", "preview", "train", "generate", "serve", "merge", "compare") else "train"
+    command = argv[0] if argv[0] in ("eval", "cv", "preview", "train", "generate", "serve", "merge", "compare", "export") else "train"
     args = argv[1:] if argv[0] == command else argv
     if command == "generate":
         positional = [a for a in args[:2] if not a.startswith("--")]
@@ -82,6 +82,10 @@ def parses(argv: list[str]) -> None:
         serve.parser().parse_args(args)
     elif command == "merge":
         assert len([a for a in args if a != "--trust_remote_code"]) == 2, argv
+    elif command == "export":  # a run and a .gguf path, and only its own options
+        from medsft.commands.export import _arguments
+
+        _arguments([*args, "--force"])
     elif command == "compare":  # two folders or more, and only its own flags
         _, args = pop_int(args, "--seed", "seed")
         assert len([a for a in args if a != "--json"]) >= 2 and not [a for a in args if a.startswith("-") and a != "--json"], argv

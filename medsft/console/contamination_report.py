@@ -30,6 +30,9 @@ def report(console: Console, evaluation: dict) -> None:
     clean = evaluation.get("clean")
     if not clean:
         return
+    if not clean["n"]:
+        console.print("no clean item left to score apart: every test item is contaminated")
+        return
     choice = "labels" in evaluation
     key, scale = ("accuracy", 100.0) if choice else ("perplexity", 1.0)
     cells = []

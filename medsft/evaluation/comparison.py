@@ -101,6 +101,8 @@ def on_clean_items(task: Task, rows: list[dict], predictions: dict[str, list[dic
 
     dirty = set(contaminated)
     keep = [i for i, r in enumerate(rows) if r["id"] not in dirty]
+    if not keep:  # every item contaminated: nothing clean to score
+        return {"n": 0, "models": {}, "tests": {}}
     kept_rows = [rows[i] for i in keep]
     kept = {name: [preds[i] for i in keep] for name, preds in predictions.items()}
     models = {}
@@ -115,7 +117,7 @@ def on_clean_items(task: Task, rows: list[dict], predictions: dict[str, list[dic
             logliks, tokens = [p["loglik"] for p in preds], [p["tokens"] for p in preds]
             models[name] = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1)),
                             "ci": {"perplexity": stats.perplexity_interval(logliks, tokens, seed)}}
-    return {"n": len(keep), "models": models, "tests": comparisons(task, kept_rows, kept, None, seed) if keep else {}}
+    return {"n": len(keep), "models": models, "tests": comparisons(task, kept_rows, kept, None, seed)}
 
 
 def _models(model, base_model, trained: bool):

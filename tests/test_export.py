@@ -1,0 +1,92 @@
+"""`medsft export RUN OUT.gguf`: a LoRA run and a full run of each family the GGUF reader supports, written as GGUF,
+read back through transformers' loader: the next tokens' log-probabilities on the run's texts within 1e-2 and the
+most likely token the same at >= 99% of positions (>= 95% at q8_0); the file's chat template verbatim and its end
+of generation the run's end-of-turn token; bad input one line, exit 2."""
+
+import json
+
+import pytest
+
+import zoo
+from medsft.__main__ import main
+
+pytestmark = pytest.mark.slow
+KEYS = {"max_steps": 2, "max_test_samples": 8, "sample_count": 0, "max_length": 192}
+
+
+def field(reader, key):
+    """A GGUF metadata value: a string, or an integer."""
+    found = reader.fields[key]
+    value = found.parts[found.data[0]]
+    return bytes(value).decode() if found.types[0].name == "STRING" else int(value[0])
+
+
+def trained(write_recipe, base, lora: bool, tmp_path, name):
+    recipe = write_recipe(f"{name}.yaml", model_name_or_path=str(base), use_peft=lora, output_dir=str(tmp_path / name),
+                          learning_rate=1e-3, **KEYS)
+    assert main([str(recipe)]) == 0
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["llama3", "qwen2", "gemma2", "mistral", "phi3"])
+def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, write_recipe, tmp_path, name, capsys):
+    """(The zoo's Qwen2 and Gemma-2 tie their output layer to the embeddings, Llama-3's does not: both layouts.)"""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    from medsft.data.templates import end_of_turn
+
+    for lora in (True, False):
+        run = trained(write_recipe, zoo_models(name), lora, tmp_path, f"{name}-{'lora' if lora else 'full'}")
+        for kind in (("f16", "q8_0") if lora else ("f16",)):
+            out = tmp_path / f"{run.name}-{kind}.gguf"
+            assert main(["export", str(run), str(out), "--type", kind, "--check", "8"]) == 0
+            check = json.loads(out.with_suffix(".check.json").read_text())
+            tokens = check["next_tokens"]
+            assert tokens["positions"] > 100
+            if kind == "f16":
+                assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
+            else:
+                assert tokens["top1_agreement"] >= 0.95, (run.name, tokens)
+            items = check["items"]["pubmedqa"]
+            assert items["n"] == 8
+            # the verdict is the check's: every item answered alike (a random tiny model's near-ties may flip at q8_0)
+            verdict = "gives" if items["same_answer"] == 1.0 else "does NOT give"
+            assert f"the exported model {verdict} the run's answers" in capsys.readouterr().out
+            assert kind == "q8_0" or verdict == "gives"
+        tokenizer = AutoTokenizer.from_pretrained(run)
+        reader = GGUFReader(tmp_path / f"{run.name}-f16.gguf")
+        assert field(reader, "tokenizer.chat_template") == tokenizer.chat_template  # verbatim
+        assert field(reader, "tokenizer.ggml.eot_token_id") == end_of_turn(tokenizer) is not None
+        assert field(reader, "tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
+        assert json.loads(field(reader, "medsft.chain")) == []
+        assert field(reader, "medsft.run") == str(run.resolve())
+
+
+def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_path):
+    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "llama3")
+    assert main(["export", str(run), str(tmp_path / "m.gguf"), "--check", "0", "--modelfile"]) == 0
+    lines = (tmp_path / "Modelfile").read_text().splitlines()
+    assert lines[0] == "FROM ./m.gguf"
+    assert 'PARAMETER stop "<|eot_id|>"' in lines and 'PARAMETER stop "<|end_of_text|>"' in lines
+
+
+def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
+    def one_line(*argv):
+        assert main(["export", *map(str, argv)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        return err[0]
+
+    gpt2 = trained(write_recipe, zoo_models("gpt2"), True, tmp_path, "gpt2")
+    assert one_line(gpt2, tmp_path / "g.gguf") == (
+        "medsft: error: GPT2LMHeadModel cannot be written as GGUF by medsft; it writes Gemma2ForCausalLM, "
+        "LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM")
+    assert not (tmp_path / "g.gguf").exists() and not list(tmp_path.glob(".g-*"))
+    assert one_line(tmp_path / "nowhere", tmp_path / "x.gguf") == (
+        f"medsft: error: {tmp_path / 'nowhere'} holds no medsft run (recipe.yaml); give a run folder or one of its checkpoints")
+    (tmp_path / "taken.gguf").write_bytes(b"mine")
+    assert one_line(gpt2, tmp_path / "taken.gguf") == f"medsft: error: {tmp_path / 'taken.gguf'} exists; pass --force to replace it"
+    assert (tmp_path / "taken.gguf").read_bytes() == b"mine"
+    assert one_line(gpt2, tmp_path / "x.gguf", "--type", "q4_k") == (
+        "medsft: error: --type q4_k is not a type medsft writes; choose f16, bf16, q8_0")
