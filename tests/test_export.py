@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import zoo
+import released
 from medsft.__main__ import main
 
 pytestmark = pytest.mark.slow
@@ -61,6 +61,25 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
         assert field(reader, "tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
         assert json.loads(field(reader, "medsft.chain")) == []
         assert field(reader, "medsft.run") == str(run.resolve())
+
+
+@pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
+def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, tmp_path):
+    """The zoo has no Qwen3: the tiny Qwen3 carrying Qwen3's released template (its think block) instead."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    base = released.build(released.FAMILIES["qwen3"], tmp_path / "qwen3", hidden=32)
+    for lora in (True, False):
+        run = trained(write_recipe, base, lora, tmp_path, f"qwen3-{'lora' if lora else 'full'}")
+        out = tmp_path / f"{run.name}.gguf"
+        assert main(["export", str(run), str(out), "--check", "8"]) == 0
+        tokens = json.loads(out.with_suffix(".check.json").read_text())["next_tokens"]
+        assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
+        reader = GGUFReader(out)
+        assert field(reader, "general.architecture") == "qwen3"
+        assert field(reader, "tokenizer.chat_template") == AutoTokenizer.from_pretrained(run).chat_template
+        assert field(reader, "tokenizer.ggml.eot_token_id") == AutoTokenizer.from_pretrained(run).convert_tokens_to_ids("<|im_end|>")
 
 
 def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_path):

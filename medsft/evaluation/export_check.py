@@ -16,11 +16,18 @@ from medsft.evaluation.scoring import score_choices
 
 
 def read_back(path: Path):
-    """The GGUF file as transformers loads it (dequantized to float32), with what llama.cpp derives from the file where
-    transformers' reader falls back to a default instead: Gemma-2's query scaling, 1/sqrt(key_length)."""
+    """The GGUF file as transformers loads it (dequantized to float32), with what llama.cpp reads from the file where
+    transformers' reader falls back to a default instead: the head size from the key length (Qwen3's reader assumes
+    128), and Gemma-2's query scaling, 1/sqrt(key length)."""
+    from gguf import GGUFReader
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    reader = GGUFReader(path)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    key_length = reader.fields.get(f"{arch}.attention.key_length")
+    if key_length is not None:
+        config.head_dim = int(key_length.parts[-1][0])
     if config.model_type == "gemma2":
         config.query_pre_attn_scalar = config.head_dim
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config, dtype=torch.float32).eval()
