@@ -142,3 +142,15 @@ def test_a_stopped_run_keeps_its_handlers_until_it_exits_and_a_finished_one_rest
     finally:
         signal.signal(signal.SIGTERM, before)
         signal.signal(signal.SIGINT, stopped._previous.get(signal.SIGINT, signal.default_int_handler))
+
+
+@pytest.mark.parametrize("error, why", [
+    (RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:1234: Connection reset by peer"), "lost"),
+    (RuntimeError("Application timeout caused pair closure"), "timeout"),  # gloo through DeepSpeed's pending gather
+    (RuntimeError("Connection closed by peer [127.0.0.1]:29500"), "lost"),
+    (RuntimeError("Timed out waiting 20000ms for recv operation to complete (gloo)"), "timeout"),
+    (RuntimeError("CUDA out of memory"), None),  # not a collective's failure: it goes on up
+    (ValueError("timeout"), None),
+])
+def test_a_lost_collective_is_told_from_any_other_error(error, why):
+    assert run_state.lost_process(error) == why

@@ -70,11 +70,14 @@ def mark(output_dir: str, state: str, step: int | None = None, signum: int | Non
 
 def lost_process(error: BaseException) -> str | None:
     """Why a collective failed, when `error` is one ("timeout": no answer within the process group's timeout;
-    "lost": the other process ended), else None. gloo raises a RuntimeError naming itself, NCCL a DistError."""
+    "lost": the other process ended), else None. NCCL raises a DistError; gloo a RuntimeError, naming itself, or
+    through a pending handle (DeepSpeed's ZeRO-3 gathers) with its transport's words alone ("Application timeout
+    caused pair closure", "Connection closed by peer")."""
     import torch.distributed as dist
 
     text = str(error)
-    if not (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and ("gloo" in text or "NCCL" in text))):
+    gloo = ("gloo", "NCCL", "pair closure", "Connection closed by peer", "Connection reset by peer")
+    if not (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(g in text for g in gloo))):
         return None
     return "timeout" if "timed out" in text.lower() or "timeout" in text.lower() else "lost"
 
