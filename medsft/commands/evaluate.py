@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
         console.print(f"[yellow]medsft: warning: {changed}")
     recorded = records.read_ids(folder) if folder else None
     datasets, left_out = evaluation.test_datasets(recipe, recorded)
-    training = overlap.trained_on(recipe, datasets, recorded)
+    training = overlap.trained_on(recipe, overlap.run_datasets(recipe, datasets, recorded))
     evaluation_tables.left_out(console, left_out)
     base_scores = _base_alone(console, recipe, run_dir, datasets) if run_dir is not None else None
     with console.status("loading model"):

@@ -51,12 +51,16 @@ def earlier_runs(model_name_or_path: str | None) -> list[Path]:
     return [Path(entry["run"]) for entry in chain if "run" in entry] + [folder]
 
 
-def trained_on(recipe, datasets: list[Dataset], recorded: dict | None = None) -> Training:
-    """Every row the run trains on: `datasets`' training rows (a suite evaluation: the run's own datasets, loaded by
-    its recorded ids), then each earlier run's."""
+def run_datasets(recipe, scored: list[Dataset], recorded: dict | None) -> list[Dataset]:
+    """The datasets a run trained on: those it scores, or for a suite evaluation its own, loaded by its recorded ids."""
+    return load(mixture.specs(recipe.script, recipe.training), recorded) if recipe.script.suite else scored
+
+
+def trained_on(recipe, own: list[Dataset]) -> Training:
+    """Every row the run trains on: its own datasets' training rows (as training holds them: after decontaminate),
+    then each earlier run's."""
     from medsft.runs import records, run_folder
 
-    own = load(mixture.specs(recipe.script, recipe.training), recorded) if recipe.script.suite else datasets
     training = Training([f"{d.spec.name} (train)" for d in own if d.spec.weight > 0], _rows(own))
     for run in earlier_runs(recipe.model.model_name_or_path):
         try:
@@ -75,14 +79,15 @@ def check(datasets: list[Dataset], training: Training, script) -> dict[str, dict
     items = [(d.spec.name, r["id"], d.task.content(r)) for d in datasets for r in d.parts["test"]]
     found = contamination.check([text for *_, text in items], training.rows, script.contamination_ngram,
                                 script.contamination_threshold)
+    contaminated, unchecked = set(found.contaminated), set(found.unchecked)  # the check's own definitions
     out = {}
     for d in datasets:
         mine = [i for i, item in enumerate(items) if item[0] == d.spec.name]
-        hit = [i for i in mine if found.share[i] >= found.threshold]
+        hit = [i for i in mine if i in contaminated]
         out[d.spec.name] = {
             "ids": [items[i][1] for i in hit], "share": len(hit) / len(mine) if mine else 0.0,
             "threshold": found.threshold, "ngram": found.ngram, "checked_against": training.names,
-            "training_rows": found.training_rows, "unchecked": sum(found.words[i] < found.ngram for i in mine),
+            "training_rows": found.training_rows, "unchecked": sum(i in unchecked for i in mine),
             "rows": {items[i][1]: found.rows[i] for i in hit},
         }
     return out
