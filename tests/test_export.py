@@ -21,9 +21,9 @@ def field(reader, key):
     return bytes(value).decode() if found.types[0].name == "STRING" else int(value[0])
 
 
-def trained(write_recipe, base, lora: bool, tmp_path, name):
+def trained(write_recipe, base, lora: bool, tmp_path, name, **keys):
     recipe = write_recipe(f"{name}.yaml", model_name_or_path=str(base), use_peft=lora, output_dir=str(tmp_path / name),
-                          learning_rate=1e-3, **KEYS)
+                          learning_rate=1e-3, **KEYS, **keys)
     assert main([str(recipe)]) == 0
     return tmp_path / name
 
@@ -109,3 +109,47 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     assert (tmp_path / "taken.gguf").read_bytes() == b"mine"
     assert one_line(gpt2, tmp_path / "x.gguf", "--type", "q4_k") == (
         "medsft: error: --type q4_k is not a type medsft writes; choose f16, bf16, q8_0")
+
+
+@pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
+@pytest.mark.parametrize("name", ["mistral", "phi3", "gemma2", "llama3.1"])
+def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_recipe, tmp_path, name):
+    """The released families' own kinds of tokenizer: SentencePiece BPE with byte fallback (Mistral and Phi-3 put a
+    space before the text, Gemma does not) written as llama.cpp's `llama` tokenizer with scores, for a run on plain
+    prompts and one through the chat template; and Llama 3.1's byte-level BPE with Llama 3's rotary scaling
+    (rope_freqs). The file's tokenizer gives the run's tokens on every text; the model reads back as the run."""
+    from gguf import GGUFReader
+
+    family = released.FAMILIES[name]
+    if name == "llama3.1":
+        # a small base and original context, so that the scaling moves every frequency
+        family = released.Released(**{**vars(family), "config_keys": {"rope_scaling": {
+            "rope_type": "llama3", "rope_theta": 10.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16}}})
+    base = released.build(family, tmp_path / name, hidden=32)
+    for chat in (False, True):
+        run = trained(write_recipe, base, True, tmp_path, f"{name}-{'chat' if chat else 'plain'}", chat=chat)
+        out = tmp_path / f"{run.name}.gguf"
+        assert main(["export", str(run), str(out), "--check", "8"]) == 0
+        check = json.loads(out.with_suffix(".check.json").read_text())
+        assert check["tokens"] == {"texts": 8, "same": 1.0}, check["tokens"]
+        tokens = check["next_tokens"]
+        assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
+        reader = GGUFReader(out)
+        if family.kind != "byte":
+            assert field(reader, "tokenizer.ggml.model") == "llama"
+            assert "tokenizer.ggml.merges" not in reader.fields and "tokenizer.ggml.scores" in reader.fields
+            # llama.cpp puts its space after every special token: only where the run's texts start with words
+            assert bool(field(reader, "tokenizer.ggml.add_space_prefix")) == (family.kind == "llama2" and not chat)
+    if family.kind == "byte":  # the frequencies llama.cpp computes from the file (its base over rope_freqs) are the run's
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from medsft.evaluation.export_check import read_back
+
+        assert field(reader, "tokenizer.ggml.model") == "gpt2"
+        exported, _ = read_back(out)
+        scaled = AutoModelForCausalLM.from_pretrained(base).get_decoder().rotary_emb.inv_freq
+        plain = torch.tensor([10.0 ** (-i / 8) for i in range(0, 8, 2)])  # head size 8, base 10
+        assert (scaled < plain * 0.9).all()  # the scaling moved every frequency
+        torch.testing.assert_close(exported.get_decoder().rotary_emb.inv_freq, scaled)

@@ -70,19 +70,26 @@ def main(argv: list[str]) -> int:
     recipe = run_folder.parse_run(folder, [])
     provenance = {"run": str(folder.resolve()), "recipe_sha256": hashlib.sha256((folder / run_folder.RECIPE_FILE).read_bytes()).hexdigest(),
                   "chain": records.read_chain(folder) or [], "chat_template_kwargs": kwargs_of(tokenizer)}
+    datasets = load(mixture.specs(recipe.script, recipe.training), records.read_ids(str(folder)))
+    texts = export_check.rendered(tokenizer, datasets[0], 16)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".gguf", dir=out.parent)[1])
-    gguf_export.write(model, tokenizer, tmp, kind, folder.name, provenance, eot)
+    try:
+        gguf_export.write(model, tokenizer, tmp, kind, folder.name, provenance, eot, [t for t, _ in texts])
+    except BaseException:
+        tmp.unlink()
+        raise
     tmp.replace(out)  # all or nothing: an interrupted export leaves no half-written file
     seconds = time.perf_counter() - start
-    datasets = load(mixture.specs(recipe.script, recipe.training), records.read_ids(str(folder)))
     found = export_check.compare(model, export_check.read_back(out), tokenizer, datasets, loaded.max_length, items,
                                  recipe.training.seed)
     found.update({"file": str(out), "type": kind, "bytes": out.stat().st_size, "export_seconds": seconds})
     report = out.with_suffix(".check.json")
     report.write_text(json.dumps(found, indent=2))
-    n = found["next_tokens"]
+    n, t = found["next_tokens"], found["tokens"]
     print(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
+    print(f"the file's tokenizer gives the run's tokens on {t['same'] * 100:.1f}% of {t['texts']} texts"
+          + ("" if t["same"] == 1.0 else f" (first differing text in {out.with_suffix('.check.json').name})"))
     print(f"read back: largest next-token log-probability difference {n['max_logprob_difference']:.2g} over "
           f"{n['positions']} positions, most likely token the same at {n['top1_agreement'] * 100:.1f}%")
     for name, v in found.get("items", {}).items():

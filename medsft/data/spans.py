@@ -130,3 +130,13 @@ def generation_prompt(tokenizer, messages: list[dict], extra: dict | None = None
     before the reply's text, as training rendered it."""
     span = chat(tokenizer, messages, [{"role": "assistant", "content": PROBE}], extra)
     return span.ids[: span.start]
+
+
+def rendering(tokenizer, example) -> tuple[str, bool]:
+    """The text training tokenizes for a formatted example, and whether the tokenizer adds its own special tokens
+    (a plain text's BOS) or not (a chat template writes them): as plain(), chat() and the encoder's rows render it."""
+    if example.messages is not None:
+        return chat_text(tokenizer, example.messages), False
+    if isinstance(example.prompt, list):
+        return chat_text(tokenizer, [*example.prompt, *example.completion]), False
+    return example.prompt + example.completion, True

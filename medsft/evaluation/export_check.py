@@ -1,26 +1,31 @@
 """An exported GGUF file read back through transformers' GGUF loader and compared with the run it came from, before
-it ships: the log-probability of each next token on the run's test texts rendered as training renders them (the
-largest difference, and how often the most likely token agrees), and for a choice task the run's own test items
-scored by both, with the paired test. The numbers go in a JSON beside the file."""
+it ships: whether the file's tokenizer gives the run's tokens on the run's test texts rendered as training renders
+them; the log-probability of each next token on them (the largest difference, and how often the most likely token
+agrees); and for a choice task the run's own test items scored by both, with the paired test. The numbers go in a
+JSON beside the file."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medsft.data.encoding import Encoder
+from medsft.data.spans import rendering
+from medsft.models.gguf_vocab import SPACE
 from medsft.evaluation import stats
 from medsft.evaluation.scoring import score_choices
 
 
 def read_back(path: Path):
-    """The GGUF file as transformers loads it (dequantized to float32), with what llama.cpp reads from the file where
-    transformers' reader falls back to a default instead: the head size from the key length (Qwen3's reader assumes
-    128), and Gemma-2's query scaling, 1/sqrt(key length)."""
+    """(model, tokenizer) of the GGUF file as transformers loads them (the model dequantized to float32), with what
+    llama.cpp reads from the file where transformers' reader falls back to a default instead: the head size from the
+    key length (Qwen3's reader assumes 128), Gemma-2's query scaling, 1/sqrt(key length), each rotary frequency
+    divided by the file's rope_freqs (Llama 3's scaling), and a SentencePiece vocabulary's spaces."""
     from gguf import GGUFReader
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     reader = GGUFReader(path)
@@ -30,7 +35,52 @@ def read_back(path: Path):
         config.head_dim = int(key_length.parts[-1][0])
     if config.model_type == "gemma2":
         config.query_pre_attn_scalar = config.head_dim
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config, dtype=torch.float32).eval()
+    divisors = next((t.data for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    if divisors is not None:
+        rotary = model.get_decoder().rotary_emb
+        base = float(reader.fields[f"{arch}.rope.freq_base"].parts[-1][0])
+        dims = 2 * len(divisors)
+        plain = 1.0 / base ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+        rotary.inv_freq = rotary.original_inv_freq = (plain / torch.from_numpy(divisors.astype("float64"))).float()
+    return model, _as_llama_cpp_splits(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), reader)
+
+
+def _as_llama_cpp_splits(tokenizer, reader):
+    """A SentencePiece vocabulary (`llama`) spaced as llama.cpp spaces it: spaces as ▁, and a ▁ before the text and
+    after every special token exactly when the file's add_space_prefix says so (transformers' reader picks its
+    spacing by architecture instead, Phi-3's always prefixed)."""
+    from tokenizers import normalizers
+
+    field = reader.fields.get("tokenizer.ggml.model")
+    if field is None or bytes(field.parts[-1]).decode() != "llama":
+        return tokenizer
+    prefix = reader.fields.get("tokenizer.ggml.add_space_prefix")
+    steps = [normalizers.Prepend(SPACE)] if prefix is None or bool(prefix.parts[-1][0]) else []
+    tokenizer.backend_tokenizer.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", SPACE)])
+    tokenizer.backend_tokenizer.pre_tokenizer = None
+    return tokenizer
+
+
+def same_tokens(run_tokenizer, file_tokenizer, texts: list[tuple[str, bool]]) -> dict[str, Any]:
+    """Whether the file's tokenizer gives the run's tokens for each rendered text (spans.rendering's: the text, and
+    whether the tokenizer adds its BOS), and the first text where it does not."""
+    def ids(tokenizer, text, special):
+        return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    differ = [(t, s) for t, s in texts if ids(run_tokenizer, t, s) != ids(file_tokenizer, t, s)]
+    found = {"texts": len(texts), "same": (len(texts) - len(differ)) / max(len(texts), 1)}
+    if differ:
+        text, special = differ[0]
+        found["first_different"] = {"text": text[:500], "run": ids(run_tokenizer, text, special)[:60],
+                                    "file": ids(file_tokenizer, text, special)[:60]}
+    return found
+
+
+def rendered(tokenizer, dataset, n: int) -> list[tuple[str, bool]]:
+    """The first n test items as training renders them (spans.rendering)."""
+    examples = (dataset.task.example(row) for row in dataset.parts["test"])
+    return [rendering(tokenizer, e) for e in islice((e for e in examples if e is not None), n)]
 
 
 @torch.no_grad()
@@ -63,10 +113,12 @@ def texts(tokenizer, dataset, n: int, max_length: int | None) -> list[list[int]]
 
 
 def compare(run_model, exported, tokenizer, datasets: list, max_length: int | None, items: int, seed: int) -> dict:
-    """The whole check: next tokens on the first dataset's test texts, then each choice task's test items (at most
-    `items`, 0: none) scored by both, tested pairwise."""
-    first = datasets[0]
-    found: dict[str, Any] = {"next_tokens": next_tokens(run_model, exported, texts(tokenizer, first, 16, max_length))}
+    """The whole check: `exported` is read_back's (model, tokenizer): the tokens of the first dataset's test texts,
+    the next tokens on them, then each choice task's test items (at most `items`, 0: none) scored by both models,
+    tested pairwise."""
+    exported, file_tokenizer = exported
+    found: dict[str, Any] = {"tokens": same_tokens(tokenizer, file_tokenizer, rendered(tokenizer, datasets[0], 16)),
+                             "next_tokens": next_tokens(run_model, exported, texts(tokenizer, datasets[0], 16, max_length))}
     for dataset in datasets:
         task, rows = dataset.task, dataset.parts["test"][:items]
         if not (task.choices and rows):
@@ -83,8 +135,11 @@ def compare(run_model, exported, tokenizer, datasets: list, max_length: int | No
 
 
 def same_answers(found: dict, kind: str) -> bool:
-    """The summary's verdict: every checked test item answered alike; without items, the most likely token the same
-    at 99% of positions (95% for q8_0, whose rounding moves near-ties)."""
+    """The summary's verdict: the file's tokenizer gives the run's tokens on every text, and every checked test item
+    is answered alike; without items, the most likely token the same at 99% of positions (95% for q8_0, whose
+    rounding moves near-ties)."""
+    if found["tokens"]["same"] < 1.0:
+        return False
     if found.get("items"):
         return all(v["same_answer"] == 1.0 for v in found["items"].values())
     return found["next_tokens"]["top1_agreement"] >= (0.95 if kind == "q8_0" else 0.99)

@@ -1,27 +1,27 @@
 """A model written as one GGUF file for llama.cpp, Ollama and LM Studio, with the `gguf` package's writer: the weights
 under llama.cpp's names for the architecture (gguf's tensor map; llama's query and key rows interleaved and Gemma's
 norms stored as 1 + w, as llama.cpp's converter does), in f16, bf16 or q8_0 (vectors stay float32, as llama.cpp keeps
-them); the hyper-parameters llama.cpp reads; the tokenizer (byte-level BPE: tokens, merges, types, special ids, its
-pre-tokenizer's name) with the chat template verbatim and the end-of-turn token as an end of generation; the run's
-name and provenance under `medsft.*`."""
+them); the hyper-parameters llama.cpp reads; Llama 3's rotary scaling as the divisors of each frequency; the tokenizer
+(`gguf_vocab`) with the chat template verbatim and the end-of-turn token as an end of generation; the run's name and
+provenance under `medsft.*`."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medsft.errors import UserError
+from medsft.models import gguf_vocab
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2", "Phi3ForCausalLM": "phi3"}
 TYPES = ("f16", "bf16", "q8_0")
-# llama.cpp's pre-tokenizer names, by the split a byte-level BPE tokenizer makes before its merges (a Split by its regex)
-_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-PRE_TOKENIZERS = {"ByteLevel": "gpt-2", "Digits+ByteLevel": "smollm", f"Split:{_WORDS % ''}+ByteLevel": "qwen2",
-                  f"Split:{_WORDS % '{1,3}'}+ByteLevel": "llama-bpe"}
+# rotary scalings that only rescale each frequency, which llama.cpp's llama takes as a tensor of divisors (rope_freqs)
+FREQUENCY_SCALINGS = ("llama3", "linear")
 
 
 def architecture(model) -> str:
@@ -72,12 +72,29 @@ def _stored(w: np.ndarray, kind: str):
     return gguf.quants.quantize(w, qtype), qtype
 
 
+def _rope(config) -> dict:
+    return getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+
+
+def rope_divisors(model) -> np.ndarray | None:
+    """Each rotary frequency's divisor under the model's scaling (llama.cpp's rope_freqs), None without one: the
+    plain frequencies of the head size and base over the ones transformers computed for the scaling."""
+    rope = _rope(model.config)
+    if (rope.get("rope_type") or "default") == "default":
+        return None
+    rotary = model.get_decoder().rotary_emb
+    dims = rotary.inv_freq.shape[0] * 2
+    base = float(rope.get("rope_theta") or model.config.rope_theta)
+    plain = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+    return (plain / rotary.inv_freq.double().cpu().numpy()).astype(np.float32)
+
+
 def _hyper_parameters(writer, config, arch: str) -> None:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if (rope.get("rope_type") or "default") != "default":
-        raise UserError(f"rope scaling ({rope['rope_type']}) is not written by medsft's GGUF export; export a model with "
-                        "plain rotary positions")
+    rope = _rope(config)
+    if (rope.get("rope_type") or "default") != "default" and not (arch == "llama" and rope["rope_type"] in FREQUENCY_SCALINGS):
+        raise UserError(f"rope scaling {rope['rope_type']} of {arch} is not written by medsft's GGUF export (it writes "
+                        f"{', '.join(FREQUENCY_SCALINGS)} for Llama); export a model with plain rotary positions")
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -101,57 +118,34 @@ def _hyper_parameters(writer, config, arch: str) -> None:
         writer.add_sliding_window(config.sliding_window)
 
 
-def _pre_tokenizer(spec: dict) -> str:
-    pre = spec.get("pre_tokenizer") or {}
-    parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    key = "+".join(f"Split:{p['pattern'].get('Regex')}" if p.get("type") == "Split" else str(p.get("type")) for p in parts)
-    if spec.get("model", {}).get("type") != "BPE" or key not in PRE_TOKENIZERS:
-        raise UserError(f"this tokenizer ({spec.get('model', {}).get('type')}, pre-tokenizer {key[:60]}) is not written by "
-                        f"medsft's GGUF export; it writes byte-level BPE tokenizers ({', '.join(PRE_TOKENIZERS.values())})")
-    return PRE_TOKENIZERS[key]
+def _name(name: str, tokenizer) -> str:
+    """The run's name as general.name. llama.cpp marks Phi-3's special tokens for any model whose name holds "phi3" or
+    "phi-3" and fails to load a vocabulary without Phi-3's <unk>, <s>, </s> and <|endoftext|>: such a name is written
+    with "phi_3" instead (the run's path is in medsft.run whatever its name)."""
+    vocab = tokenizer.get_vocab()
+    if all(t in vocab for t in ("<unk>", "<s>", "</s>", "<|endoftext|>")):
+        return name
+    return re.sub("phi-?3", "phi_3", name, flags=re.IGNORECASE)
 
 
-def _tokenizer(writer, tokenizer, vocab_size: int, end_of_turn: int | None) -> None:
-    import gguf
-
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(spec))
-    added = {t["id"]: t for t in spec.get("added_tokens", [])}
-    by_id = {i: t for t, i in spec["model"]["vocab"].items()} | {i: t["content"] for i, t in added.items()}
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i in added:
-            types.append(gguf.TokenType.CONTROL if added[i]["special"] else gguf.TokenType.USER_DEFINED)
-        else:
-            types.append(gguf.TokenType.NORMAL if i in by_id else gguf.TokenType.UNUSED)
-        tokens.append(by_id.get(i, f"[PAD{i}]"))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
-    for add, token_id in ((writer.add_bos_token_id, tokenizer.bos_token_id), (writer.add_eos_token_id, tokenizer.eos_token_id),
-                          (writer.add_pad_token_id, tokenizer.pad_token_id), (writer.add_eot_token_id, end_of_turn)):
-        if token_id is not None:
-            add(token_id)
-    bos = tokenizer.bos_token_id
-    writer.add_add_bos_token(bool(bos is not None and tokenizer("a")["input_ids"][:1] == [bos]))
-    if getattr(tokenizer, "chat_template", None):
-        writer.add_chat_template(tokenizer.chat_template)
-
-
-def write(model, tokenizer, out: Path, kind: str, name: str, provenance: dict[str, Any], end_of_turn: int | None) -> None:
-    """`model` (plain, float weights) and `tokenizer` into the GGUF file `out`."""
+def write(model, tokenizer, out: Path, kind: str, name: str, provenance: dict[str, Any], end_of_turn: int | None,
+          texts: list[str]) -> None:
+    """`model` (plain, float weights) and `tokenizer` into the GGUF file `out`; `texts`: the run's texts as training
+    renders them (where a SentencePiece tokenizer puts a space, gguf_vocab)."""
     import gguf
 
     arch = architecture(model)
     types = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
     writer = gguf.GGUFWriter(str(out), arch)
-    writer.add_name(name)
+    writer.add_name(_name(name, tokenizer))
     writer.add_file_type(types[kind])
     _hyper_parameters(writer, model.config, arch)
-    _tokenizer(writer, tokenizer, model.config.vocab_size, end_of_turn)
+    gguf_vocab.write(writer, tokenizer, model.config.vocab_size, end_of_turn, texts)
     for key, value in provenance.items():
         writer.add_string(f"medsft.{key}", value if isinstance(value, str) else json.dumps(value))
+    divisors = rope_divisors(model)
+    if divisors is not None:
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", divisors)
     for tensor, w in _tensors(model, arch):
         data, raw = _stored(w, kind)
         writer.add_tensor(tensor, data, raw_dtype=raw)
