@@ -4,6 +4,7 @@ most likely token the same at >= 99% of positions (>= 95% at q8_0); the file's c
 of generation the run's end-of-turn token; bad input one line, exit 2."""
 
 import json
+import os
 
 import pytest
 
@@ -85,6 +86,9 @@ def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, t
 def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_path):
     run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "llama3")
     assert main(["export", str(run), str(tmp_path / "m.gguf"), "--check", "0", "--modelfile"]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.gguf").stat().st_mode & 0o777 == 0o666 & ~mask  # readable as any file the user writes
     lines = (tmp_path / "Modelfile").read_text().splitlines()
     assert lines[0] == "FROM ./m.gguf"
     assert 'PARAMETER stop "<|eot_id|>"' in lines and 'PARAMETER stop "<|end_of_text|>"' in lines

@@ -41,6 +41,14 @@ def _modelfile(out: Path, tokenizer, end_of_turn: int | None) -> Path:
     return path
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def main(argv: list[str]) -> int:
     """Load the run (a LoRA run folded into its base), write the GGUF file (all or nothing), read it back, compare,
     write the check's JSON beside it, say whether the file gives the run's answers."""
@@ -79,6 +87,7 @@ def main(argv: list[str]) -> int:
     except BaseException:
         tmp.unlink()
         raise
+    tmp.chmod(0o666 & ~_umask())  # mkstemp's file is its owner's alone; the file is shared as any other the user writes
     tmp.replace(out)  # all or nothing: an interrupted export leaves no half-written file
     seconds = time.perf_counter() - start
     found = export_check.compare(model, export_check.read_back(out), tokenizer, datasets, loaded.max_length, items,
