@@ -91,6 +91,8 @@ def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_pa
     assert (tmp_path / "m.gguf").stat().st_mode & 0o777 == 0o666 & ~mask  # readable as any file the user writes
     lines = (tmp_path / "Modelfile").read_text().splitlines()
     assert lines[0] == "FROM ./m.gguf"
+    template = (tmp_path / "Modelfile").read_text().split('TEMPLATE """')[1].split('"""')[0]
+    assert "{{ .Content }}" in template and "<|start_header_id|>" in template  # the zoo's Llama-3 template, in Go
     assert 'PARAMETER stop "<|eot_id|>"' in lines and 'PARAMETER stop "<|end_of_text|>"' in lines
 
 
@@ -157,3 +159,49 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
         plain = torch.tensor([10.0 ** (-i / 8) for i in range(0, 8, 2)])  # head size 8, base 10
         assert (scaled < plain * 0.9).all()  # the scaling moved every frequency
         torch.testing.assert_close(exported.get_decoder().rotary_emb.inv_freq, scaled)
+
+
+@pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
+def test_the_modelfile_carries_each_released_template_in_ollamas_form():
+    """Ollama runs Go templates, not Jinja: each released template is cut into its pieces and written over `.System`
+    and `.Messages`; the pieces render a conversation the derivation never saw (a system message where the template
+    takes one in a turn of its own, four exchanges, text over several lines) exactly as the Jinja template does, BOS
+    left to llama.cpp. (Mistral's puts a system message inside the last user turn, Gemma's refuses one: not written.)"""
+    from medsft.data.templates import chat_text
+    from medsft.models import gguf_vocab, ollama
+
+    turns = ["Note: 71-year-old, dyspnoea.\nQ: likely cause?", "Heart failure.", "Why?", "Oedema, raised JVP.",
+             "Next step?", "Echocardiogram.", "Thank you."]
+    for name, family in released.FAMILIES.items():
+        tokenizer = released.tokenizer_for(family)
+        adds_bos = gguf_vocab.adds_bos(tokenizer)
+        go = ollama.go_template(tokenizer, adds_bos)
+        assert go is not None and "{{ range $i, $_ := .Messages }}" in go, name
+        pieces = ollama._pieces(tokenizer, tokenizer.bos_token if adds_bos else None)
+        assert (pieces.system is not None) == (name not in ("mistral", "gemma2")), name
+        for system in ([None, "Answer briefly."] if pieces.system else [None]):
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "assistant" if i % 2 else "user", "content": c} for i, c in enumerate(turns)]
+            jinja = chat_text(tokenizer, messages, True)
+            assert pieces.render(system, turns) == (jinja.removeprefix(tokenizer.bos_token) if adds_bos else jinja), name
+    qwen3 = ollama.go_template(released.tokenizer_for(released.FAMILIES["qwen3"]), False)
+    assert qwen3 == (
+        '{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ else }}{{ end }}'
+        '{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}'
+        '{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n<|im_start|>assistant\n{{ end }}'
+        '{{ if eq .Role "assistant" }}{{ .Content }}{{ if not $last }}<|im_end|>\n{{ end }}{{ end }}'
+        '{{ if and $last (ne .Role "assistant") }}{{ end }}{{ end }}')
+
+
+def test_a_template_not_made_of_pieces_is_left_to_ollama_and_said(zoo_models, write_recipe, tmp_path, capsys):
+    """A template that numbers its turns renders differently each turn: no Go template is written, and it says so."""
+    from transformers import AutoTokenizer
+
+    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "numbered")
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    tokenizer.chat_template = ("{% for m in messages %}Turn {{ loop.index }} {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}Turn {{ messages|length + 1 }} assistant:{% endif %}")
+    tokenizer.save_pretrained(run)
+    assert main(["export", str(run), str(tmp_path / "n.gguf"), "--check", "0", "--modelfile"]) == 0
+    assert not any(line.startswith("TEMPLATE") for line in (tmp_path / "Modelfile").read_text().splitlines())
+    assert "the chat template could not be written in Ollama's form: Ollama picks one by its likeness" in capsys.readouterr().out

@@ -30,17 +30,6 @@ def _arguments(argv: list[str]):
     return run, out, kind or "f16", 200 if check is None else check, flags
 
 
-def _modelfile(out: Path, tokenizer, end_of_turn: int | None) -> Path:
-    """An Ollama Modelfile beside the file: Ollama reads the chat template from the GGUF itself; the stops and the
-    sampling defaults are medsft's server's."""
-    stops = dict.fromkeys(tokenizer.convert_ids_to_tokens(i) for i in (end_of_turn, tokenizer.eos_token_id) if i is not None)
-    lines = [f"FROM ./{out.name}", *(f'PARAMETER stop "{s}"' for s in stops), "PARAMETER temperature 1.0",
-             "PARAMETER top_p 1.0"]
-    path = out.with_name("Modelfile")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _umask() -> int:
     import os
 
@@ -61,7 +50,7 @@ def main(argv: list[str]) -> int:
     from medsft.data.datasets import load
     from medsft.data.templates import end_of_turn, kwargs_of
     from medsft.evaluation import export_check
-    from medsft.models import gguf_export, inference
+    from medsft.models import gguf_export, gguf_vocab, inference, ollama
     from medsft.recipe import mixture
     from medsft.runs import records, run_folder
 
@@ -108,5 +97,7 @@ def main(argv: list[str]) -> int:
     print(("the exported model gives the run's answers" if same else "the exported model does NOT give the run's answers")
           + f"; details in {report}")
     if flags["--modelfile"]:
-        print(f"Ollama: {_modelfile(out, tokenizer, eot)} (ollama create NAME -f Modelfile)")
+        path, templated = ollama.modelfile(out, tokenizer, eot, gguf_vocab.adds_bos(tokenizer))
+        print(f"Ollama: {path} (ollama create NAME -f Modelfile)" + ("" if templated else
+              "; the chat template could not be written in Ollama's form: Ollama picks one by its likeness"))
     return 0

@@ -67,6 +67,12 @@ def _scores(spec: dict, tokens: list[str]) -> list[float]:
     return [-float(made.get(t, len(made))) for t in tokens]
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS before a text (llama.cpp then does too)."""
+    bos = tokenizer.bos_token_id
+    return bool(bos is not None and tokenizer("a")["input_ids"][:1] == [bos])
+
+
 def write(writer, tokenizer, vocab_size: int, end_of_turn: int | None, texts: list[str]) -> None:
     """`tokenizer`'s vocabulary, kind, special ids and chat template into the GGUF `writer`; `texts`: the run's texts
     as training renders them."""
@@ -112,8 +118,7 @@ def write(writer, tokenizer, vocab_size: int, end_of_turn: int | None, texts: li
                           (writer.add_eot_token_id, end_of_turn)):
         if token_id is not None:
             add(token_id)
-    bos = tokenizer.bos_token_id
-    writer.add_add_bos_token(bool(bos is not None and tokenizer("a")["input_ids"][:1] == [bos]))
+    writer.add_add_bos_token(adds_bos(tokenizer))
     writer.add_add_eos_token(bool(tokenizer("a")["input_ids"][-1:] == [tokenizer.eos_token_id]))
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)
