@@ -65,20 +65,29 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
 
 
 @pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
-def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, tmp_path):
-    """The zoo has no Qwen3: the tiny Qwen3 carrying Qwen3's released template (its think block) instead."""
+def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, tmp_path, capsys):
+    """The zoo has no Qwen3: the tiny Qwen3 carrying Qwen3's released template (its think block) instead, trained
+    through it with `enable_thinking: false`: the keywords go in the file, the command prints llama-server's flag for
+    them, and the Modelfile's Go template ends its generation prompt with the empty think block they render."""
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
     base = released.build(released.FAMILIES["qwen3"], tmp_path / "qwen3", hidden=32)
     for lora in (True, False):
-        run = trained(write_recipe, base, lora, tmp_path, f"qwen3-{'lora' if lora else 'full'}")
+        run = trained(write_recipe, base, lora, tmp_path, f"qwen3-{'lora' if lora else 'full'}", chat=True,
+                      chat_template_kwargs={"enable_thinking": False})
         out = tmp_path / f"{run.name}.gguf"
-        assert main(["export", str(run), str(out), "--check", "8"]) == 0
+        capsys.readouterr()
+        assert main(["export", str(run), str(out), "--check", "8", "--modelfile", "--force"]) == 0
+        assert ("llama.cpp: the run renders its chat template with keywords; serve it with llama-server --jinja "
+                """--chat-template-kwargs '{"enable_thinking": false}'""") in capsys.readouterr().out
+        template = (tmp_path / "Modelfile").read_text().split('TEMPLATE """')[1].split('"""')[0]
+        assert template.endswith('{{ if and $last (ne .Role "assistant") }}<think>\n\n</think>\n\n{{ end }}{{ end }}')
         tokens = json.loads(out.with_suffix(".check.json").read_text())["next_tokens"]
         assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
         reader = GGUFReader(out)
         assert field(reader, "general.architecture") == "qwen3"
+        assert json.loads(field(reader, "medsft.chat_template_kwargs")) == {"enable_thinking": False}
         assert field(reader, "tokenizer.chat_template") == AutoTokenizer.from_pretrained(run).chat_template
         assert field(reader, "tokenizer.ggml.eot_token_id") == AutoTokenizer.from_pretrained(run).convert_tokens_to_ids("<|im_end|>")
 
