@@ -107,6 +107,7 @@ def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_pa
 
 def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     def one_line(*argv):
+        capsys.readouterr()  # what training printed before (its progress bars, where an earlier test left them on)
         assert main(["export", *map(str, argv)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
@@ -122,6 +123,17 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     (tmp_path / "taken.gguf").write_bytes(b"mine")
     assert one_line(gpt2, tmp_path / "taken.gguf") == f"medsft: error: {tmp_path / 'taken.gguf'} exists; pass --force to replace it"
     assert (tmp_path / "taken.gguf").read_bytes() == b"mine"
+    import shutil
+
+    yarn = tmp_path / "qwen2-yarn"  # a rotary scaling that also scales attention: refused before anything is left
+    shutil.copytree(zoo_models("qwen2"), yarn)
+    config = json.loads((yarn / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+    (yarn / "config.json").write_text(json.dumps(config))
+    assert one_line(trained(write_recipe, yarn, True, tmp_path, "yarn"), tmp_path / "y.gguf") == (
+        "medsft: error: rope scaling yarn of qwen2 is not written by medsft's GGUF export (it writes llama3, linear "
+        "for Llama); export a model with plain rotary positions")
+    assert not (tmp_path / "y.gguf").exists() and not list(tmp_path.glob(".y-*"))
     assert one_line(gpt2, tmp_path / "x.gguf", "--type", "q4_k") == (
         "medsft: error: --type q4_k is not a type medsft writes; choose f16, bf16, q8_0")
 
