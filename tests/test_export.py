@@ -132,7 +132,7 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     (yarn / "config.json").write_text(json.dumps(config))
     assert one_line(trained(write_recipe, yarn, True, tmp_path, "yarn"), tmp_path / "y.gguf") == (
         "medsft: error: rope scaling yarn of qwen2 is not written by medsft's GGUF export (it writes llama3, linear "
-        "for Llama); export a model with plain rotary positions")
+        "for Llama, longrope for Phi-3); export a model with plain rotary positions")
     assert not (tmp_path / "y.gguf").exists() and not list(tmp_path.glob(".y-*"))
     assert one_line(gpt2, tmp_path / "x.gguf", "--type", "q4_k") == (
         "medsft: error: --type q4_k is not a type medsft writes; choose f16, bf16, q8_0")
@@ -140,7 +140,7 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
 
 @pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")
 @pytest.mark.parametrize("name", ["mistral", "phi3", "gemma2", "llama3.1"])
-def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_recipe, tmp_path, name):
+def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_recipe, tmp_path, name, capsys):
     """The released families' own kinds of tokenizer: SentencePiece BPE with byte fallback (Mistral and Phi-3 put a
     space before the text, Gemma does not) written as llama.cpp's `llama` tokenizer with scores, for a run on plain
     prompts and one through the chat template; and Llama 3.1's byte-level BPE with Llama 3's rotary scaling
@@ -153,11 +153,18 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
         family = released.Released(**{**vars(family), "config_keys": {"rope_scaling": {
             "rope_type": "llama3", "rope_theta": 10.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16}}})
+    if name == "phi3":
+        family = released.Released(**{**vars(family), "config_keys": {"original_max_position_embeddings": 256, "rope_scaling": {
+            "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}})
     base = released.build(family, tmp_path / name, hidden=32)
     for chat in (False, True):
         run = trained(write_recipe, base, True, tmp_path, f"{name}-{'chat' if chat else 'plain'}", chat=chat)
         out = tmp_path / f"{run.name}.gguf"
+        capsys.readouterr()
         assert main(["export", str(run), str(out), "--check", "8"]) == 0
+        told = ("llama.cpp: Phi-3's long-context factors are used whenever the context (-c) exceeds 256 tokens; the run "
+                "scored with the short ones (the run's texts were no longer): run llama.cpp with -c 256 or less to match it")
+        assert (told in capsys.readouterr().out) == (name == "phi3")
         check = json.loads(out.with_suffix(".check.json").read_text())
         assert check["tokens"] == {"texts": 8, "same": 1.0}, check["tokens"]
         tokens = check["next_tokens"]
@@ -168,18 +175,24 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
             assert "tokenizer.ggml.merges" not in reader.fields and "tokenizer.ggml.scores" in reader.fields
             # llama.cpp puts its space after every special token: only where the run's texts start with words
             assert bool(field(reader, "tokenizer.ggml.add_space_prefix")) == (family.kind == "llama2" and not chat)
-    if family.kind == "byte":  # the frequencies llama.cpp computes from the file (its base over rope_freqs) are the run's
+    if name in ("llama3.1", "phi3"):  # the frequencies llama.cpp computes from the file are the run's
         import torch
         from transformers import AutoModelForCausalLM
 
         from medsft.evaluation.export_check import read_back
 
-        assert field(reader, "tokenizer.ggml.model") == "gpt2"
-        exported, _ = read_back(out)
-        scaled = AutoModelForCausalLM.from_pretrained(base).get_decoder().rotary_emb.inv_freq
-        plain = torch.tensor([10.0 ** (-i / 8) for i in range(0, 8, 2)])  # head size 8, base 10
-        assert (scaled < plain * 0.9).all()  # the scaling moved every frequency
-        torch.testing.assert_close(exported.get_decoder().rotary_emb.inv_freq, scaled)
+        exported_model, base_model = read_back(out)[0], AutoModelForCausalLM.from_pretrained(base)
+        exported, scaled = exported_model.get_decoder().rotary_emb, base_model.get_decoder().rotary_emb
+        base_theta = 10.0 if name == "llama3.1" else 10000.0
+        plain = torch.tensor([base_theta ** (-i / 8) for i in range(0, 8, 2)])  # head size 8
+        assert (scaled.inv_freq[1:] < plain[1:] * 0.9).all()  # the scaling moved the frequencies
+        torch.testing.assert_close(exported.inv_freq, scaled.inv_freq)
+        if name == "phi3":
+            assert field(reader, "phi3.rope.scaling.original_context_length") == 256
+            assert {t.name for t in reader.tensors} >= {"rope_factors_long.weight", "rope_factors_short.weight"}
+            assert exported.attention_scaling == pytest.approx(scaled.attention_scaling) and scaled.attention_scaling > 1
+            long = [m.config.rope_parameters["long_factor"] for m in (exported_model, base_model)]
+            assert long[0] == long[1] == [2.0, 4.0, 8.0, 16.0]
 
 
 @pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")

@@ -15,7 +15,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")]
 
 
-def in_llama_cpp(path, run):
+def in_llama_cpp(path, run, n_ctx=2048):
     """(tokens the same on each rendered text, largest log-probability difference, top-1 agreement, eot is an end)."""
     import numpy as np
     import torch
@@ -29,7 +29,7 @@ def in_llama_cpp(path, run):
     loaded = inference.load(str(run), False, dequantize=True, dtype="float32")
     model, tokenizer = loaded.model.merge_and_unload(), loaded.tokenizer
     datasets = load(mixture.specs(*(lambda r: (r.script, r.training))(run_folder.parse_run(run, []))), records.read_ids(str(run)))
-    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=2048, verbose=False)
+    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=n_ctx, verbose=False)
     same = [tokenizer(text, add_special_tokens=special)["input_ids"] == llm.tokenize(text.encode(), add_bos=special, special=True)
             for text, special in export_check.rendered(tokenizer, datasets[0], 8)]
     largest, agree, positions = 0.0, 0, 0
@@ -47,11 +47,34 @@ def in_llama_cpp(path, run):
     return same, largest, agree / positions, eot, llama_cpp.llama_vocab_is_eog(vocab, eot)
 
 
-@pytest.mark.parametrize("name", list(released.FAMILIES))
+LONGROPE = {"original_max_position_embeddings": 256, "rope_scaling": {
+    "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}
+
+
+def sharpened(path):
+    """The model at `path` with its queries and keys scaled up, so that attention follows the rotary positions
+    sharply and a frequency read wrong shows in the log-probabilities (a tiny random model attends almost evenly)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    for name, w in model.named_parameters():
+        if name.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight")):
+            w.data *= 12.0
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("name", [*released.FAMILIES, "phi3-longrope"])
 def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, name):
+    """(Queries and keys sharpened: see sharpened. Phi-3 with Phi-3.5's long-context scaling: llama.cpp takes the
+    short factors, as the run did on texts shorter than the original context, where its own context is no longer
+    than that.)"""
     from medsft.data.templates import end_of_turn
 
-    base = released.build(released.FAMILIES[name], tmp_path / name, hidden=32)
+    family = released.FAMILIES[name.split("-")[0]]
+    if name == "phi3-longrope":
+        family = released.Released(**{**vars(family), "config_keys": LONGROPE})
+    base = sharpened(released.build(family, tmp_path / name, hidden=32))
     for chat in (False, True):
         run = tmp_path / f"{name}-{'chat' if chat else 'plain'}"
         recipe = write_recipe(f"{run.name}.yaml", model_name_or_path=str(base), output_dir=str(run), chat=chat,
@@ -60,7 +83,7 @@ def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, nam
         out = tmp_path / f"{run.name}.gguf"
         assert main(["export", str(run), str(out), "--check", "0"]) == 0
         assert json.loads(out.with_suffix(".check.json").read_text())["tokens"]["same"] == 1.0
-        same, largest, top1, eot, eog = in_llama_cpp(out, run)
+        same, largest, top1, eot, eog = in_llama_cpp(out, run, 256 if name == "phi3-longrope" else 2048)
         assert all(same), (run.name, same)
         assert largest <= 1e-2 and top1 >= 0.99, (run.name, largest, top1)
         from transformers import AutoTokenizer

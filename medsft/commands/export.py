@@ -96,6 +96,9 @@ def main(argv: list[str]) -> int:
     same = export_check.same_answers(found, kind)
     print(("the exported model gives the run's answers" if same else "the exported model does NOT give the run's answers")
           + f"; details in {report}")
+    note = gguf_export.context_note(model, loaded.max_length)
+    if note:
+        print(note)
     if provenance["chat_template_kwargs"]:
         print("llama.cpp: the run renders its chat template with keywords; serve it with llama-server --jinja "
               f"--chat-template-kwargs '{json.dumps(provenance['chat_template_kwargs'])}'")

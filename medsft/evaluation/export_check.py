@@ -23,25 +23,38 @@ def read_back(path: Path):
     """(model, tokenizer) of the GGUF file as transformers loads them (the model dequantized to float32), with what
     llama.cpp reads from the file where transformers' reader falls back to a default instead: the head size from the
     key length (Qwen3's reader assumes 128), Gemma-2's query scaling, 1/sqrt(key length), each rotary frequency
-    divided by the file's rope_freqs (Llama 3's scaling), and a SentencePiece vocabulary's spaces."""
+    divided by the file's rope_freqs (Llama 3's scaling), Phi-3's long and short factors with their attention factor,
+    and a SentencePiece vocabulary's spaces."""
     from gguf import GGUFReader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     reader = GGUFReader(path)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    key_length = reader.fields.get(f"{arch}.attention.key_length")
-    if key_length is not None:
-        config.head_dim = int(key_length.parts[-1][0])
+
+    def number(key):
+        found = reader.fields.get(f"{arch}.{key}")
+        return None if found is None else found.parts[-1][0].item()
+
+    tensors = {t.name: t.data for t in reader.tensors if t.name.startswith("rope_")}
+    if number("attention.key_length") is not None:
+        config.head_dim = int(number("attention.key_length"))
     if config.model_type == "gemma2":
         config.query_pre_attn_scalar = config.head_dim
+    if "rope_factors_short.weight" in tensors:  # Phi-3's long-context scaling, as llama.cpp applies it
+        original = int(number("rope.scaling.original_context_length"))
+        config.original_max_position_embeddings = original
+        config.rope_parameters = {"rope_type": "longrope", "rope_theta": float(number("rope.freq_base")),
+                                  "short_factor": tensors["rope_factors_short.weight"].tolist(),
+                                  "long_factor": tensors["rope_factors_long.weight"].tolist(),
+                                  "original_max_position_embeddings": original,
+                                  "attention_factor": float(number("rope.scaling.attn_factor"))}
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config, dtype=torch.float32).eval()
-    divisors = next((t.data for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    divisors = tensors.get("rope_freqs.weight")
     if divisors is not None:
         rotary = model.get_decoder().rotary_emb
-        base = float(reader.fields[f"{arch}.rope.freq_base"].parts[-1][0])
         dims = 2 * len(divisors)
-        plain = 1.0 / base ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+        plain = 1.0 / float(number("rope.freq_base")) ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
         rotary.inv_freq = rotary.original_inv_freq = (plain / torch.from_numpy(divisors.astype("float64"))).float()
     return model, _as_llama_cpp_splits(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), reader)
 

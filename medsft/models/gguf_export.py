@@ -20,8 +20,10 @@ from medsft.models import gguf_vocab
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2", "Phi3ForCausalLM": "phi3"}
 TYPES = ("f16", "bf16", "q8_0")
-# rotary scalings that only rescale each frequency, which llama.cpp's llama takes as a tensor of divisors (rope_freqs)
+# rotary scalings that only rescale each frequency, which llama.cpp's llama takes as a tensor of divisors (rope_freqs),
+# and Phi-3's long-context one (two sets of divisors and an attention factor)
 FREQUENCY_SCALINGS = ("llama3", "linear")
+SCALINGS = {"llama": FREQUENCY_SCALINGS, "phi3": ("longrope",)}
 
 
 def architecture(model) -> str:
@@ -76,25 +78,50 @@ def _rope(config) -> dict:
     return getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
 
 
-def rope_divisors(model) -> np.ndarray | None:
-    """Each rotary frequency's divisor under the model's scaling (llama.cpp's rope_freqs), None without one: the
-    plain frequencies of the head size and base over the ones transformers computed for the scaling."""
+def rope_tensors(model) -> dict[str, np.ndarray]:
+    """The rotary scaling as llama.cpp's tensors: Phi-3's long and short factors as given; another scaling's divisor
+    of each frequency (rope_freqs): the plain frequencies of the head size and base over the ones transformers
+    computed for it."""
+    import gguf
+
     rope = _rope(model.config)
-    if (rope.get("rope_type") or "default") == "default":
-        return None
+    kind = rope.get("rope_type") or "default"
+    if kind == "default":
+        return {}
+    if kind == "longrope":
+        return {gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight": np.array(rope["long_factor"], np.float32),
+                gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight": np.array(rope["short_factor"], np.float32)}
     rotary = model.get_decoder().rotary_emb
     dims = rotary.inv_freq.shape[0] * 2
     base = float(rope.get("rope_theta") or model.config.rope_theta)
     plain = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
-    return (plain / rotary.inv_freq.double().cpu().numpy()).astype(np.float32)
+    divisors = (plain / rotary.inv_freq.double().cpu().numpy()).astype(np.float32)
+    return {gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight": divisors}
+
+
+def context_note(model, max_length: int | None) -> str | None:
+    """What a user must pass llama.cpp for it to rotate positions as the run trained: Phi-3's long factors are
+    taken whenever llama.cpp's context exceeds the original one (transformers takes them only for a longer text)."""
+    rope = _rope(model.config)
+    if rope.get("rope_type") != "longrope":
+        return None
+    original = int(rope.get("original_max_position_embeddings") or model.config.original_max_position_embeddings)
+    trained = "the run's texts were no longer" if max_length and max_length <= original else "shorter texts use them"
+    return (f"llama.cpp: Phi-3's long-context factors are used whenever the context (-c) exceeds {original} tokens; "
+            f"the run scored with the short ones ({trained}): run llama.cpp with -c {original} or less to match it")
 
 
 def _hyper_parameters(writer, config, arch: str) -> None:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rope = _rope(config)
-    if (rope.get("rope_type") or "default") != "default" and not (arch == "llama" and rope["rope_type"] in FREQUENCY_SCALINGS):
-        raise UserError(f"rope scaling {rope['rope_type']} of {arch} is not written by medsft's GGUF export (it writes "
-                        f"{', '.join(FREQUENCY_SCALINGS)} for Llama); export a model with plain rotary positions")
+    kind = rope.get("rope_type") or "default"
+    if kind != "default" and kind not in SCALINGS.get(arch, ()):
+        raise UserError(f"rope scaling {kind} of {arch} is not written by medsft's GGUF export (it writes "
+                        f"{', '.join(FREQUENCY_SCALINGS)} for Llama, longrope for Phi-3); export a model with plain "
+                        "rotary positions")
+    if kind == "longrope":  # llama.cpp takes the long factors where its context exceeds the original one
+        original = rope.get("original_max_position_embeddings") or config.original_max_position_embeddings
+        writer.add_rope_scaling_orig_ctx_len(int(original))
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -143,9 +170,10 @@ def write(model, tokenizer, out: Path, kind: str, name: str, provenance: dict[st
     gguf_vocab.write(writer, tokenizer, model.config.vocab_size, end_of_turn, texts)
     for key, value in provenance.items():
         writer.add_string(f"medsft.{key}", value if isinstance(value, str) else json.dumps(value))
-    divisors = rope_divisors(model)
-    if divisors is not None:
-        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", divisors)
+    for tensor, w in rope_tensors(model).items():
+        writer.add_tensor(tensor, w)
+    if _rope(model.config).get("rope_type") == "longrope":  # transformers' factor, which scales cos and sin
+        writer.add_rope_scaling_attn_factors(float(model.get_decoder().rotary_emb.attention_scaling))
     for tensor, w in _tensors(model, arch):
         data, raw = _stored(w, kind)
         writer.add_tensor(tensor, data, raw_dtype=raw)
