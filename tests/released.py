@@ -229,3 +229,22 @@ def memorize(model, tokenizer, examples: list, max_length: int, lr: float = 1e-2
             break
     model.eval()
     return {"rows": rows, "input_ids": ids, "labels": labels, "attention_mask": attention, "steps": step}
+
+
+def sharpened(path: Path, to: Path | None = None) -> Path:
+    """The model at `path` (saved at `to`, else in place) with its queries and keys scaled up, so that attention
+    follows the rotary positions sharply and a position read wrong (a frequency, a query's row order) shows in the
+    log-probabilities: a tiny random model attends almost evenly, whatever the positions say."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    if to is not None:
+        shutil.copytree(path, to)
+        path = to
+    model = AutoModelForCausalLM.from_pretrained(path)
+    for name, w in model.named_parameters():
+        if name.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight")):
+            w.data *= 12.0
+    model.save_pretrained(path)
+    return path

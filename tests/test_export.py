@@ -37,8 +37,9 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
 
     from medsft.data.templates import end_of_turn
 
+    base = released.sharpened(zoo_models(name), tmp_path / "base")  # a query's rows in the wrong order would show
     for lora in (True, False):
-        run = trained(write_recipe, zoo_models(name), lora, tmp_path, f"{name}-{'lora' if lora else 'full'}")
+        run = trained(write_recipe, base, lora, tmp_path, f"{name}-{'lora' if lora else 'full'}")
         for kind in (("f16", "q8_0") if lora else ("f16",)):
             out = tmp_path / f"{run.name}-{kind}.gguf"
             assert main(["export", str(run), str(out), "--type", kind, "--check", "8"]) == 0
@@ -72,7 +73,7 @@ def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, t
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
-    base = released.build(released.FAMILIES["qwen3"], tmp_path / "qwen3", hidden=32)
+    base = released.sharpened(released.build(released.FAMILIES["qwen3"], tmp_path / "qwen3", hidden=32))
     for lora in (True, False):
         run = trained(write_recipe, base, lora, tmp_path, f"qwen3-{'lora' if lora else 'full'}", chat=True,
                       chat_template_kwargs={"enable_thinking": False})
@@ -156,7 +157,7 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
     if name == "phi3":
         family = released.Released(**{**vars(family), "config_keys": {"original_max_position_embeddings": 256, "rope_scaling": {
             "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}})
-    base = released.build(family, tmp_path / name, hidden=32)
+    base = released.sharpened(released.build(family, tmp_path / name, hidden=32))
     for chat in (False, True):
         run = trained(write_recipe, base, True, tmp_path, f"{name}-{'chat' if chat else 'plain'}", chat=chat)
         out = tmp_path / f"{run.name}.gguf"

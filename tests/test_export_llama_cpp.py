@@ -51,22 +51,9 @@ LONGROPE = {"original_max_position_embeddings": 256, "rope_scaling": {
     "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}
 
 
-def sharpened(path):
-    """The model at `path` with its queries and keys scaled up, so that attention follows the rotary positions
-    sharply and a frequency read wrong shows in the log-probabilities (a tiny random model attends almost evenly)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path)
-    for name, w in model.named_parameters():
-        if name.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight")):
-            w.data *= 12.0
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("name", [*released.FAMILIES, "phi3-longrope"])
 def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, name):
-    """(Queries and keys sharpened: see sharpened. Phi-3 with Phi-3.5's long-context scaling: llama.cpp takes the
+    """(Queries and keys sharpened: see released.sharpened. Phi-3 with Phi-3.5's long-context scaling: llama.cpp takes the
     short factors, as the run did on texts shorter than the original context, where its own context is no longer
     than that.)"""
     from medsft.data.templates import end_of_turn
@@ -74,7 +61,7 @@ def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, nam
     family = released.FAMILIES[name.split("-")[0]]
     if name == "phi3-longrope":
         family = released.Released(**{**vars(family), "config_keys": LONGROPE})
-    base = sharpened(released.build(family, tmp_path / name, hidden=32))
+    base = released.sharpened(released.build(family, tmp_path / name, hidden=32))
     for chat in (False, True):
         run = tmp_path / f"{name}-{'chat' if chat else 'plain'}"
         recipe = write_recipe(f"{run.name}.yaml", model_name_or_path=str(base), output_dir=str(run), chat=chat,
