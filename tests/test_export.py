@@ -1,6 +1,6 @@
 """`medsft export RUN OUT.gguf`: a LoRA run and a full run of each family the GGUF reader supports, written as GGUF,
 read back through transformers' loader: the next tokens' log-probabilities on the run's texts within 1e-2 and the
-most likely token the same at >= 99% of positions (>= 95% at q8_0); the file's chat template verbatim and its end
+most likely token the same at >= 99% of positions (>= 95% at bf16 and q8_0); the file's chat template verbatim and its end
 of generation the run's end-of-turn token; bad input one line, exit 2."""
 
 import json
@@ -40,7 +40,7 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
     base = released.sharpened(zoo_models(name), tmp_path / "base")  # a query's rows in the wrong order would show
     for lora in (True, False):
         run = trained(write_recipe, base, lora, tmp_path, f"{name}-{'lora' if lora else 'full'}")
-        for kind in (("f16", "q8_0") if lora else ("f16",)):
+        for kind in (("f16", "bf16", "q8_0") if lora else ("f16",)):
             out = tmp_path / f"{run.name}-{kind}.gguf"
             assert main(["export", str(run), str(out), "--type", kind, "--check", "8"]) == 0
             check = json.loads(out.with_suffix(".check.json").read_text())
@@ -48,14 +48,14 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
             assert tokens["positions"] > 100
             if kind == "f16":
                 assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
-            else:
-                assert tokens["top1_agreement"] >= 0.95, (run.name, tokens)
+            else:  # bf16 keeps 8 bits of each weight's mantissa, q8_0 8 bits a block: near-ties move
+                assert tokens["top1_agreement"] >= 0.95, (run.name, kind, tokens)
             items = check["items"]["pubmedqa"]
             assert items["n"] == 8
             # the verdict is the check's: every item answered alike (a random tiny model's near-ties may flip at q8_0)
             verdict = "gives" if items["same_answer"] == 1.0 else "does NOT give"
             assert f"the exported model {verdict} the run's answers" in capsys.readouterr().out
-            assert kind == "q8_0" or verdict == "gives"
+            assert kind != "f16" or verdict == "gives"
         tokenizer = AutoTokenizer.from_pretrained(run)
         reader = GGUFReader(tmp_path / f"{run.name}-f16.gguf")
         assert field(reader, "tokenizer.chat_template") == tokenizer.chat_template  # verbatim
