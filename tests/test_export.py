@@ -29,9 +29,10 @@ def trained(write_recipe, base, lora: bool, tmp_path, name, **keys):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("name", ["llama3", "qwen2", "gemma2", "mistral", "phi3"])
+@pytest.mark.parametrize("name", ["llama3", "qwen2", "gemma2", "mistral", "phi3", "gpt2"])
 def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, write_recipe, tmp_path, name, capsys):
-    """(The zoo's Qwen2 and Gemma-2 tie their output layer to the embeddings, Llama-3's does not: both layouts.)"""
+    """(The zoo's Qwen2 and Gemma-2 tie their output layer to the embeddings, Llama-3's does not: both layouts. GPT-2:
+    its Conv1D weights transposed to llama.cpp's layout, learned positions, no chat template.)"""
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
@@ -58,7 +59,10 @@ def test_a_lora_run_and_a_full_run_export_and_read_back_as_the_run(zoo_models, w
             assert kind != "f16" or verdict == "gives"
         tokenizer = AutoTokenizer.from_pretrained(run)
         reader = GGUFReader(tmp_path / f"{run.name}-f16.gguf")
-        assert field(reader, "tokenizer.chat_template") == tokenizer.chat_template  # verbatim
+        if tokenizer.chat_template:  # verbatim (the zoo's GPT-2 has none, nor does its file)
+            assert field(reader, "tokenizer.chat_template") == tokenizer.chat_template
+        else:
+            assert "tokenizer.chat_template" not in reader.fields
         assert field(reader, "tokenizer.ggml.eot_token_id") == end_of_turn(tokenizer) is not None
         assert field(reader, "tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
         assert json.loads(field(reader, "medsft.chain")) == []
@@ -114,9 +118,20 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
         assert len(err) == 1, err
         return err[0]
 
-    gpt2 = trained(write_recipe, zoo_models("gpt2"), True, tmp_path, "gpt2")
+    import shutil
+
+    from transformers import OPTConfig, OPTForCausalLM
+
+    opt = tmp_path / "opt"  # an architecture llama.cpp's GGUF export does not have here: OPT, with GPT-2's tokenizer
+    shutil.copytree(zoo_models("gpt2"), opt)
+    for old in opt.glob("model*.safetensors"):
+        old.unlink()
+    vocab = json.loads((opt / "config.json").read_text())["vocab_size"]
+    OPTForCausalLM(OPTConfig(vocab_size=vocab, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=4,
+                             word_embed_proj_dim=32, max_position_embeddings=512)).save_pretrained(opt)
+    gpt2 = trained(write_recipe, opt, True, tmp_path, "opt-run")
     assert one_line(gpt2, tmp_path / "g.gguf") == (
-        "medsft: error: GPT2LMHeadModel cannot be written as GGUF by medsft; it writes Gemma2ForCausalLM, "
+        "medsft: error: OPTForCausalLM cannot be written as GGUF by medsft; it writes GPT2LMHeadModel, Gemma2ForCausalLM, "
         "LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM")
     assert not (tmp_path / "g.gguf").exists() and not list(tmp_path.glob(".g-*"))
     assert one_line(tmp_path / "nowhere", tmp_path / "x.gguf") == (
@@ -124,8 +139,6 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     (tmp_path / "taken.gguf").write_bytes(b"mine")
     assert one_line(gpt2, tmp_path / "taken.gguf") == f"medsft: error: {tmp_path / 'taken.gguf'} exists; pass --force to replace it"
     assert (tmp_path / "taken.gguf").read_bytes() == b"mine"
-    import shutil
-
     yarn = tmp_path / "qwen2-yarn"  # a rotary scaling that also scales attention: refused before anything is left
     shutil.copytree(zoo_models("qwen2"), yarn)
     config = json.loads((yarn / "config.json").read_text())

@@ -22,7 +22,7 @@ from medsft.evaluation.scoring import score_choices
 def read_back(path: Path):
     """(model, tokenizer) of the GGUF file as transformers loads them (the model dequantized to float32), with what
     llama.cpp reads from the file where transformers' reader falls back to a default instead: the head size from the
-    key length (Qwen3's reader assumes 128), Gemma-2's query scaling, 1/sqrt(key length), each rotary frequency
+    key length (Qwen3's reader assumes 128), GPT-2's context and feed-forward sizes, Gemma-2's query scaling, 1/sqrt(key length), each rotary frequency
     divided by the file's rope_freqs (Llama 3's scaling), Phi-3's long and short factors with their attention factor,
     and a SentencePiece vocabulary's spaces."""
     from gguf import GGUFReader
@@ -41,6 +41,8 @@ def read_back(path: Path):
         config.head_dim = int(number("attention.key_length"))
     if config.model_type == "gemma2":
         config.query_pre_attn_scalar = config.head_dim
+    if config.model_type == "gpt2":  # the reader names the context n_ctx and drops the feed-forward size
+        config.n_positions, config.n_inner = int(number("context_length")), int(number("feed_forward_length"))
     if "rope_factors_short.weight" in tensors:  # Phi-3's long-context scaling, as llama.cpp applies it
         original = int(number("rope.scaling.original_context_length"))
         config.original_max_position_embeddings = original

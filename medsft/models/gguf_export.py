@@ -18,7 +18,10 @@ from medsft.errors import UserError
 from medsft.models import gguf_vocab
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-                 "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2", "Phi3ForCausalLM": "phi3"}
+                 "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2", "Phi3ForCausalLM": "phi3",
+                 "GPT2LMHeadModel": "gpt2"}
+# GPT-2's Conv1D layers keep their weights as (in, out); llama.cpp's as a linear layer's (out, in)
+CONV1D = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
 TYPES = ("f16", "bf16", "q8_0")
 # rotary scalings that only rescale each frequency, which llama.cpp's llama takes as a tensor of divisors (rope_freqs),
 # and Phi-3's long-context one (two sets of divisors and an attention factor)
@@ -57,6 +60,8 @@ def _tensors(model, arch: str):
             w = _interleaved(w, config.num_key_value_heads)
         elif arch == "gemma2" and name.endswith("norm.weight"):
             w = w + 1  # Gemma multiplies by 1 + w; llama.cpp by the stored value
+        elif arch == "gpt2" and key.endswith(CONV1D):
+            w = w.T
         yield name, w
 
 
@@ -111,7 +116,19 @@ def context_note(model, max_length: int | None) -> str | None:
             f"the run scored with the short ones ({trained}): run llama.cpp with -c {original} or less to match it")
 
 
+def _gpt2_hyper_parameters(writer, config) -> None:
+    writer.add_context_length(config.n_positions)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_block_count(config.n_layer)
+    writer.add_feed_forward_length(config.n_inner or 4 * config.n_embd)
+    writer.add_head_count(config.n_head)
+    writer.add_layer_norm_eps(config.layer_norm_epsilon)
+    writer.add_vocab_size(config.vocab_size)
+
+
 def _hyper_parameters(writer, config, arch: str) -> None:
+    if arch == "gpt2":
+        return _gpt2_hyper_parameters(writer, config)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rope = _rope(config)
     kind = rope.get("rope_type") or "default"
