@@ -22,9 +22,9 @@ from medsft.evaluation.scoring import score_choices
 def read_back(path: Path):
     """(model, tokenizer) of the GGUF file as transformers loads them (the model dequantized to float32), with what
     llama.cpp reads from the file where transformers' reader falls back to a default instead: the head size from the
-    key length (Qwen3's reader assumes 128), GPT-2's context and feed-forward sizes, Gemma-2's query scaling, 1/sqrt(key length), each rotary frequency
-    divided by the file's rope_freqs (Llama 3's scaling), Phi-3's long and short factors with their attention factor,
-    and a SentencePiece vocabulary's spaces."""
+    key length (Qwen3's reader assumes 128), GPT-2's context and feed-forward sizes, Gemma-2's query scaling,
+    1/sqrt(key length), each rotary frequency divided by the file's rope_freqs (Llama 3's scaling), Phi-3's long and
+    short factors with their attention factor, and a SentencePiece vocabulary's spaces."""
     from gguf import GGUFReader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
