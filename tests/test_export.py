@@ -133,7 +133,7 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     assert one_line(gpt2, tmp_path / "g.gguf") == (
         "medsft: error: OPTForCausalLM cannot be written as GGUF by medsft; it writes GPT2LMHeadModel, Gemma2ForCausalLM, "
         "LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM")
-    assert not (tmp_path / "g.gguf").exists() and not list(tmp_path.glob(".g-*"))
+    assert not (tmp_path / "g.gguf").exists() and not list(tmp_path.glob(".g.gguf.*"))
     assert one_line(tmp_path / "nowhere", tmp_path / "x.gguf") == (
         f"medsft: error: {tmp_path / 'nowhere'} holds no medsft run (recipe.yaml); give a run folder or one of its checkpoints")
     (tmp_path / "taken.gguf").write_bytes(b"mine")
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line(zoo_models, write_recipe, tmp_path, capsys):
     assert one_line(trained(write_recipe, yarn, True, tmp_path, "yarn"), tmp_path / "y.gguf") == (
         "medsft: error: rope scaling yarn of qwen2 is not written by medsft's GGUF export (it writes llama3, linear "
         "for Llama, longrope for Phi-3); export a model with plain rotary positions")
-    assert not (tmp_path / "y.gguf").exists() and not list(tmp_path.glob(".y-*"))
+    assert not (tmp_path / "y.gguf").exists() and not list(tmp_path.glob(".y.gguf.*"))
     assert one_line(gpt2, tmp_path / "x.gguf", "--type", "q4_k") == (
         "medsft: error: --type q4_k is not a type medsft writes; choose f16, bf16, q8_0")
 

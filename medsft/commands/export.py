@@ -30,20 +30,12 @@ def _arguments(argv: list[str]):
     return run, out, kind or "f16", 200 if check is None else check, flags
 
 
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def main(argv: list[str]) -> int:
     """Load the run (a LoRA run folded into its base), write the GGUF file (all or nothing), read it back, compare,
     write the check's JSON beside it, say whether the file gives the run's answers."""
     import hashlib
     import json
-    import tempfile
+    import os
     import time
 
     from medsft.console.quiet import quiet_libraries
@@ -68,26 +60,25 @@ def main(argv: list[str]) -> int:
     provenance = {"run": str(folder.resolve()), "recipe_sha256": hashlib.sha256((folder / run_folder.RECIPE_FILE).read_bytes()).hexdigest(),
                   "chain": records.read_chain(folder) or [], "chat_template_kwargs": kwargs_of(tokenizer)}
     datasets = load(mixture.specs(recipe.script, recipe.training), records.read_ids(str(folder)))
-    texts = export_check.rendered(tokenizer, datasets[0], 16)
+    rendered = export_check.rendered(tokenizer, datasets[0], 16)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".gguf", dir=out.parent)[1])
+    partial = out.with_name(f".{out.name}.{os.getpid()}")
     try:
-        gguf_export.write(model, tokenizer, tmp, kind, folder.name, provenance, eot, [t for t, _ in texts])
+        gguf_export.write(model, tokenizer, partial, kind, folder.name, provenance, eot, [t for t, _ in rendered])
     except BaseException:
-        tmp.unlink()
+        partial.unlink(missing_ok=True)
         raise
-    tmp.chmod(0o666 & ~_umask())  # mkstemp's file is its owner's alone; the file is shared as any other the user writes
-    tmp.replace(out)  # all or nothing: an interrupted export leaves no half-written file
+    os.replace(partial, out)  # all or nothing: an interrupted export leaves no half-written file
     seconds = time.perf_counter() - start
-    found = export_check.compare(model, export_check.read_back(out), tokenizer, datasets, loaded.max_length, items,
-                                 recipe.training.seed)
+    found = export_check.compare(model, export_check.read_back(out), tokenizer, datasets, rendered, loaded.max_length,
+                                 items, recipe.training.seed)
     found.update({"file": str(out), "type": kind, "bytes": out.stat().st_size, "export_seconds": seconds})
     report = out.with_suffix(".check.json")
     report.write_text(json.dumps(found, indent=2))
     n, t = found["next_tokens"], found["tokens"]
     print(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB) in {seconds:.1f} s")
     print(f"the file's tokenizer gives the run's tokens on {t['same'] * 100:.1f}% of {t['texts']} texts"
-          + ("" if t["same"] == 1.0 else f" (first differing text in {out.with_suffix('.check.json').name})"))
+          + ("" if t["same"] == 1.0 else f" (first differing text in {report.name})"))
     print(f"read back: largest next-token log-probability difference {n['max_logprob_difference']:.2g} over "
           f"{n['positions']} positions, most likely token the same at {n['top1_agreement'] * 100:.1f}%")
     for name, v in found.get("items", {}).items():

@@ -127,12 +127,13 @@ def texts(tokenizer, dataset, n: int, max_length: int | None) -> list[list[int]]
     return out
 
 
-def compare(run_model, exported, tokenizer, datasets: list, max_length: int | None, items: int, seed: int) -> dict:
-    """The whole check: `exported` is read_back's (model, tokenizer): the tokens of the first dataset's test texts,
-    the next tokens on them, then each choice task's test items (at most `items`, 0: none) scored by both models,
-    tested pairwise."""
+def compare(run_model, exported, tokenizer, datasets: list, texts_rendered: list[tuple[str, bool]],
+            max_length: int | None, items: int, seed: int) -> dict:
+    """The whole check: `exported` is read_back's (model, tokenizer); `texts_rendered`: the first dataset's first
+    test texts (rendered()). The file's tokens of those texts, the next tokens on them, then each choice task's test
+    items (at most `items`, 0: none) scored by both models, tested pairwise."""
     exported, file_tokenizer = exported
-    found: dict[str, Any] = {"tokens": same_tokens(tokenizer, file_tokenizer, rendered(tokenizer, datasets[0], 16)),
+    found: dict[str, Any] = {"tokens": same_tokens(tokenizer, file_tokenizer, texts_rendered),
                              "next_tokens": next_tokens(run_model, exported, texts(tokenizer, datasets[0], 16, max_length))}
     for dataset in datasets:
         task, rows = dataset.task, dataset.parts["test"][:items]
