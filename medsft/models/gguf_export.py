@@ -1,7 +1,7 @@
 """A model written as one GGUF file for llama.cpp, Ollama and LM Studio, with the `gguf` package's writer: the weights
-under llama.cpp's names for the architecture (gguf's tensor map; llama's query and key rows interleaved and Gemma's
-norms stored as 1 + w, as llama.cpp's converter does), in f16, bf16 or q8_0 (vectors stay float32, as llama.cpp keeps
-them); the hyper-parameters llama.cpp reads; Llama 3's rotary scaling as the divisors of each frequency; the tokenizer
+under llama.cpp's names for the architecture (gguf's tensor map; llama's query and key rows interleaved, Gemma's
+norms stored as 1 + w and GPT-2's Conv1D weights transposed, as llama.cpp's converter does), in f16, bf16 or q8_0 (vectors stay float32, as llama.cpp keeps
+them); the hyper-parameters llama.cpp reads; rotary scaling (Llama 3's, Phi-3.5's long context); the tokenizer
 (`gguf_vocab`) with the chat template verbatim and the end-of-turn token as an end of generation; the run's name and
 provenance under `medsft.*`."""
 
@@ -83,25 +83,32 @@ def _rope(config) -> dict:
     return getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
 
 
-def rope_tensors(model) -> dict[str, np.ndarray]:
-    """The rotary scaling as llama.cpp's tensors: Phi-3's long and short factors as given; another scaling's divisor
-    of each frequency (rope_freqs): the plain frequencies of the head size and base over the ones transformers
-    computed for it."""
+def _original_context(rope: dict, config) -> int:
+    return int(rope.get("original_max_position_embeddings") or config.original_max_position_embeddings)
+
+
+def _rope_scaling(writer, model) -> None:
+    """The rotary scaling as llama.cpp reads it: Phi-3's long and short factors as given, with the original context
+    (llama.cpp takes the long factors where its context exceeds it) and transformers' attention factor, which scales
+    cos and sin; another scaling as each frequency's divisor (rope_freqs): the plain frequencies of the head size
+    and base over the ones transformers computed for it."""
     import gguf
 
     rope = _rope(model.config)
     kind = rope.get("rope_type") or "default"
-    if kind == "default":
-        return {}
     if kind == "longrope":
-        return {gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight": np.array(rope["long_factor"], np.float32),
-                gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight": np.array(rope["short_factor"], np.float32)}
-    rotary = model.get_decoder().rotary_emb
-    dims = rotary.inv_freq.shape[0] * 2
-    base = float(rope.get("rope_theta") or model.config.rope_theta)
-    plain = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
-    divisors = (plain / rotary.inv_freq.double().cpu().numpy()).astype(np.float32)
-    return {gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight": divisors}
+        writer.add_rope_scaling_orig_ctx_len(_original_context(rope, model.config))
+        writer.add_rope_scaling_attn_factors(float(model.get_decoder().rotary_emb.attention_scaling))
+        for tensor, factors in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, rope["long_factor"]),
+                                (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, rope["short_factor"])):
+            writer.add_tensor(gguf.TENSOR_NAMES[tensor] + ".weight", np.array(factors, np.float32))
+    elif kind != "default":
+        rotary = model.get_decoder().rotary_emb
+        dims = rotary.inv_freq.shape[0] * 2
+        base = float(rope.get("rope_theta") or model.config.rope_theta)
+        plain = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+        divisors = (plain / rotary.inv_freq.double().cpu().numpy()).astype(np.float32)
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", divisors)
 
 
 def context_note(model, max_length: int | None) -> str | None:
@@ -110,7 +117,7 @@ def context_note(model, max_length: int | None) -> str | None:
     rope = _rope(model.config)
     if rope.get("rope_type") != "longrope":
         return None
-    original = int(rope.get("original_max_position_embeddings") or model.config.original_max_position_embeddings)
+    original = _original_context(rope, model.config)
     trained = "the run's texts were no longer" if max_length and max_length <= original else "shorter texts use them"
     return (f"llama.cpp: Phi-3's long-context factors are used whenever the context (-c) exceeds {original} tokens; "
             f"the run scored with the short ones ({trained}): run llama.cpp with -c {original} or less to match it")
@@ -136,9 +143,6 @@ def _hyper_parameters(writer, config, arch: str) -> None:
         raise UserError(f"rope scaling {kind} of {arch} is not written by medsft's GGUF export (it writes "
                         f"{', '.join(FREQUENCY_SCALINGS)} for Llama, longrope for Phi-3); export a model with plain "
                         "rotary positions")
-    if kind == "longrope":  # llama.cpp takes the long factors where its context exceeds the original one
-        original = rope.get("original_max_position_embeddings") or config.original_max_position_embeddings
-        writer.add_rope_scaling_orig_ctx_len(int(original))
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -187,10 +191,7 @@ def write(model, tokenizer, out: Path, kind: str, name: str, provenance: dict[st
     gguf_vocab.write(writer, tokenizer, model.config.vocab_size, end_of_turn, texts)
     for key, value in provenance.items():
         writer.add_string(f"medsft.{key}", value if isinstance(value, str) else json.dumps(value))
-    for tensor, w in rope_tensors(model).items():
-        writer.add_tensor(tensor, w)
-    if _rope(model.config).get("rope_type") == "longrope":  # transformers' factor, which scales cos and sin
-        writer.add_rope_scaling_attn_factors(float(model.get_decoder().rotary_emb.attention_scaling))
+    _rope_scaling(writer, model)
     for tensor, w in _tensors(model, arch):
         data, raw = _stored(w, kind)
         writer.add_tensor(tensor, data, raw_dtype=raw)
