@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsft.data.spans import common_prefix
 from medsft.data.templates import chat_text
 
 U1, A1, U2, S = "\x02u1\x03", "\x02a1\x03", "\x02u2\x03", "\x02s\x03"
@@ -56,7 +57,13 @@ def _between(text: str, first: str, second: str) -> str:
 
 
 def _shared_prefix(a: str, b: str) -> str:
-    return a[: next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))]
+    return a[: common_prefix(a, b)]
+
+
+def _conversation(turns, system: str | None = None) -> list[dict]:
+    """Messages of alternating user and assistant `turns`, after a system message where one is given."""
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "assistant" if i % 2 else "user", "content": c} for i, c in enumerate(turns)]
 
 
 def _pieces(tokenizer, bos: str | None) -> Pieces:
@@ -64,12 +71,10 @@ def _pieces(tokenizer, bos: str | None) -> Pieces:
     ends a conversation without one in an EOS); any cut of the text between two contents that renders both places
     it appears is the same template. ValueError where the template is not made of such pieces."""
     def render(*contents, system=None):
-        messages = [{"role": "system", "content": system}] if system else []
-        messages += [{"role": "assistant" if i % 2 else "user", "content": c} for i, c in enumerate(contents)]
-        return chat_text(tokenizer, messages, True)
+        return chat_text(tokenizer, _conversation(contents, system), True)
 
     one, three = render(U1), render(U1, A1, U2)
-    closed = chat_text(tokenizer, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}], False)
+    closed = chat_text(tokenizer, _conversation([U1, A1]), False)
     after, tail = _between(three, U1, A1), three[three.index(U2) + len(U2):]
     after_user = _shared_prefix(after, tail)  # with the assistant's header where the generation prompt is the same
     assistant_before, generation = after[len(after_user):], tail[len(after_user):]
@@ -104,9 +109,7 @@ def go_template(tokenizer, adds_bos: bool) -> str | None:
         return None
     for turns in PROBES:
         for system in ([None, "You are a careful clinical assistant."] if pieces.system else [None]):
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "assistant" if i % 2 else "user", "content": c} for i, c in enumerate(turns)]
-            expected = chat_text(tokenizer, messages, True)
+            expected = chat_text(tokenizer, _conversation(turns, system), True)
             if bos and expected.startswith(bos):
                 expected = expected[len(bos):]
             if pieces.render(system, turns) != expected:
