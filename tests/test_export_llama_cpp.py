@@ -5,46 +5,18 @@ log-probabilities are the run's within 1e-2 with the same most likely token at >
 run's end-of-turn token as an end of generation."""
 
 import json
+import sys
 
 import pytest
 
 import released
+from conftest import ROOT
 from medsft.__main__ import main
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python)")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python)")
+sys.path.insert(0, str(ROOT / "bench"))
+import llama_cpp_export as in_llama_cpp  # noqa: E402  (the bench's comparison: export_check's, llama.cpp in the file's place)
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")]
-
-
-def in_llama_cpp(path, run, n_ctx=2048):
-    """(tokens the same on each rendered text, largest log-probability difference, top-1 agreement, eot is an end)."""
-    import numpy as np
-    import torch
-
-    from medsft.data.datasets import load
-    from medsft.evaluation import export_check
-    from medsft.models import inference
-    from medsft.recipe import mixture
-    from medsft.runs import records, run_folder
-
-    loaded = inference.load(str(run), False, dequantize=True, dtype="float32")
-    model, tokenizer = loaded.model.merge_and_unload(), loaded.tokenizer
-    datasets = load(mixture.specs(*(lambda r: (r.script, r.training))(run_folder.parse_run(run, []))), records.read_ids(str(run)))
-    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=n_ctx, verbose=False)
-    same = [tokenizer(text, add_special_tokens=special)["input_ids"] == llm.tokenize(text.encode(), add_bos=special, special=True)
-            for text, special in export_check.rendered(tokenizer, datasets[0], 8)]
-    largest, agree, positions = 0.0, 0, 0
-    for ids in export_check.texts(tokenizer, datasets[0], 8, loaded.max_length):
-        llm.reset()
-        llm.eval(ids)
-        theirs = torch.log_softmax(torch.tensor(np.array(llm.scores[: len(ids)]))[:-1], -1)
-        with torch.no_grad():
-            mine = model(torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1)
-        target = torch.tensor(ids[1:])[:, None]
-        largest = max(largest, (mine.gather(-1, target) - theirs.gather(-1, target)).abs().max().item())
-        agree, positions = agree + int((mine.argmax(-1) == theirs.argmax(-1)).sum()), positions + len(ids) - 1
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    eot = llama_cpp.llama_vocab_eot(vocab)
-    return same, largest, agree / positions, eot, llama_cpp.llama_vocab_is_eog(vocab, eot)
 
 
 LONGROPE = {"original_max_position_embeddings": 256, "rope_scaling": {
@@ -70,9 +42,10 @@ def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, nam
         out = tmp_path / f"{run.name}.gguf"
         assert main(["export", str(run), str(out), "--check", "0"]) == 0
         assert json.loads(out.with_suffix(".check.json").read_text())["tokens"]["same"] == 1.0
-        same, largest, top1, eot, eog = in_llama_cpp(out, run, 256 if name == "phi3-longrope" else 2048)
-        assert all(same), (run.name, same)
-        assert largest <= 1e-2 and top1 >= 0.99, (run.name, largest, top1)
+        found = in_llama_cpp.check(in_llama_cpp.load(out, 256 if name == "phi3-longrope" else 2048), 8)
+        assert found["tokens"] == {"texts": 8, "same": 1.0}, (run.name, found["tokens"])
+        tokens = found["next_tokens"]
+        assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, (run.name, tokens)
         from transformers import AutoTokenizer
 
-        assert eot == end_of_turn(AutoTokenizer.from_pretrained(run)) and eog
+        assert found["eot"] == end_of_turn(AutoTokenizer.from_pretrained(run)) and found["eot_ends_generation"]
