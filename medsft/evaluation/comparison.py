@@ -11,7 +11,7 @@ from medsft.data.prompts import prompt_ids
 from medsft.evaluation import calibration, pairwise, stats
 from medsft.evaluation.generative import generated_metrics
 from medsft.evaluation.metrics import classification_metrics, majority_baseline
-from medsft.evaluation.scoring import Settings, evaluate_split, score_choices
+from medsft.evaluation.scoring import Settings, evaluate_split, perplexity_metrics, score_choices
 from medsft.evaluation.sharing import Track, no_track
 from medsft.generation.completion import generate
 from medsft.tasks import Task
@@ -97,8 +97,6 @@ def on_clean_items(task: Task, rows: list[dict], predictions: dict[str, list[dic
                    seed: int) -> dict[str, Any]:
     """Each model's metrics on the items the contamination check left clean, with intervals, and the paired tests
     between the models on them."""
-    import math
-
     dirty = set(contaminated)
     keep = [i for i, r in enumerate(rows) if r["id"] not in dirty]
     if not keep:  # every item contaminated: nothing clean to score
@@ -114,9 +112,7 @@ def on_clean_items(task: Task, rows: list[dict], predictions: dict[str, list[dic
             models[name] = {**classification_metrics(gold, predicted, task.labels()),
                             "ci": stats.classification_intervals(gold, predicted, task.labels(), seed)}
         else:
-            logliks, tokens = [p["loglik"] for p in preds], [p["tokens"] for p in preds]
-            models[name] = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1)),
-                            "ci": {"perplexity": stats.perplexity_interval(logliks, tokens, seed)}}
+            models[name] = perplexity_metrics([p["loglik"] for p in preds], [p["tokens"] for p in preds], seed)
     return {"n": len(keep), "models": models, "tests": comparisons(task, kept_rows, kept, None, seed)}
 
 

@@ -23,6 +23,11 @@ class Training:
     rows: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _key(dataset: Dataset, row: dict, prefix: str = "") -> str:
+    """A training row's key: its dataset's name and its id (after the earlier run's folder, for a chain's rows)."""
+    return f"{prefix}{dataset.spec.name}/{row['id']}"
+
+
 def _rows(datasets: list[Dataset], prefix: str = "", every: bool = False) -> list[tuple[str, str]]:
     """(key, text) of the training rows a run trains on (`every`: all of a partly weighted dataset's, which a
     removal may redraw from)."""
@@ -34,7 +39,7 @@ def _rows(datasets: list[Dataset], prefix: str = "", every: bool = False) -> lis
         for row in part:
             example = d.task.example(row)
             if example is not None:
-                out.append((f"{prefix}{d.spec.name}/{row['id']}", example.flat()))
+                out.append((_key(d, row, prefix), example.flat()))
     return out
 
 
@@ -105,10 +110,10 @@ def decontaminate(recipe, datasets: list[Dataset]) -> dict[str, list[str]]:
     behind = {key for record in records.values() for keys in record["rows"].values() for key in keys}
     removed: dict[str, list[str]] = {}
     for d in datasets:
-        kept = [r for r in d.parts["train"] if f"{d.spec.name}/{r['id']}" not in behind]
-        if len(kept) < len(d.parts["train"]):
-            removed[d.spec.name] = [r["id"] for r in d.parts["train"] if f"{d.spec.name}/{r['id']}" in behind]
-            d.parts = {**d.parts, "train": kept}
+        gone = [_key(d, r) in behind for r in d.parts["train"]]
+        if any(gone):
+            removed[d.spec.name] = [r["id"] for r, g in zip(d.parts["train"], gone) if g]
+            d.parts = {**d.parts, "train": [r for r, g in zip(d.parts["train"], gone) if not g]}
             digest = hashlib.sha256("\n".join(removed[d.spec.name]).encode()).hexdigest()[:16]
             d.key = f"{d.key}-less-{digest}"  # its tokenized rows are cached under what they were prepared from
     return removed

@@ -120,6 +120,14 @@ def perplexity(model, tokenizer, task: Task, rows: list[dict], max_length: int |
     return math.exp(-sum(logliks) / max(sum(tokens), 1))
 
 
+def perplexity_metrics(logliks: list[float], tokens: list[int], seed: int) -> dict[str, Any]:
+    """Token-weighted perplexity of the items' trained tokens, with its bootstrap interval where there are items."""
+    metrics: dict[str, Any] = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
+    if logliks:
+        metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, seed)}
+    return metrics
+
+
 def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Settings,
                    track: Track = no_track) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics for the model as it is, and its predictions (one dict per item; none for perplexity), the items
@@ -134,9 +142,7 @@ def evaluate_split(model, tokenizer, task: Task, rows: list[dict], settings: Set
         gold, predicted = [p["gold"] for p in predictions], [p["prediction"] for p in predictions]
         return classification_metrics(gold, predicted, task.labels()), predictions
     logliks, tokens = item_logliks(model, tokenizer, task, rows, settings.max_length, settings.batch_size, track)
-    metrics = {"perplexity": math.exp(-sum(logliks) / max(sum(tokens), 1))}
-    if rows:
-        metrics["ci"] = {"perplexity": stats.perplexity_interval(logliks, tokens, settings.seed)}
+    metrics = perplexity_metrics(logliks, tokens, settings.seed)
     predictions = [{"id": r["id"], "gold": None, "prediction": None, "loglik": ll, "tokens": n}
                    for r, ll, n in zip(rows, logliks, tokens)]
     if task.pairwise and rows:  # preference data: its held-out pairs too
