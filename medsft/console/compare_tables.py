@@ -6,20 +6,19 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from medsft.console.evaluation_tables import with_ci
+
 NAMES = {"accuracy": "accuracy %", "macro_f1": "macro-F1 %", "perplexity": "perplexity"}
 
 
 def _value(metric: str, value: float, ci: list[float] | None) -> str:
-    scale, digits = (1.0, 2) if metric == "perplexity" else (100.0, 1)
-    text = f"{value * scale:.{digits}f}"
-    return text + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else "")
+    return with_ci(value, ci, 1.0, 2) if metric == "perplexity" else with_ci(value, ci)
 
 
 def _difference(pair: dict) -> str:
-    if pair["metric"] == "perplexity":
-        low, high = pair["ci"]
-        return f"x{pair['ratio']:.3f} [{low:.3f}, {high:.3f}]"
     low, high = pair["ci"]
+    if pair["metric"] == "perplexity":
+        return f"x{pair['ratio']:.3f} [{low:.3f}, {high:.3f}]"
     return f"{pair['delta'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 

@@ -22,7 +22,7 @@ def _delta(tuned: float, base: float, p: float | None = None, scale: float = 100
     return f"[{colour}]{d:+.1f}{'*' if p < 0.05 else ''} (p {p:.2g})[/]"
 
 
-def _with_ci(value: float, ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+def with_ci(value: float, ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
     text = f"{value * scale:.{digits}f}"
     return text + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else "")
 
@@ -99,7 +99,7 @@ def _choice_table(console: Console, evaluation: dict) -> None:
 
     def row(label: str, value, ci=lambda m: None, p_key: str | None = None, style=None, test_key="tuned_vs_base",
             baseline: bool = True) -> None:
-        cells = [_with_ci(value(m), ci(m)) for m in models.values()]
+        cells = [with_ci(value(m), ci(m)) for m in models.values()]
         if both:
             test = tests.get(test_key, {})
             cells.append(_delta(value(models["tuned"]), value(models["base"]), test.get(p_key) if p_key else None))
@@ -108,7 +108,7 @@ def _choice_table(console: Console, evaluation: dict) -> None:
             cells.append(_delta(value(models["tuned"]), value(models["start"]), test.get(p_key) if p_key else None))
         if majority and baseline:
             test = tests.get(f"{final}_vs_majority", {})
-            cells += [_with_ci(value(majority), ci(majority)), _delta(value(models[final]), value(majority), test.get(p_key) if p_key else None)]
+            cells += [with_ci(value(majority), ci(majority)), _delta(value(models[final]), value(majority), test.get(p_key) if p_key else None)]
         elif majority:
             cells += ["", ""]
         table.add_row(label, *cells, style=style)
@@ -127,7 +127,7 @@ def _choice_table(console: Console, evaluation: dict) -> None:
     calibrations = {name: m["calibration"] for name, m in models.items() if "calibration" in m}
     if len(calibrations) == len(models):
         for key, label in (("accuracy", "accuracy % (argmax)"), ("macro_f1", "macro-F1 % (argmax)")):
-            cells = [_with_ci(c["argmax"][key], None) for c in calibrations.values()]
+            cells = [with_ci(c["argmax"][key], None) for c in calibrations.values()]
             table.add_row(label, *cells, *([""] * (len(table.columns) - 1 - len(cells))), style="dim")
         first = next(iter(calibrations.values()))
         table.caption = "decision offsets {}: {}".format(
@@ -165,10 +165,10 @@ def _perplexity_table(console: Console, evaluation: dict) -> None:
         table.add_column("margin, nats", justify="right")
     for name, m in evaluation["models"].items():
         ci = m.get("ci", {})
-        cells = [_with_ci(m["perplexity"], ci.get("perplexity"), scale=1.0, digits=2)]
+        cells = [with_ci(m["perplexity"], ci.get("perplexity"), scale=1.0, digits=2)]
         if pairs:
-            cells += [_with_ci(m["preference_accuracy"], ci.get("preference_accuracy")),
-                      _with_ci(m["preference_margin"], ci.get("preference_margin"), scale=1.0, digits=2)]
+            cells += [with_ci(m["preference_accuracy"], ci.get("preference_accuracy")),
+                      with_ci(m["preference_margin"], ci.get("preference_margin"), scale=1.0, digits=2)]
         table.add_row(name, *cells)
     captions = []
     for first in ("base", "start"):
@@ -197,7 +197,7 @@ def summary(console: Console, evaluations: list[dict]) -> None:
     for e in evaluations:
         choice = "labels" in e
         key, scale, digits = ("accuracy", 100.0, 1) if choice else ("perplexity", 1.0, 2)
-        cells = [_with_ci(m[key], m.get("ci", {}).get(key), scale, digits) if m else "-"
+        cells = [with_ci(m[key], m.get("ci", {}).get(key), scale, digits) if m else "-"
                  for m in (e["models"].get(n) for n in names)]
         if len(names) == 2:
             test = e.get("tests", {}).get("tuned_vs_base")
@@ -242,15 +242,15 @@ def cv_report(console: Console, results: dict) -> None:
     for name in ("tuned", "base"):
         pooled = results[name].get("pooled")
         if pooled and pooled["items"]:
-            table.add_row(f"{name}, pooled argmax", str(pooled["items"]), _with_ci(pooled["argmax"]["accuracy"], pooled["argmax_ci"]["accuracy"]),
-                          _with_ci(pooled["argmax"]["macro_f1"], pooled["argmax_ci"]["macro_f1"]), style="dim" if name == "base" else None)
+            table.add_row(f"{name}, pooled argmax", str(pooled["items"]), with_ci(pooled["argmax"]["accuracy"], pooled["argmax_ci"]["accuracy"]),
+                          with_ci(pooled["argmax"]["macro_f1"], pooled["argmax_ci"]["macro_f1"]), style="dim" if name == "base" else None)
             offsets = " ".join(f"{c} {o:+.1f}" for c, o in list(pooled["offsets"].items())[1:])
             table.add_row(f"{name}, offsets {offsets}", "", f"{pooled['with_offsets_in_sample']['accuracy'] * 100:.1f}",
                           f"{pooled['with_offsets_in_sample']['macro_f1'] * 100:.1f}", style="dim")
             crossed = pooled.get("with_offsets_cross_fitted")
             if crossed:
-                table.add_row(f"{name}, offsets cross-fitted", str(pooled["items"]), _with_ci(crossed["accuracy"], crossed["ci"]["accuracy"]),
-                              _with_ci(crossed["macro_f1"], crossed["ci"]["macro_f1"]), style="dim" if name == "base" else None)
+                table.add_row(f"{name}, offsets cross-fitted", str(pooled["items"]), with_ci(crossed["accuracy"], crossed["ci"]["accuracy"]),
+                              with_ci(crossed["macro_f1"], crossed["ci"]["macro_f1"]), style="dim" if name == "base" else None)
     table.caption = ("offsets: fitted on all these out-of-fold items (in sample), and cross-fitted (each fold decided by "
                      "offsets fitted on the other folds); the test split is never used")
     console.print(table)
