@@ -71,6 +71,16 @@ FAMILIES = {
 }
 
 
+# Phi-3.5's long-context rotary scaling on the tiny Phi-3: an original context of 256 (the factors move every frequency)
+LONGROPE = {"original_max_position_embeddings": 256, "rope_scaling": {
+    "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}
+
+
+def with_config(family: Released, config_keys: dict) -> Released:
+    """The family with other config keys (a rotary scaling, say)."""
+    return Released(**{**vars(family), "config_keys": config_keys})
+
+
 def available() -> bool:
     return all((TEMPLATES / f.template).is_file() for f in FAMILIES.values())
 

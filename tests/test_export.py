@@ -164,12 +164,11 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
     family = released.FAMILIES[name]
     if name == "llama3.1":
         # a small base and original context, so that the scaling moves every frequency
-        family = released.Released(**{**vars(family), "config_keys": {"rope_scaling": {
+        family = released.with_config(family, {"rope_scaling": {
             "rope_type": "llama3", "rope_theta": 10.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16}}})
+            "original_max_position_embeddings": 16}})
     if name == "phi3":
-        family = released.Released(**{**vars(family), "config_keys": {"original_max_position_embeddings": 256, "rope_scaling": {
-            "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}})
+        family = released.with_config(family, released.LONGROPE)
     base = released.sharpened(released.build(family, tmp_path / name, hidden=32))
     for chat in (False, True):
         run = trained(write_recipe, base, True, tmp_path, f"{name}-{'chat' if chat else 'plain'}", chat=chat)

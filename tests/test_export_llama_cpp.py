@@ -19,10 +19,6 @@ import llama_cpp_export as in_llama_cpp  # noqa: E402  (the bench's comparison: 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")]
 
 
-LONGROPE = {"original_max_position_embeddings": 256, "rope_scaling": {
-    "rope_type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}
-
-
 @pytest.mark.parametrize("name", [*released.FAMILIES, "phi3-longrope"])
 def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, name):
     """(Queries and keys sharpened: see released.sharpened. Phi-3 with Phi-3.5's long-context scaling: llama.cpp takes the
@@ -32,7 +28,7 @@ def test_llama_cpp_reads_the_exported_run_as_the_run(write_recipe, tmp_path, nam
 
     family = released.FAMILIES[name.split("-")[0]]
     if name == "phi3-longrope":
-        family = released.Released(**{**vars(family), "config_keys": LONGROPE})
+        family = released.with_config(family, released.LONGROPE)
     base = released.sharpened(released.build(family, tmp_path / name, hidden=32))
     for chat in (False, True):
         run = tmp_path / f"{name}-{'chat' if chat else 'plain'}"
