@@ -69,8 +69,9 @@ def test_compare_prints_each_pair_with_holm_adjusted_p_values(runs, capsys):
 
 
 @pytest.mark.parametrize("other, message", [
-    ("lm_eval", "did not score pubmedqa (likelihood) alike: prompt_style is 'medsft' in one and 'lm_eval' in the other; their "
-                "numbers are not comparable"),
+    ("lm_eval", "did not score pubmedqa (likelihood) alike: prompt_style is 'medsft' in one and 'lm_eval' in the other: the "
+                "models read different prompts, and a model's score depends on the prompt it reads; their numbers are not "
+                "comparable"),
     ("fewer", "scored different items of pubmedqa (likelihood) (13 of 24 not shared); compare evaluations of the same items"),
 ])
 def test_compare_refuses_numbers_that_are_not_comparable(runs, capsys, other, message):
@@ -86,6 +87,57 @@ def test_compare_refuses_a_folder_with_nothing_scored(runs, tmp_path, capsys):
     assert "compare needs at least two run or evaluation folders" in capsys.readouterr().err
 
 
+def test_compare_refuses_a_folder_without_its_predictions_in_one_line(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["lr_high"], copy)
+    (copy / "predictions.jsonl").unlink()
+    assert main(["compare", str(runs["lr_low"]), str(copy)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"medsft: error: {copy} holds eval_results.json but no predictions.jsonl, the per-item answers the paired tests "
+        f"need: evaluate it again (python -m medsft eval {copy})")
+
+
+def test_compare_across_tokenizers_says_why_the_numbers_differ_in_kind(runs, zoo_models, tmp_path, capsys):
+    """Another model with another tokenizer, scored on the same items with the same prompt: refused, naming the
+    tokenizer and why it matters (not a bare digest field)."""
+    other = tmp_path / "llama3-base"
+    assert main(["eval", str(runs["lr_low"] / "recipe.yaml"), "--model_name_or_path", str(zoo_models("llama3")),
+                 "--output_dir", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(runs["lr_low"]), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"medsft: error: {runs['lr_low']} and {other} did not score pubmedqa (likelihood) alike: "
+                          "tokenizer_sha256 is "), err
+    assert err.endswith("in the other: the text was split into different tokens, so each item is a different sequence: "
+                        "per-token likelihoods and perplexities measure different things, and prompts are shortened at "
+                        "different places; their numbers are not comparable"), err
+
+
 def test_holm_adjusts_step_down():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def test_eval_writes_where_output_dir_says_and_leaves_the_run_as_it_was(runs, tmp_path, capsys):
+    """`eval RUN --output_dir OTHER` writes its evaluation into OTHER (a folder `compare` reads like any) and leaves
+    RUN's own evaluation untouched; OTHER holding something else is refused in one line, nothing written."""
+    run = runs["lr_high"]
+    before = {name: (run / name).read_bytes() for name in ("eval_results.json", "predictions.jsonl")}
+    other = tmp_path / "again"
+    assert main(["eval", str(run), "--output_dir", str(other)]) == 0
+    assert f"written to {other}" in capsys.readouterr().out
+    assert {name: (run / name).read_bytes() for name in before} == before
+    again = json.loads((other / "eval_results.json").read_text())["evaluations"][0]
+    first = json.loads(before["eval_results.json"])["evaluations"][0]
+    assert again["models"]["tuned"]["accuracy"] == first["models"]["tuned"]["accuracy"]
+    assert main(["compare", str(run), str(other), "--json"]) == 0  # the same weights, scored alike
+    assert json.loads(capsys.readouterr().out)["evaluations"][0]["pairs"][0]["delta"] == 0
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    assert main(["eval", str(run), "--output_dir", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (f"medsft: error: output_dir {taken} holds something other than a medsft "
+                                               "evaluation; name a new or empty folder")
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]

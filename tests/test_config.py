@@ -123,3 +123,35 @@ def test_ddp_timeout_reaches_the_process_group_on_every_parse_and_has_a_cpu_defa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-3:] == ["1800.0", "77.0", "88.0"]
+
+
+@pytest.mark.parametrize("removed, expected", [
+    (("_set_pg_timeout",), "66.0"),  # torch's private setter renamed: the process group's public one
+    (("_set_pg_timeout", "set_timeout"), "1800.0"),  # neither: the group keeps its own, said in one line
+])
+def test_ddp_timeout_survives_torch_renaming_its_private_setter(write_recipe, removed, expected):
+    """medsft reaches torch's private `_set_pg_timeout`: where a torch release renames it, every command still
+    imports and parses, the timeout set through the group's own `set_timeout` (or, without either, kept and said)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    recipe = write_recipe()
+    script = (
+        "import torch, torch.distributed as dist, torch.distributed.distributed_c10d as c10d\n"
+        f"for name in {removed!r}:\n"
+        "    if name == 'set_timeout':\n"
+        "        delattr(dist.ProcessGroup, name)\n"
+        "    else:\n"
+        "        delattr(c10d, name)\n"
+        "dist.init_process_group('gloo', rank=0, world_size=1, init_method='tcp://127.0.0.1:0')\n"
+        "from medsft.recipe.parser import parse_recipe\n"
+        f"parse_recipe([{str(recipe)!r}, '--ddp_timeout', '66'])\n"
+        "print(c10d._get_default_group()._get_backend(torch.device('cpu')).options._timeout.total_seconds())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == expected
+    if expected == "1800.0":
+        assert "medsft: this torch cannot change the process group's timeout: ddp_timeout 66 not applied" in proc.stderr

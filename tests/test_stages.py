@@ -106,3 +106,32 @@ def test_a_stage_that_changes_the_adapters_settings_is_refused(write_recipe, sft
     assert main([str(recipe), "--lora_r", "8"]) == 2
     assert capsys.readouterr().err.strip() == (f"medsft: error: lora_r 8 differs from the adapter of {sft_run} (r 4), which "
                                                "this stage continues; remove lora_r")
+
+
+def test_a_stage_loads_from_another_directory_and_after_its_outputs_move(write_recipe, sft_run, tmp_path, monkeypatch,
+                                                                          capsys):
+    """A stage's recipe names its start as the user typed it (`outputs/sft`, relative to where training ran): `eval`
+    from another directory, or after the whole outputs/ folder moved, finds the start by the chain's path relative to
+    the stage's folder, and scores base, start and tuned as it did."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(sft_run, work / "outputs" / "sft")
+    monkeypatch.chdir(work)
+    recipe = write_recipe("stage.yaml", model_name_or_path="outputs/sft", output_dir="outputs/stage", **KEYS)
+    assert main([str(recipe)]) == 0
+    trained = json.loads((work / "outputs" / "stage" / "eval_results.json").read_text())["evaluations"][0]["models"]
+    assert list(trained) == ["base", "start", "tuned"]
+    shutil.move(work / "outputs", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)  # outputs/sft named from here is nothing
+    capsys.readouterr()
+    assert main(["eval", "moved/stage"]) == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "moved" / "stage" / "eval_results.json").read_text())["evaluations"][0]["models"]
+    assert again == trained
+    assert main(["export", "moved/stage", "stage.gguf", "--check", "0"]) == 0
+    shutil.rmtree(tmp_path / "moved" / "sft")  # the start gone: one line naming where it was looked for
+    capsys.readouterr()
+    assert main(["eval", "moved/stage"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"medsft: error: moved/stage continues the run outputs/sft, which is neither at moved/stage/../sft nor at "
+        f"{work / 'outputs' / 'sft'}, where it was trained; put the two runs' folders back side by side")

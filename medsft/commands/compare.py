@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
     (or, with --json, the comparison as JSON on stdout)."""
     import json
 
-    from medsft.evaluation import across_runs
+    from medsft.evaluation import compare_runs
 
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     missing = [f for f in folders if not f.is_dir()]
     if missing:
         raise UserError(f"{missing[0]} is not a folder; give run or evaluation folders, each holding its evaluation")
-    found = across_runs.compare(folders, seed or 0)
+    found = compare_runs.compare(folders, seed or 0)
     if as_json:
         print(json.dumps(found, indent=2))
         return 0

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsft.commands.common import gate
+from medsft.commands.common import gate, pop_option
 from medsft.errors import UserError
 
 
 def _recipe(argv: list[str]):
-    """(the recipe, the weights the command line named: a run folder or one of its checkpoints, else None)."""
+    """(the recipe, the weights the command line named: a run folder or one of its checkpoints, else None, and the
+    folder `--output_dir` names for a run's evaluation, else None). A run's recipe keeps its own output_dir: it is
+    where the run's weights, ids and chain are read."""
     from medsft.runs import run_folder
     from medsft.recipe.parser import parse_recipe
 
     if not (argv and Path(argv[0]).is_dir()):
-        return parse_recipe(argv, loading=True), None
+        return parse_recipe(argv, loading=True), None, None
     weights = Path(argv[0])
     folder = run_folder.folder_of(weights)
     if folder is None:
         raise UserError(f"{argv[0]} holds no medsft run ({run_folder.RECIPE_FILE}); give a run folder, one of its checkpoints or a recipe")
-    return run_folder.parse_run(folder, [*argv[1:], "--output_dir", str(folder)]), weights
+    other, rest = pop_option(argv[1:], "--output_dir")
+    elsewhere = run_folder.evaluation_folder(Path(other)) if other and Path(other).resolve() != folder.resolve() else None
+    return run_folder.parse_run(folder, [*rest, "--output_dir", str(folder)]), weights, elsewhere
 
 
 def _base_alone(console, recipe, run_dir, datasets) -> dict | None:
@@ -59,12 +63,12 @@ def main(argv: list[str]) -> int:
     from medsft.runs.run_state import failing_when_lost
 
     quiet_libraries()
-    recipe, weights = _recipe(argv)
+    recipe, weights, elsewhere = _recipe(argv)
     state = PartialState()
     console = Console(quiet=not state.is_main_process)
     run_dir = run_folder.trained_run(recipe, weights)
     folder = recipe.training.output_dir if run_dir else None  # the run's own folder: its ids, environment, time
-    out = (run_dir or run_folder.eval_dir(recipe)) / (f"suite-{recipe.script.suite}" if recipe.script.suite else "")
+    out = (elsewhere or run_dir or run_folder.eval_dir(recipe)) / (f"suite-{recipe.script.suite}" if recipe.script.suite else "")
     changed = provenance.mismatch(provenance.read(folder)) if folder else None
     if changed:
         console.print(f"[yellow]medsft: warning: {changed}")
@@ -79,7 +83,7 @@ def main(argv: list[str]) -> int:
     adapter = bool(run_dir and run_folder.holds_adapter(run_dir))
     run = evaluation.run_info(recipe, datasets, steps, seconds, adapter=adapter, run_dir=folder)
     main_process = state.is_main_process
-    if main_process and run_dir is None:
+    if main_process and (run_dir is None or elsewhere is not None):  # a folder of its own: marked, with its ids
         run_folder.write_evaluation_start(recipe, out, {d.spec.name: d.parts for d in datasets})
     # a process lost here fails this evaluation, not the run it scores: run_state.json is left as it is
     with failing_when_lost(None, lambda: steps, "evaluation", recipe.training.ddp_timeout), eval_progress(console) as track_for:

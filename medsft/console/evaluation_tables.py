@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medsft.console import contamination_report
-from medsft.evaluation import comparability
+from medsft.evaluation import protocol
 
 
 def _delta(tuned: float, base: float, p: float | None = None, scale: float = 100.0) -> str:
@@ -222,7 +222,7 @@ def eval_report(console: Console, results: dict) -> None:
         else:
             _perplexity_table(console, evaluation)
         if "protocol" in evaluation:
-            console.print("[dim]protocol: " + comparability.short(evaluation["protocol"]) + "[/]")
+            console.print("[dim]protocol: " + protocol.short(evaluation["protocol"]) + "[/]")
         contamination_report.report(console, evaluation)
         samples(console, evaluation.get("samples", []))
     if len(evaluations) > 1:

@@ -45,15 +45,14 @@ def _rows(datasets: list[Dataset], prefix: str = "", every: bool = False) -> lis
 
 def earlier_runs(model_name_or_path: str | None) -> list[Path]:
     """The run folders a stage descends from: the start's own chain, then the start."""
-    from medsft.runs import records, run_folder
+    from medsft.runs import run_folder
 
     if not model_name_or_path or not Path(model_name_or_path).is_dir():
         return []
     folder = run_folder.folder_of(Path(model_name_or_path))
     if folder is None:
         return []
-    chain = records.read_chain(folder) or []
-    return [Path(entry["run"]) for entry in chain if "run" in entry] + [folder]
+    return [Path(entry["run"]) for entry in run_folder.chain(folder) if "run" in entry] + [folder]
 
 
 def run_datasets(recipe, scored: list[Dataset], recorded: dict | None) -> list[Dataset]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
-from medsft.evaluation import comparability, generative, overlap, scoring, sharing, suites
+from medsft.evaluation import protocol, generative, overlap, scoring, sharing, suites
 from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
@@ -97,7 +97,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     sharing.SCORED["items"] = 0
     evaluations, predictions = [], []
     found = overlap.check(datasets, training, recipe.script) if training is not None else {}
-    weights_sha256 = comparability.weights_digest(weights)
+    weights_sha256 = protocol.weights_digest(weights)
     with scoring.autocast(args, device) as precision, loading.start_scoring(recipe, model, trained) as start:
         for dataset in datasets:
             if not dataset.parts["test"]:
@@ -106,7 +106,7 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
                 result, rows = before_and_after(model, tokenizer, dataset, settings, track_for, base, trained,
                                                 (base_scores or {}).get((dataset.spec.name, settings.scoring)), start,
                                                 found.get(dataset.spec.name))
-                result["protocol"] = comparability.record(dataset, settings, tokenizer, precision, weights_sha256,
+                result["protocol"] = protocol.record(dataset, settings, tokenizer, precision, weights_sha256,
                                                      recipe.script.chat_template_kwargs)
                 evaluations.append(result)
                 tag = {"scoring": settings.scoring} if "scoring" in result else {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from medsft.errors import UserError
 from medsft.models import locate
-from medsft.runs import records, run_folder, run_state
+from medsft.runs import run_folder, run_state
 
 LORA_KEYS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"}
 
@@ -54,7 +54,7 @@ def start(name: str | None) -> Start | None:
     run_state.require_finished(folder)
     if not (run_folder.holds_adapter(folder) or run_folder.holds_model(folder)):
         raise UserError(f"model_name_or_path {folder} is a medsft run without weights; name a finished run")
-    earlier = records.read_chain(folder) or [{"model": run_folder.started_from(folder)}]
+    earlier = run_folder.chain(folder) or [{"model": run_folder.started_from(folder)}]
     digest = hashlib.sha256((folder / run_folder.RECIPE_FILE).read_bytes()).hexdigest()
     step = {"run": str(folder.resolve()), "recipe_sha256": digest, "adapter": run_folder.holds_adapter(folder)}
     return Start(folder, step["adapter"], base(str(folder)), [*earlier, step])

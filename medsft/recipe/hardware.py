@@ -42,14 +42,23 @@ def apply_timeout(seconds: int) -> None:
     """The recipe's ddp_timeout on the default process group. transformers passes it to the group it creates only
     on a GPU (its CPU path omits it), and a group created first by anything else keeps its own; set here, every
     command that parses a recipe waits this long, on gloo and NCCL alike."""
+    from datetime import timedelta
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        from datetime import timedelta
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    from torch.distributed import distributed_c10d
 
-        from torch.distributed.distributed_c10d import _set_pg_timeout
-
-        _set_pg_timeout(timedelta(seconds=seconds))
+    timeout = timedelta(seconds=seconds)
+    private = getattr(distributed_c10d, "_set_pg_timeout", None)  # private: a torch release may rename it
+    if private is not None:
+        private(timeout)
+    elif hasattr(dist.group.WORLD, "set_timeout"):  # the group's own setter (newer torch)
+        dist.group.WORLD.set_timeout(timeout)
+    else:
+        notice(f"medsft: this torch cannot change the process group's timeout: ddp_timeout {seconds} not applied "
+               "(the group keeps the timeout it was created with)")
 
 
 def _float32_wanted(config: dict[str, Any]) -> bool:

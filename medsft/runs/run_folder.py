@@ -5,6 +5,7 @@ and the time a run took."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -94,21 +95,43 @@ def adapter_settings(path: Path) -> dict:
     return json.loads((path / ADAPTER_CONFIG).read_text())
 
 
+def chain(folder: Path) -> list[dict]:
+    """A stage's chain (the base, then each earlier run), each run found where it is now: by its path relative to
+    this run's folder (the runs moved together, or read from another directory), else where it was trained."""
+    out = []
+    for entry in records.read_chain(folder) or []:
+        if "run" in entry:
+            beside = (folder / entry["relative"]).resolve() if "relative" in entry else None
+            found = beside if beside is not None and (beside / RECIPE_FILE).is_file() else Path(entry["run"])
+            entry = {**entry, "run": str(found)}
+        out.append(entry)
+    return out
+
+
 def started_from(folder: Path) -> str | None:
-    """The model_name_or_path a run folder's recipe names (what it started from), without parsing it."""
-    saved = yaml.safe_load((folder / RECIPE_FILE).read_text()) or {}
-    return saved.get("model_name_or_path")
+    """What a run folder started from: for a stage, the run its chain ends with, found from this folder (chain());
+    else the model_name_or_path its recipe names, without parsing it."""
+    named = (yaml.safe_load((folder / RECIPE_FILE).read_text()) or {}).get("model_name_or_path")
+    steps = chain(folder)
+    if not steps or "run" not in steps[-1]:
+        return named
+    start = Path(steps[-1]["run"])
+    if not (start / RECIPE_FILE).is_file():
+        raise UserError(f"{folder} continues the run {named}, which is neither at {folder / steps[-1].get('relative', named)} "
+                        f"nor at {start}, where it was trained; put the two runs' folders back side by side")
+    return str(start)
 
 
-def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], chain: list[dict] | None = None,
+def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], steps: list[dict] | None = None,
                 removed: dict[str, list[str]] | None = None) -> None:
     """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
     (its recipe, hardware settings, split ids, environment, and for a stage the chain of runs it starts from), and as
     unfinished (its state); with decontaminate, the training rows it removed."""
     out = Path(recipe.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if chain:
-        records.write_chain(str(out), chain)
+    if steps:  # each earlier run also by its path from this one: found again after outputs/ moves (chain())
+        records.write_chain(str(out), [{**e, "relative": os.path.relpath(e["run"], out.resolve())} if "run" in e else e
+                                       for e in steps])
     if removed is not None:
         records.write_decontaminated(str(out), removed)
     (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
@@ -130,11 +153,16 @@ def eval_dir(recipe: Recipe) -> Path:
     earlier evaluation), else outputs/eval/<run>-<model>; a training output_dir is never touched."""
     out = Path(recipe.training.output_dir)
     if "output_dir" in recipe.cli and not (out / RECIPE_FILE).is_file():  # not a run folder: this evaluation's own
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVAL_FILE).is_file())):
-            raise UserError(f"output_dir {out} holds something other than a medsft evaluation; name a new or empty folder")
-        return out
+        return evaluation_folder(out)
     model = str(recipe.model.model_name_or_path).rstrip("/").split("/")[-1]
     return out.parent / "eval" / f"{out.name}-{model}"
+
+
+def evaluation_folder(out: Path) -> Path:
+    """A folder an evaluation may write into: new, empty or an earlier evaluation; anything else is refused."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EVAL_FILE).is_file())):
+        raise UserError(f"output_dir {out} holds something other than a medsft evaluation; name a new or empty folder")
+    return out
 
 
 def saved_run_time(output_dir: str) -> tuple[int | None, float | None]:
@@ -161,6 +189,10 @@ def parse_run(run: Path, argv: list[str]) -> Recipe:
     """A run folder's recipe.yaml plus command-line keys, to load the run's model (see `loading`). A folder can come
     from anyone: its trust_remote_code is not honoured unless this command line gives it too (one line says so)."""
     recipe = parse_recipe([str(run / RECIPE_FILE), *argv], loading=True)
+    named = recipe.model.model_name_or_path
+    start = started_from(run) if "model_name_or_path" not in recipe.cli else named
+    if start != named:  # a stage's start as its chain finds it; the recipe as it ran keeps the path it named
+        recipe.model.model_name_or_path, recipe.replaced["model_name_or_path"] = start, named
     if recipe.training.trust_remote_code and "trust_remote_code" not in recipe.cli:
         recipe.training.trust_remote_code = False
         print(f"medsft: {run / RECIPE_FILE} sets trust_remote_code, not honoured from a run folder; pass "

@@ -22,7 +22,7 @@ from medsft.data import spans, templates
 from medsft.generation.detokenize import token_bytes
 from medsft.serving.engine import Engine, Job, Unavailable
 from medsft.models.inference import Loaded
-from medsft.serving.protocol import ApiError, Sampling, server_error, unavailable
+from medsft.serving.openai_api import ApiError, Sampling, server_error, unavailable
 from medsft.serving.replies import DONE, Reply, event
 from medsft.serving.prometheus import Metrics
 

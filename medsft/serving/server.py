@@ -23,7 +23,7 @@ from medsft.serving.engine import Engine
 from medsft.models import adapters
 from medsft.models.inference import Loaded
 from medsft.serving.pipeline import Pipeline, ServeOptions
-from medsft.serving.protocol import ApiError, ChatRequest, CompletionRequest, validation_error
+from medsft.serving.openai_api import ApiError, ChatRequest, CompletionRequest, validation_error
 from medsft.serving.body_limit import BodyLimit
 from medsft.serving.prometheus import Metrics
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
-from medsft.evaluation import comparability, stats
+from medsft.evaluation import protocol, stats
 from medsft.runs import records
 
 
@@ -39,6 +39,9 @@ def read(folder: Path, label: str) -> Scored:
             raise UserError(f"{results} records no protocol (evaluated before medsft recorded one): evaluate it again "
                             f"(python -m medsft eval {folder})")
     predictions: dict = {key: {} for key in evaluations}
+    if not (folder / records.PREDICTIONS).is_file():  # the items' answers are what the pairs are tested on
+        raise UserError(f"{folder} holds {records.EVAL_RESULTS} but no {records.PREDICTIONS}, the per-item answers the "
+                        f"paired tests need: evaluate it again (python -m medsft eval {folder})")
     for line in (folder / records.PREDICTIONS).read_text().splitlines():
         row = json.loads(line)
         predictions.setdefault((row["dataset"], row.get("scoring")), {})[row["id"]] = row
@@ -61,10 +64,11 @@ def _check(first: Scored, other: Scored, key) -> None:
         raise UserError(f"{first.folder} and {other.folder} scored different items of {name} ({len(a - b)} of "
                         f"{len(a)} not shared); compare evaluations of the same items")
     pa, pb = first.evaluations[key]["protocol"], other.evaluations[key]["protocol"]
-    field = comparability.first_difference(pa, pb)
+    field = protocol.first_difference(pa, pb)
     if field is not None:
-        raise UserError(f"{first.folder} and {other.folder} did not score {name} alike: {field} is {pa.get(field)!r} "
-                        f"in one and {pb.get(field)!r} in the other; their numbers are not comparable")
+        raise UserError(f"{first.folder} and {other.folder} did not score {name} alike: {field} is "
+                        f"{protocol.shown(pa.get(field))} in one and {protocol.shown(pb.get(field))} in the other: "
+                        f"{protocol.WHY.get(field, 'they were scored differently')}; their numbers are not comparable")
 
 
 def _headline(evaluation: dict) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def compare(folders: list[Path], seed: int = 0) -> dict[str, Any]:
             for p, adjusted in zip(mine, stats.holm([p["p"] for p in mine])):
                 p["p_holm"] = adjusted
         out.append({"name": key[0], "scoring": key[1], "task": evaluation["task"], "n": evaluation["n"],
-                    "protocol": {k: v for k, v in evaluation["protocol"].items() if k not in comparability.IDENTITY},
+                    "protocol": {k: v for k, v in evaluation["protocol"].items() if k not in protocol.IDENTITY},
                     "models": {s.label: {"folder": str(s.folder), **_headline(s.evaluations[key])} for s in scored},
                     "pairs": pairs})
     return {"folders": [str(f) for f in folders], "evaluations": out}

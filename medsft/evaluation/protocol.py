@@ -1,8 +1,9 @@
 """What makes an evaluation's number comparable with another's, recorded beside it: the task and its options, the
-items (a digest of the test ids), the prompt as the model saw it (prompt style, chat, a digest of the chat template
-and of every item's rendered prompt tokens, the template keywords), few-shot examples (medsft scores zero-shot), the
-scoring and its generation settings, how choices were decided, max_length, the precision; and which weights were
-scored (their digest), the one field two compared runs are expected to differ in."""
+items (a digest of the test ids), the tokenizer, the prompt as the model saw it (prompt style, chat, a digest of the
+chat template and of every item's rendered prompt tokens, the template keywords), few-shot examples (medsft scores
+zero-shot), the scoring and its generation settings, how choices were decided, max_length, the precision; and which
+weights were scored (their digest), the one field two compared runs are expected to differ in. Each field says why a
+difference in it makes two numbers incomparable (`why`), which `medsft compare` prints when it refuses them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medsft.data.cache import tokenizer_digest
 from medsft.data.prompts import prompt_ids
 
 IDENTITY = ("weights_sha256",)  # what the model is, not how it was scored
+# Why a difference in each field makes two numbers incomparable: the sentence `medsft compare` refuses them with.
+_PROMPT = "the models read different prompts, and a model's score depends on the prompt it reads"
+_DECIDED = "the answers were decided differently, so the same scores can give different accuracies"
+WHY = {
+    "task": "they are different tasks",
+    "labels": "the answers were chosen among different options",
+    "items": "they scored different numbers of items",
+    "test_ids_sha256": "they scored different items",
+    "tokenizer_sha256": ("the text was split into different tokens, so each item is a different sequence: per-token "
+                         "likelihoods and perplexities measure different things, and prompts are shortened at "
+                         "different places"),
+    "prompt_style": _PROMPT, "chat": _PROMPT, "chat_template_sha256": _PROMPT, "chat_template_kwargs": _PROMPT,
+    "prompts_sha256": _PROMPT,
+    "few_shot": "the models saw different examples before each item",
+    "scoring": _DECIDED, "generation": _DECIDED, "decision": _DECIDED,
+    "max_length": "long items were shortened at different lengths",
+    "precision": "the models computed at different precisions",
+}
 
 
 def digest(value: Any) -> str:
@@ -58,6 +78,7 @@ def record(dataset, settings, tokenizer, precision: str, weights: str | None, ch
         "labels": task.labels() if task.choices else None,
         "items": len(rows),
         "test_ids_sha256": digest(sorted(r["id"] for r in rows)),
+        "tokenizer_sha256": tokenizer_digest(tokenizer),
         "prompt_style": spec.prompt_style if "prompt_style" in task.options else None,
         "chat": spec.chat if "chat" in task.options else None,
         "chat_template_sha256": digest(template) if template else None,
@@ -85,6 +106,11 @@ def short(protocol: dict[str, Any]) -> str:
     if protocol.get("weights_sha256"):
         parts.append(f"weights {protocol['weights_sha256'][:8]}")
     return ", ".join(str(p) for p in parts)
+
+
+def shown(value: Any) -> str:
+    """A field's value in a one-line message: a digest by its first 12 characters."""
+    return f"{value[:12]}..." if isinstance(value, str) and len(value) == 64 else repr(value)
 
 
 def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
