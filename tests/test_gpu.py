@@ -72,3 +72,13 @@ def test_a_qlora_run_goes_back_onto_its_nf4_base_and_merges_dequantized(tmp_path
 
     assert {t.dtype for t in load_file(tmp_path / "merged" / "model.safetensors").values()} == {torch.bfloat16}
     assert json.loads((tmp_path / "merged" / "config.json").read_text()).get("quantization_config") is None
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "kto"])
+def test_a_qlora_preference_stage_trains_from_a_qlora_run(tmp_path_factory, tiny_model, trainer):
+    """A DPO or KTO stage continuing a QLoRA SFT run: its base loaded in NF4 by medsft, the adapter continued."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
+    quantized = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "dtype": "bfloat16"}
+    start = _trained(tmp_path_factory, tiny_model, **quantized)
+    stage = _trained(tmp_path_factory, tiny_model, trainer=trainer, model_name_or_path=str(start), **quantized)
+    assert run_folder.holds_adapter(stage)

@@ -135,3 +135,22 @@ def test_a_stage_loads_from_another_directory_and_after_its_outputs_move(write_r
     assert capsys.readouterr().err.strip() == (
         f"medsft: error: moved/stage continues the run outputs/sft, which is neither at moved/stage/../sft nor at "
         f"{work / 'outputs' / 'sft'}, where it was trained; put the two runs' folders back side by side")
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "kto"])
+def test_a_qlora_preference_stage_hands_trl_its_quantized_model_without_quantizing_it_again(write_recipe, sft_run,
+                                                                                             trainer):
+    """A stage from a LoRA run is loaded by medsft (its base quantized as the recipe says, the adapter on it); TRL
+    refuses `quantization_config` beside a built model, so none is passed. (On the CPU the base cannot be quantized:
+    the recipe says load_in_4bit after parsing, and the built model stands for what the GPU would load.)"""
+    from medsft.models import loading, stages
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training import catalog, prepare
+
+    recipe = parse_recipe([str(write_recipe(f"{trainer}.yaml", trainer=trainer, model_name_or_path=str(sft_run), **KEYS))])
+    prepared = prepare.prepare(recipe)
+    prepared.model = stages.adapter_on(loading.load_model(recipe, prepared.start.base), recipe, prepared.start)
+    recipe.model.load_in_4bit, recipe.model.bnb_4bit_quant_type = True, "nf4"
+    trainer_unit = catalog.get(trainer)
+    built = trainer_unit.build(recipe, prepared, recipe.training, [])
+    assert built.model is prepared.model

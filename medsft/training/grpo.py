@@ -18,7 +18,8 @@ from medsft.data import encoding
 from medsft.data.prompts import answer_prompt
 from medsft.errors import UserError
 from medsft.training.compact_head import compact_head_on_cpu
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
+from medsft.training.trainers import (DataLines, Prepared, Preview, Trainer, peft_config, quantization_config,
+                                     steps_per_epoch)
 
 DEFAULT_REWARDS = ["correctness", "format"]
 
@@ -185,7 +186,8 @@ class GRPO(Trainer):
         cls.prompt_ids = prepared.prompt_ids
         return cls(model=prepared.model, reward_funcs=rewards, args=args, train_dataset=prepared.train_dataset,
                    eval_dataset=prepared.eval_dataset, processing_class=prepared.tokenizer,
-                   peft_config=peft_config(recipe, prepared.model), callbacks=list(callbacks))
+                   peft_config=peft_config(recipe, prepared.model),
+                   quantization_config=quantization_config(recipe, prepared.model), callbacks=list(callbacks))
 
     def data_lines(self, prepared: Prompts, args) -> DataLines:
         lines = [("train", [(f"{len(prepared.train_dataset)} prompts, {args.num_generations} replies each a step", False)])]

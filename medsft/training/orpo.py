@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from medsft.training.preference_trainers import PreferenceTrainer
-from medsft.training.trainers import peft_config
+from medsft.training.trainers import peft_config, quantization_config
 
 
 class ORPO(PreferenceTrainer):
@@ -33,6 +33,9 @@ class ORPO(PreferenceTrainer):
         return MedsftORPOTrainer
 
     def build(self, recipe, prepared, args, callbacks):
+        quantized = quantization_config(recipe, prepared.model)
+        if quantized is not None:  # ORPOTrainer takes no quantization_config: it loads with model_init_kwargs alone
+            args.model_init_kwargs = {**(args.model_init_kwargs or {}), "quantization_config": quantized}
         return self.trainer_class()(
             model=prepared.model, args=args, train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset,
             processing_class=prepared.tokenizer, peft_config=peft_config(recipe, prepared.model), callbacks=list(callbacks))

@@ -9,7 +9,8 @@ from dataclasses import replace
 from medsft.data.encoding import Encoder
 from medsft.data.pairs import preference_rows
 from medsft.errors import UserError
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
+from medsft.training.trainers import (DataLines, Prepared, Preview, Trainer, peft_config, quantization_config,
+                                     steps_per_epoch)
 
 ACCURACY, MARGIN = "rewards/accuracies", "rewards/margins"
 
@@ -22,12 +23,10 @@ class PreferenceTrainer(Trainer):
         raise NotImplementedError
 
     def build(self, recipe, prepared: Prepared, args, callbacks):
-        from trl import get_quantization_config
-
         return self.trainer_class()(
             model=prepared.model, ref_model=self.reference(recipe, prepared), args=args,
             train_dataset=prepared.train_dataset, eval_dataset=prepared.eval_dataset, processing_class=prepared.tokenizer,
-            peft_config=peft_config(recipe, prepared.model), quantization_config=get_quantization_config(recipe.model),
+            peft_config=peft_config(recipe, prepared.model), quantization_config=quantization_config(recipe, prepared.model),
             callbacks=list(callbacks))
 
     def reference(self, recipe, prepared: Prepared):

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from medsft.data import datasets, encoding
 from medsft.errors import UserError
-from medsft.training.trainers import DataLines, Prepared, Preview, Trainer, peft_config, steps_per_epoch
+from medsft.training.trainers import (DataLines, Prepared, Preview, Trainer, peft_config, quantization_config,
+                                     steps_per_epoch)
 
 
 def no_training_rows(stats: encoding.EncodeStats, max_length: int | None) -> UserError:
@@ -43,8 +44,6 @@ class SFT(Trainer):
     def build(self, recipe, prepared: Prepared, args, callbacks):
         from functools import partial
 
-        from trl import get_quantization_config
-
         from medsft.evaluation import scoring
         from medsft.training.sft_trainer import MedsftTrainer, packed_rows
 
@@ -59,7 +58,7 @@ class SFT(Trainer):
             eval_dataset=prepared.eval_dataset,
             processing_class=prepared.tokenizer,
             peft_config=peft_config(recipe, prepared.model),
-            quantization_config=get_quantization_config(recipe.model),  # QLoRA; CUDA only, refused on CPU up front
+            quantization_config=quantization_config(recipe, prepared.model),  # QLoRA; CUDA only, refused on CPU up front
             callbacks=list(callbacks),
         )
         if args.packing and not args.padding_free:

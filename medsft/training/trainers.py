@@ -71,5 +71,13 @@ def peft_config(recipe, model):
     return None if hasattr(model, "peft_config") else get_peft_config(recipe.model)
 
 
+def quantization_config(recipe, model):
+    """QLoRA's 4/8-bit settings for TRL to load `model` with; None where the model is built already (a stage from a
+    LoRA run: medsft's loader quantized its base, and TRL refuses to be told again)."""
+    from trl import get_quantization_config
+
+    return get_quantization_config(recipe.model) if isinstance(model, str) else None
+
+
 def steps_per_epoch(rows: int, args) -> int:
     return -(-rows // (args.per_device_train_batch_size * args.gradient_accumulation_steps))
