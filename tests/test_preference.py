@@ -127,3 +127,68 @@ def test_pair_metrics_and_the_implicit_reward_on_known_numbers():
     rewards = pairwise.reward_test(start, tuned, 0)  # (0.5 + 0.5) and (1.0 + 0.5): both prefer the chosen answer
     assert (rewards["reward_accuracy"], rewards["reward_margin"]) == (1.0, 1.25)
     assert rewards["reward_margin_ci"][0] <= 1.25 <= rewards["reward_margin_ci"][1]
+
+
+def kto_batches(trainer, epoch: int) -> list[dict]:
+    loader = trainer.get_train_dataloader()
+    loader.set_epoch(epoch)  # as the trainer's loop does at each epoch
+    return list(loader)
+
+
+def sequences(ids, *masks):
+    """Each row's tokens where every mask is 1."""
+    keep = masks[0].bool()
+    for m in masks[1:]:
+        keep &= m.bool()
+    return [tuple(row[k].tolist()) for row, k in zip(ids, keep)]
+
+
+def test_ktos_kl_partners_come_from_other_prompts_and_the_rows_are_shuffled_each_epoch(write_recipe, tmp_path):
+    """Unpaired rows as they usually come, and as medsft builds them from a choice item: several completions of one
+    prompt together (here three, each completion its own text, so that a KL completion names its row). TRL's
+    rotation of the file order partners two of three rows with their own prompt. Each row's KL completion is another
+    prompt's, and each epoch sees another order, the same under the seed."""
+    from medsft.training import fit
+
+    rows = [{"prompt": f"Note: {FINDINGS[i % 8]} on day {i}.\nQuestion: is it abnormal?\nAnswer:",
+             "completion": f" {word} {i}", "label": word == "yes"} for i in range(24) for word in ("yes", "no", "unsure")]
+    files = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
+             "validation": str(write_jsonl(tmp_path / "dev.jsonl", rows[:6])),
+             "test": str(write_jsonl(tmp_path / "test.jsonl", rows[:6]))}  # the files' own splits: the order kept
+    recipe = parse_recipe([str(write_recipe("kto.yaml", trainer="kto", task="preference", dataset_name=None, data_files=files,
+                                            per_device_train_batch_size=8, max_steps=2))])
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe))
+    epochs = [kto_batches(trainer, e) for e in (0, 1)]
+    mismatched = total = 0
+    for batch in epochs[0]:
+        prompt = sequences(batch["input_ids"], batch["attention_mask"], 1 - batch["completion_mask"])
+        answer = sequences(batch["input_ids"], batch["completion_mask"])
+        kl_prompt = sequences(batch["KL_input_ids"], batch["KL_attention_mask"], 1 - batch["KL_completion_mask"])
+        kl_answer = sequences(batch["KL_input_ids"], batch["KL_completion_mask"])
+        assert kl_prompt == prompt  # each row's own prompt, another row's completion
+        for i in range(len(prompt)):
+            [j] = [j for j in range(len(answer)) if answer[j] == kl_answer[i]]  # completions are unique
+            total += 1
+            mismatched += prompt[j] != prompt[i]
+    assert total >= 48 and mismatched == total, (mismatched, total)
+    order = [[tuple(r) for r in b["input_ids"].tolist()] for b in epochs[0]]
+    assert order != [[tuple(r) for r in b["input_ids"].tolist()] for b in epochs[1]]
+    again = fit.build_trainer(recipe, prepare.prepare(recipe))
+    assert [[tuple(r) for r in b["input_ids"].tolist()] for b in kto_batches(again, 0)] == order
+
+
+def test_kto_refuses_precomputed_reference_scores_with_its_kl_term(write_recipe, capsys):
+    recipe = write_recipe("kto.yaml", trainer="kto", per_device_train_batch_size=4, precompute_ref_log_probs=True,
+                          use_peft=False)
+    assert one_line(capsys, [str(recipe)]) == (
+        "medsft: error: precompute_ref_log_probs cannot be used with trainer: kto's KL term: its mismatched partners "
+        "are drawn in each batch as it is shuffled, not fixed in advance; remove precompute_ref_log_probs (or use "
+        "loss_type: apo_zero_unpaired, which has no KL term)")
+
+
+def test_partners_pair_every_row_with_another_prompt_where_the_batch_allows():
+    from medsft.training.kto import partners
+
+    assert partners([[1], [1], [2], [2]]) == [2, 3, 0, 1]  # rotation by two: each completion used once
+    assert partners([[1], [1], [1], [2]]) == [3, 3, 3, 0]  # no rotation works: the nearest other prompt
+    assert partners([[1], [1]]) == [1, 0]  # one prompt: nothing mismatched exists

@@ -423,7 +423,7 @@ def test_kto_on_unpaired_answers_of_unlearned_items_ranks_the_key_first(released
     assert sum(r["label"] for r in rows) == 12 and len(rows) == 36
     # twice the weight on the desirable third: KTO's recommended balance (TRL warns outside it)
     config = MedsftKTOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=5e-3, max_steps=120,
-                             beta=0.1, max_length=MAX_LENGTH, desirable_weight=2.0, train_sampling_strategy="sequential",
+                             beta=0.1, max_length=MAX_LENGTH, desirable_weight=2.0,
                              report_to=[], use_cpu=True, save_strategy="no", seed=0)
     preference_trained(model, tokenizer, KTO(), config, rows)
     predictions = scoring.score_choices(model, tokenizer, task, items, MAX_LENGTH)

@@ -38,9 +38,7 @@ TRAINERS = {keys.name: keys for keys in (
                        "from (task: preference, or pairs built from a choice task; loss_type: sigmoid, ipo, ...)",
                 "medsft.recipe.preference_keys:MedsftDPOConfig", reads=("pairs",)),
     TrainerKeys("kto", "TRL's KTOTrainer on answers labelled desirable or not (unpaired; a pair gives one of each)",
-                "medsft.recipe.preference_keys:MedsftKTOConfig", reads=("pairs",),
-                # its KL term pairs each completion with its batch neighbour's: TRL requires the order kept
-                defaults={"train_sampling_strategy": "sequential"}),
+                "medsft.recipe.preference_keys:MedsftKTOConfig", reads=("pairs",)),
     TrainerKeys("orpo", "TRL's ORPOTrainer (trl.experimental): SFT on the chosen answer and an odds-ratio penalty on the "
                         "rejected one, no reference model", "medsft.recipe.preference_keys:MedsftORPOConfig",
                 reads=("pairs",), defaults={"remove_unused_columns": False}),  # its collator reads every column
