@@ -192,3 +192,27 @@ def test_partners_pair_every_row_with_another_prompt_where_the_batch_allows():
     assert partners([[1], [1], [2], [2]]) == [2, 3, 0, 1]  # rotation by two: each completion used once
     assert partners([[1], [1], [1], [2]]) == [3, 3, 3, 0]  # no rotation works: the nearest other prompt
     assert partners([[1], [1]]) == [1, 0]  # one prompt: nothing mismatched exists
+
+
+def test_orpos_nll_term_trains_the_chosen_answers_tokens_only(write_recipe):
+    """ORPO's SFT term is -log P(chosen | prompt), a mean over the answer's tokens as SFT's loss is; TRL's takes the
+    prompt's tokens too."""
+    import torch
+    import torch.nn.functional as F
+
+    from medsft.training import fit
+
+    recipe = parse_recipe([str(write_recipe("orpo.yaml", trainer="orpo", per_device_train_batch_size=4))])
+    trainer = fit.build_trainer(recipe, prepare.prepare(recipe))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        nll = trainer.concatenated_forward(model, batch)[4]
+        ids, labels = batch["chosen_input_ids"], batch["chosen_labels"]
+        logits = model(ids, attention_mask=batch["chosen_attention_mask"]).logits[:, :-1]
+        answer = F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        whole = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].masked_fill(batch["chosen_attention_mask"][:, 1:] == 0, -100).flatten(),
+                                ignore_index=-100)
+    assert (labels[:, 1:] != -100).sum() < (batch["chosen_attention_mask"][:, 1:] == 1).sum() / 4  # answers are short
+    torch.testing.assert_close(nll, answer, atol=1e-4, rtol=1e-4)
+    assert abs(nll.item() - whole.item()) > 1e-2

@@ -1,5 +1,10 @@
 """`trainer: orpo`: TRL's ORPOTrainer (kept under `trl.experimental` in TRL 1.16) on pairs medsft tokenized: the
-chosen answer trained as SFT trains it, plus an odds-ratio penalty on the rejected one; no reference model."""
+chosen answer trained as SFT trains it, plus an odds-ratio penalty on the rejected one; no reference model.
+
+ORPO's paper trains the chosen answer given its prompt (-log P(y_w | x)); TRL's trainer takes its NLL term over the
+prompt's tokens too (its labels are the input ids under the attention mask), which on medsft's data (long notes,
+one-word answers) would mostly train the model to write notes. The term is taken here over the answer's tokens
+alone, the tokens SFT trains; the odds ratio is TRL's own."""
 
 from __future__ import annotations
 
@@ -19,6 +24,18 @@ class ORPO(PreferenceTrainer):
         class MedsftORPOTrainer(ORPOTrainer):
             """ORPOTrainer on medsft's prompt_ids / chosen_ids / rejected_ids: each sequence is the prompt and the
             answer, labelled on the answer's tokens only (what SFT trains)."""
+
+            def concatenated_forward(self, model, batch):
+                """TRL's forward, with the NLL term on the chosen answer's tokens only (its labels: -100 on the
+                prompt), a mean over them as SFT's loss is."""
+                import torch.nn.functional as F
+
+                out = super().concatenated_forward(model, batch)
+                logits = out[2]  # the chosen rows' logits, each position predicting the next token
+                labels = batch["chosen_labels"][:, 1:].to(logits.device)
+                labels = F.pad(labels, (0, logits.shape[1] - labels.shape[1]), value=-100)
+                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+                return (*out[:4], nll, *out[5:])
 
             def tokenize_row(self, feature, model=None) -> dict:
                 prompt, out = feature["prompt_ids"], {}
