@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import DATA  # noqa: E402
 
-from medsft.evaluation import contamination  # noqa: E402
+from medsft.evaluation import ngram_coverage  # noqa: E402
 
 
 def corpus(names: tuple[str, ...]) -> list[str]:
@@ -68,10 +68,10 @@ class Peak:
         self._thread.join()
 
 
-def measure(items: list[str], rows: list[tuple[str, str]]) -> tuple[float, Peak, contamination.Found]:
+def measure(items: list[str], rows: list[tuple[str, str]]) -> tuple[float, Peak, ngram_coverage.Found]:
     with Peak() as peak:
         start = time.perf_counter()
-        found = contamination.check(items, rows)
+        found = ngram_coverage.check(items, rows)
         seconds = time.perf_counter() - start
     return seconds, peak, found
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SHARED, write_jsonl
 from medsft.__main__ import main
-from medsft.evaluation import contamination
+from medsft.evaluation import ngram_coverage
 
 MCQ = SHARED / "mcq"
 needs_mcq = pytest.mark.skipif(not (MCQ / "medqa.jsonl").is_file(), reason=f"needs the MCQ data at {MCQ}")
@@ -52,7 +52,7 @@ def test_coverage_not_one_shared_sequence_makes_an_item_contaminated():
     items = [f"{note(rng, 40)}. {boilerplate}?" for _ in range(20)]
     training = [(f"row{i}", f"{note(rng, 50)} {boilerplate}") for i in range(200)]
     training.append(("copy", items[3].upper().replace(" ", "\n")))
-    found = contamination.check(items, training, ngram=13, threshold=0.5)
+    found = ngram_coverage.check(items, training, ngram=13, threshold=0.5)
     assert found.contaminated == [3]  # the boilerplate covers a quarter of every item, the copy all of item 3
     assert found.share[3] == 1.0 and all(0.2 < s < 0.5 for i, s in enumerate(found.share) if i != 3)
     assert found.rows == {3: ["copy"]}  # the rows sharing only the boilerplate are not behind it
@@ -64,12 +64,12 @@ def test_an_item_split_over_two_rows_is_found_and_both_rows_are_behind_it():
     item = note(rng, 80)
     words = item.split()
     training = [("first half", " ".join(words[:40])), ("second half", " ".join(words[40:])), ("other", note(rng, 80))]
-    found = contamination.check([item], training, ngram=8, threshold=0.5)
+    found = ngram_coverage.check([item], training, ngram=8, threshold=0.5)
     assert found.contaminated == [0] and sorted(found.rows[0]) == ["first half", "second half"]
 
 
 def test_items_shorter_than_a_sequence_are_counted_unchecked():
-    found = contamination.check(["too short to check", "w1 w2 w3 w4 w5 w6 w7 w8 w9"], [("r", "too short to check")], ngram=8)
+    found = ngram_coverage.check(["too short to check", "w1 w2 w3 w4 w5 w6 w7 w8 w9"], [("r", "too short to check")], ngram=8)
     assert found.unchecked == [0] and found.contaminated == []
 
 
@@ -79,13 +79,13 @@ def test_medqa_test_against_medmcqa_and_medical_mmlu_and_planted_copies():
     medqa, others = load("medqa.jsonl"), load("medmcqa.jsonl") + load("mmlu.jsonl")
     items = [mcq_text(r) for r in medqa]
     training = [(f"other/{i}", f"Question: {mcq_text(r)}\nAnswer: {r['answer_idx']}") for i, r in enumerate(others)]
-    found = contamination.check(items, training)
+    found = ngram_coverage.check(items, training)
     assert len(found.contaminated) <= 0.01 * len(items)
     rng = random.Random(0)
     planted = rng.sample(range(len(items)), 100)
     for name, copy in COPIES.items():
         rows = training + [(f"planted/{i}", f"Q: {copy(medqa[i], rng)}\nAnswer: X") for i in planted]
-        found = contamination.check(items, rows)
+        found = ngram_coverage.check(items, rows)
         hit = [i for i in planted if i in found.contaminated]
         assert len(hit) >= 95, name
         behind = {key for keys in found.rows.values() for key in keys}
@@ -174,3 +174,29 @@ def test_out_of_range_settings_are_refused(write_recipe, capsys, key, value, mes
     path = write_recipe(**{key: value})
     assert main([str(path)]) == 2
     assert capsys.readouterr().err.strip() == "medsft: error: " + message
+
+
+def test_the_check_is_kept_with_the_prepared_data_and_computed_again_only_when_its_inputs_change(
+        write_recipe, planted_exam, monkeypatch, capsys):
+    """A second preview (or train, or eval) of the same data reads the check back from the data cache; another
+    threshold, or a changed training file, computes it again; the answer is the same either way."""
+    from medsft.evaluation import ngram_coverage
+
+    calls = []
+    measure = ngram_coverage.check
+    monkeypatch.setattr(ngram_coverage, "check", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    folder, _ = planted_exam
+    recipe = exam_recipe(write_recipe, folder)
+
+    def preview(*argv):
+        capsys.readouterr()
+        assert main(["preview", str(recipe), "-n", "1", *argv]) == 0
+        return [line for line in " ".join(capsys.readouterr().out.split()).split("contamination:")[1:]]
+
+    first = preview()
+    assert len(calls) == 1 and "3 of 12 test items (25.0%) contaminated" in first[0]
+    assert preview() == first and len(calls) == 1  # read back
+    assert "3 of 12" in preview("--contamination_threshold", "0.9")[0] and len(calls) == 2
+    rows = (folder / "train.jsonl").read_text().splitlines()
+    (folder / "train.jsonl").write_text("\n".join(rows[:-1]) + "\n")  # one planted copy gone
+    assert "2 of 12 test items" in preview()[0] and len(calls) == 3

@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from medsft.console import evaluation_tables
-    from medsft.console.progress import RichProgress
+    from medsft.console.training_progress import RichProgress
     from medsft.console.quiet import quiet_libraries
     from medsft.data import datasets as data
     from medsft.evaluation import scoring

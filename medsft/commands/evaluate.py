@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     from medsft.console import evaluation_tables, plots
     from medsft.console.progress import eval_progress
     from medsft.console.quiet import quiet_libraries
-    from medsft.evaluation import overlap, results as evaluation
+    from medsft.evaluation import contamination, results as evaluation
     from medsft.models import locate
     from medsft.models.loading import load_trained
     from medsft.runs import provenance, records, run_folder
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
         console.print(f"[yellow]medsft: warning: {changed}")
     recorded = records.read_ids(folder) if folder else None
     datasets, left_out = evaluation.test_datasets(recipe, recorded)
-    training = overlap.trained_on(recipe, overlap.run_datasets(recipe, datasets, recorded))
+    training = contamination.trained_on(recipe, contamination.run_datasets(recipe, datasets, recorded))
     evaluation_tables.left_out(console, left_out)
     base_scores = _base_alone(console, recipe, run_dir, datasets) if run_dir is not None else None
     with console.status("loading model"):

@@ -10,9 +10,10 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from medsft.console import contamination_report, training_tables
+    from medsft.console.progress import eval_progress
     from medsft.console.quiet import quiet_libraries
     from medsft.data import recipe_cache
-    from medsft.evaluation import overlap
+    from medsft.evaluation import contamination
     from medsft.training import catalog
     from medsft.training.prepare import prepare
 
@@ -25,7 +26,8 @@ def main(argv: list[str]) -> int:
         prepared = prepare(recipe)
     training_tables.preview(console, catalog.get(recipe.script.trainer).preview(prepared, recipe.training, n))
     scored = [d for d in prepared.datasets if d.parts["test"]]
-    with console.status("checking the test items against the training rows"):
-        found = overlap.check(scored, overlap.trained_on(recipe, prepared.datasets), recipe.script)
+    with eval_progress(console, transient=True) as track_for:  # a bar only while the check is computed
+        found = contamination.check(scored, contamination.trained_on(recipe, prepared.datasets), recipe.script,
+                                    track_for("contamination check", "training rows"))
     contamination_report.before_training(console, found, {d.spec.name: len(d.parts["test"]) for d in scored}, prepared.removed)
     return 0

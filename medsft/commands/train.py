@@ -67,11 +67,11 @@ def _evaluate(console, recipe, prepared, evaluated, trainer, result, main_proces
 
     if not (recipe.script.eval_after_train and any(d.parts["test"] for d in evaluated)):
         return None
-    from medsft.evaluation import overlap
+    from medsft.evaluation import contamination
 
     args = recipe.training
     run = evaluation.run_info(recipe, prepared.datasets, result.steps, result.seconds, run_dir=args.output_dir)
-    training = overlap.trained_on(recipe, prepared.datasets)
+    training = contamination.trained_on(recipe, prepared.datasets)
     with failing_when_lost(args.output_dir, lambda: result.steps, "evaluation", args.ddp_timeout, trained=True), \
             eval_progress(console) as track_for:
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from medsft.console import contamination_report, plots, training_tables
-    from medsft.console.progress import RichProgress
+    from medsft.console.training_progress import RichProgress
     from medsft.console.quiet import quiet_libraries
     from medsft.recipe import hardware
     from medsft.runs import run_folder

@@ -1,80 +1,35 @@
-"""Rich progress bars: training (step, loss, trained tokens/s, elapsed, time left) and evaluation batches."""
+"""Rich progress bars of work other than training steps: evaluation batches, the contamination check's training
+rows, the weights' bytes, an export's tensors (training's bar, a transformers callback, is training_progress.py)."""
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
-from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import TrainerCallback
-
-
-EVAL_SHOWN = ("loss", "accuracy", "macro_f1", "perplexity")
-SHOWN_ENDS = ("_accuracy", "_macro_f1", "_perplexity")
-
-
-class RichProgress(TrainerCallback):
-    """`shown(logs)`: the bar's figure after a log (the trainer's: loss, or GRPO's reward), None to leave it."""
-
-    def __init__(self, console=None, shown: Callable[[dict], str | None] = lambda logs: None):
-        self.console, self.shown = console, shown
-        self.progress: Progress | None = None
-        self.task = None
-        self.start = 0.0
-        self.tokens0 = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        self.progress = Progress(
-            TextColumn("[bold blue]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[loss]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="loss -", tps="-")
-        self.start, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is None:
-            return
-        elapsed = time.perf_counter() - self.start
-        tokens = state.num_input_tokens_seen - self.tokens0
-        self.progress.update(self.task, completed=state.global_step, tps=f"{tokens / elapsed:,.0f}" if tokens else "-")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        figure = self.shown(logs) if self.progress is not None and logs else None
-        if figure is not None:
-            self.progress.update(self.task, loss=figure)
-        if self.progress is not None and logs and "eval_loss" in logs:  # the dev split, with the task's own metrics
-            shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k[5:] in EVAL_SHOWN or k.endswith(SHOWN_ENDS)}
-            self.progress.console.print(f"[bold]dev[/] step {state.global_step}: " +
-                                        ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in shown.items()))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 @contextmanager
-def eval_progress(console=None):
-    """Yields track_for(model_name) -> a wrapper that advances a bar per evaluation batch."""
+def eval_progress(console=None, transient: bool = False):
+    """Yields track_for(name, unit="batches") -> a wrapper that advances a bar per item it passes on: evaluation
+    batches ("eval base"), or another unit of work (the contamination check's training rows, the weights' bytes).
+    `transient`: the bars are cleared when done (work that may or may not happen, as a check read back from the
+    cache, leaves the output the same)."""
     columns = (
-        TextColumn("[bold blue]eval {task.description}"),
+        TextColumn("[bold blue]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("batches"),
+        TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
         TextColumn("left"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console) as progress:
-        yield lambda name: (lambda batches, total: progress.track(batches, total=total, description=name))
+    with Progress(*columns, console=console, transient=transient) as progress:
+        def track_for(name: str, unit: str = "batches"):
+            def track(items, total):
+                task = progress.add_task(f"eval {name}" if unit == "batches" else name, total=total or None, unit=unit)
+                for item in items:
+                    yield item
+                    progress.advance(task)
+            return track
+
+        yield track_for

@@ -42,22 +42,23 @@ def code_version() -> str:
     import medsft
 
     root = Path(medsft.__file__).parent
-    digest = hashlib.sha256(f"{getattr(medsft, '__version__', '')}:{FORMAT}".encode())
+    whole = hashlib.sha256(f"{getattr(medsft, '__version__', '')}:{FORMAT}".encode())
     for path in sorted([*(root / "data").glob("*.py"), *(root / "tasks").glob("*.py"), *(root / "tasks").glob("*.json")]):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+        whole.update(path.name.encode() + path.read_bytes())
+    return whole.hexdigest()[:16]
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """A cache key: the digest of a JSON-able value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
+    whole = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            whole.update(block)
+    return whole.hexdigest()
 
 
 def sources_digest(spec) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def sources_digest(spec) -> dict[str, Any]:
 
 
 def rows_key(spec, saved: Any) -> str:
-    return _digest({"spec": asdict(spec), "sources": sources_digest(spec), "saved": saved, "code": code_version()})
+    return digest({"spec": asdict(spec), "sources": sources_digest(spec), "saved": saved, "code": code_version()})
 
 
 def tokenizer_digest(tokenizer) -> str:
@@ -91,7 +92,7 @@ def tokenizer_digest(tokenizer) -> str:
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     pipeline = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return _digest({"pipeline": hashlib.sha256(pipeline.encode()).hexdigest(), "class": type(tokenizer).__name__,
+    return digest({"pipeline": hashlib.sha256(pipeline.encode()).hexdigest(), "class": type(tokenizer).__name__,
                     "special": {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
                     "added": {str(i): str(t) for i, t in tokenizer.added_tokens_decoder.items()},
                     "template": getattr(tokenizer, "chat_template", None), "kwargs": kwargs_of(tokenizer),
@@ -99,7 +100,7 @@ def tokenizer_digest(tokenizer) -> str:
 
 
 def encoded_key(rows_keys: list[str], role: str, weights: list, encoder) -> str:
-    return _digest({"rows": rows_keys, "role": role, "weights": weights, "tokenizer": tokenizer_digest(encoder.tokenizer),
+    return digest({"rows": rows_keys, "role": role, "weights": weights, "tokenizer": tokenizer_digest(encoder.tokenizer),
                     "max_length": encoder.max_length, "completion_only": encoder.completion_only,
                     "assistant_only": encoder.assistant_only, "code": code_version()})
 
@@ -151,22 +152,28 @@ def _write(target: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_rows(key: str, compute: Callable[[], dict[str, list[dict]]]) -> dict[str, list[dict]]:
-    """A dataset's rows by role, read from the cache or computed (and kept)."""
+def cached_json(kind: str, key: str, compute: Callable[[], Any]) -> Any:
+    """A JSON value of `kind` (a dataset's rows by role, a contamination check) read from the cache or computed (and
+    kept): the main process computes, the others read what it wrote."""
     root = folder()
     if root is None:
         return compute()
-    target = root / "rows" / key
+    target, name = root / kind / key, f"{kind}.json"
     with _main_first():
-        if (target / "rows.json").is_file():
-            return json.loads((target / "rows.json").read_text())
-        parts = compute()
+        if (target / name).is_file():
+            return json.loads((target / name).read_text())
+        value = compute()
         try:
-            text = json.dumps(parts)
-        except (TypeError, ValueError):  # a value JSON cannot hold as it is (a date, bytes): prepared again each time
-            return parts
-        _write(target, lambda tmp: (tmp / "rows.json").write_text(text))
-        return parts
+            text = json.dumps(value)
+        except (TypeError, ValueError):  # a value JSON cannot hold as it is (a date, bytes): computed again each time
+            return value
+        _write(target, lambda tmp: (tmp / name).write_text(text))
+        return value
+
+
+def cached_rows(key: str, compute: Callable[[], dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """A dataset's rows by role, read from the cache or computed (and kept)."""
+    return cached_json("rows", key, compute)
 
 
 def cached_encoded(key: str, compute: Callable[[], tuple[Any, Any]]):

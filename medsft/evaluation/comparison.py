@@ -188,7 +188,7 @@ def before_and_after(model, tokenizer, dataset, settings: Settings,
     """(one evaluation of eval_results.json, predictions.jsonl's rows) for one dataset's test split. `base_scored`:
     the base's part, scored already on its own (scored_alone), so that no base is held beside the tuned model.
     `start`: for a stage, a context holding the model it started from (loading.start_scoring), scored between them.
-    `contamination`: the dataset's record from overlap.check; with contaminated items, the scores on the clean ones."""
+    `contamination`: the dataset's record from contamination.check; with contaminated items, the scores on the clean ones."""
     track_for = track_for or (lambda name: no_track)
     task, rows = dataset.task, dataset.parts["test"]
     result = _header(dataset, settings)

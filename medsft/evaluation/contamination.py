@@ -1,158 +1,133 @@
-"""Test items found in the training rows, measured by how much of each item is covered (Llama 2's method): the share
-of an item's words that lie inside word sequences of `ngram` words also found in some training row. One shared
-13-word sequence is not contamination: exam boilerplate ("which of the following is the most likely cause of this
-patient's") is shared by unrelated items; an item at or above `threshold` coverage is.
-
-Text is normalized alike on both sides: lower case, words of letters and digits only (punctuation and whitespace
-gone), single letters dropped (option letters: "A.", "(b)"; the article "a" goes too, on both sides). The items'
-n-grams are hashed into one sorted array; training rows stream past it in chunks, so memory is bounded by the items
-and one chunk, and time is linear in the training words (numpy's rolling hash, a sorted membership test per chunk).
-Python's string hash is salted per process: the hashes are compared within one process only."""
+"""A run's test items checked against every row it trains on (ngram_coverage.py measures): every training dataset and
+mixture part the run weighs above zero, and the training rows of each earlier run of its chain (a stage's start, and
+the starts before it). Checked once per command and reported per dataset (`contamination` in eval_results.json; the
+preview's lines). The result is kept with the prepared data, under a key of everything it is computed from (the items'
+and the training rows' prepared-data keys, the weights, the earlier runs, the settings and this code): a command on
+data prepared before reads it back instead of splitting and hashing every training row again."""
 
 from __future__ import annotations
 
-import re
+import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
 
-import numpy as np
-
-WORD = re.compile(r"[^\W_]+")
-PRIME = np.uint64(1_000_003)
-CHUNK_WORDS = 4_000_000  # training words hashed at once: ~100 MB of arrays
-
-
-def words(text: str) -> list[str]:
-    """The text normalized: lower-case words of letters and digits, single letters (option labels) dropped."""
-    return [w for w in WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
-
-
-def _ids(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(every text's word hashes, concatenated; each text's start offset, and the end)."""
-    per = [words(t) for t in texts]
-    starts = np.zeros(len(per) + 1, dtype=np.int64)
-    np.cumsum([len(w) for w in per], out=starts[1:])
-    flat = np.fromiter((hash(w) for ws in per for w in ws), dtype=np.int64, count=int(starts[-1]))
-    return flat.view(np.uint64), starts
-
-
-def _ngrams(ids: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hash, position, text index) of every n-word sequence lying within one text."""
-    m = len(ids) - n + 1
-    if m <= 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty.view(np.uint64), empty, empty
-    h = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):  # the rolling hash wraps modulo 2**64 by design
-        for k in range(n):
-            h = h * PRIME + ids[k : k + m]
-    position = np.arange(m)
-    text = np.searchsorted(starts, position, side="right") - 1
-    inside = position + n <= starts[text + 1]
-    return h[inside], position[inside], text[inside]
+from medsft.data import cache
+from medsft.data.datasets import Dataset, load, weighted
+from medsft.errors import UserError
+from medsft.evaluation import ngram_coverage
+from medsft.evaluation.sharing import Track, no_track
+from medsft.recipe import mixture
 
 
 @dataclass
-class Found:
-    """The check's answer. `share[i]`: the share of item i's words covered; `rows[i]`: the training rows (their
-    keys) that make item i contaminated, the fewest whose removal takes it below the threshold."""
+class Training:
+    """The rows a run trains on, named for the report and read only when the check is computed: (key prefix, the
+    datasets, whether all of a partly weighted dataset's rows count) for the run's own data and each earlier run's."""
 
-    ngram: int
-    threshold: float
-    share: list[float]
-    words: list[int]
-    training_rows: int = 0
-    rows: dict[int, list] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # what was checked against, for the report
+    parts: list[tuple[str, list[Dataset], bool]] = field(default_factory=list)
 
-    @property
-    def contaminated(self) -> list[int]:
-        return [i for i, s in enumerate(self.share) if s >= self.threshold]
+    def rows(self):
+        """(key, text) of every training row, streamed: a key names the dataset (and the earlier run) and the row."""
+        for prefix, datasets, every in self.parts:
+            yield from _rows(datasets, prefix, every)
 
-    @property
-    def unchecked(self) -> list[int]:
-        """Items shorter than one sequence: nothing of theirs can be matched."""
-        return [i for i, n in enumerate(self.words) if n < self.ngram]
+    def size(self) -> int:
+        return sum(len(d.parts["train"]) for _, datasets, _ in self.parts for d in datasets if d.spec.weight > 0)
 
-
-def _covered(positions: np.ndarray, n: int, size: int) -> np.ndarray:
-    """Which of `size` words lie inside an n-word sequence starting at one of `positions`."""
-    diff = np.zeros(size + 1, dtype=np.int64)
-    np.add.at(diff, positions, 1)
-    np.add.at(diff, positions + n, -1)
-    return np.cumsum(diff[:-1]) > 0
+    def key(self) -> list:
+        """What the rows are made from: each dataset's prepared-data key and weight."""
+        return [self.names, [(prefix, every, [(d.key, d.spec.weight, d.spec.split_seed) for d in datasets])
+                             for prefix, datasets, every in self.parts]]
 
 
-def check(items: list[str], training: Iterable[tuple[object, str]], ngram: int = 13, threshold: float = 0.5) -> Found:
-    """Each item's coverage by the training rows ((key, text) pairs, streamed), and the rows behind each
-    contaminated item."""
-    ids, starts = _ids(items)
-    item_hash, item_pos, item_of = _ngrams(ids, starts, ngram)
-    keys = np.unique(item_hash)
-    hit_hash, hit_row, row_keys = [], [], []
-    texts: list[str] = []
-    pending = 0
-
-    def flush():
-        nonlocal texts, pending
-        if texts:
-            t_ids, t_starts = _ids(texts)
-            h, _, row = _ngrams(t_ids, t_starts, ngram)
-            hit = np.isin(h, keys)
-            hit_hash.append(h[hit])
-            hit_row.append(row[hit] + len(row_keys) - len(texts))
-        texts, pending = [], 0
-
-    for key, text in training:
-        row_keys.append(key)
-        texts.append(text)
-        pending += len(text) // 6  # ~ words, to bound a chunk without splitting the text twice
-        if pending >= CHUNK_WORDS:
-            flush()
-    flush()
-    hashes = np.concatenate(hit_hash) if hit_hash else np.zeros(0, dtype=np.uint64)
-    rows = np.concatenate(hit_row) if hit_row else np.zeros(0, dtype=np.int64)
-    matched = np.isin(item_hash, hashes)
-    covered = _covered(item_pos[matched], ngram, len(ids))
-    counts = np.diff(starts)
-    share = [float(covered[starts[i] : starts[i + 1]].mean()) if counts[i] else 0.0 for i in range(len(items))]
-    found = Found(ngram, threshold, share, counts.tolist(), len(row_keys))
-    behind = _behind(found.contaminated, item_hash, item_pos - starts[item_of], item_of, counts, hashes, rows, ngram,
-                     threshold)
-    found.rows = {i: [row_keys[r] for r in found_rows] for i, found_rows in behind.items()}
-    return found
+def row_key(dataset: Dataset, row: dict, prefix: str = "") -> str:
+    """A training row's key: its dataset's name and its id (after the earlier run's folder, for a chain's rows)."""
+    return f"{prefix}{dataset.spec.name}/{row['id']}"
 
 
-def _behind(items: list[int], item_hash, item_pos, item_of, counts, hashes, rows, n, threshold) -> dict[int, list[int]]:
-    """For each contaminated item, the rows that make it so: greedily the row covering most of it, until the rest
-    cover less than the threshold (a planted copy goes first and alone; boilerplate it shares with others stays).
-    One join of the items' sequences with the training hits, by hash (sorted, vectorised)."""
-    if not items:
-        return {}
-    mine = np.isin(item_of, items)
-    ih, ip, io = item_hash[mine], item_pos[mine], item_of[mine]
-    order = np.argsort(ih, kind="stable")
-    ih, ip, io = ih[order], ip[order], io[order]
-    keep = np.isin(hashes, ih)
-    hh, hr = hashes[keep], rows[keep]
-    left, right = np.searchsorted(ih, hh, "left"), np.searchsorted(ih, hh, "right")
-    width = right - left  # each hit joins every sequence of the items equal to it
-    joined = np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width) + np.repeat(left, width)
-    item, pos, row = io[joined], ip[joined], np.repeat(hr, width)
-    order = np.lexsort((row, item))  # grouped by item, then by row: each group one slice
-    item, pos, row = item[order], pos[order], row[order]
-    cuts = np.flatnonzero((np.diff(item) != 0) | (np.diff(row) != 0)) + 1
-    groups: dict[int, dict[int, np.ndarray]] = {}
-    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(item)]):
-        if hi > lo:
-            i = int(item[lo])
-            groups.setdefault(i, {})[int(row[lo])] = _covered(pos[lo:hi], n, int(counts[i]))
-    out: dict[int, list[int]] = {}
-    for i in items:
-        by_row = groups.get(i, {})
-        removed: list[int] = []
-        while by_row and np.logical_or.reduce(list(by_row.values())).mean() >= threshold:
-            best = max(by_row, key=lambda r: (by_row[r].sum(), -r))
-            removed.append(best)
-            del by_row[best]
-        out[i] = removed
+def _rows(datasets: list[Dataset], prefix: str = "", every: bool = False):
+    """(key, text) of the training rows a run trains on (`every`: all of a partly weighted dataset's, which a
+    removal may redraw from)."""
+    for d in datasets:
+        if d.spec.weight <= 0:
+            continue
+        part = d.parts["train"] if every or d.spec.weight >= 1 else weighted(d.parts["train"], d.spec.weight, d.spec.split_seed)
+        for row in part:
+            example = d.task.example(row)
+            if example is not None:
+                yield row_key(d, row, prefix), example.flat()
+
+
+def own(datasets: list[Dataset], every: bool = False) -> Training:
+    """A run's own training rows (`every`: a partly weighted dataset's all), without its chain's."""
+    return Training([f"{d.spec.name} (train)" for d in datasets if d.spec.weight > 0], [("", datasets, every)])
+
+
+def earlier_runs(model_name_or_path: str | None) -> list[Path]:
+    """The run folders a stage descends from: the start's own chain, then the start."""
+    from medsft.runs import run_folder
+
+    if not model_name_or_path or not Path(model_name_or_path).is_dir():
+        return []
+    folder = run_folder.folder_of(Path(model_name_or_path))
+    if folder is None:
+        return []
+    return [Path(entry["run"]) for entry in run_folder.chain(folder) if "run" in entry] + [folder]
+
+
+def run_datasets(recipe, scored: list[Dataset], recorded: dict | None) -> list[Dataset]:
+    """The datasets a run trained on: those it scores, or for a suite evaluation its own, loaded by its recorded ids."""
+    return load(mixture.specs(recipe.script, recipe.training), recorded) if recipe.script.suite else scored
+
+
+def trained_on(recipe, datasets: list[Dataset]) -> Training:
+    """Every row the run trains on: its own datasets' training rows (as training holds them: after decontaminate),
+    then each earlier run's."""
+    from medsft.runs import records, run_folder
+
+    training = own(datasets)
+    for run in earlier_runs(recipe.model.model_name_or_path):
+        try:
+            earlier = run_folder.parse_run(run, [])
+            loaded = load(mixture.specs(earlier.script, earlier.training), records.read_ids(str(run)))
+        except UserError as e:  # its data gone or unreachable: said, not silently skipped
+            training.names.append(f"{run} (not checked: {e})")
+            continue
+        training.names += [f"{run}: {d.spec.name} (train)" for d in loaded if d.spec.weight > 0]
+        training.parts.append((f"{run}:", loaded, False))
+    return training
+
+
+def _code() -> str:
+    """This module's and the measure's source: a change to either computes the check again."""
+    here = Path(__file__)
+    return hashlib.sha256(here.read_bytes() + here.with_name("ngram_coverage.py").read_bytes()).hexdigest()
+
+
+def check(datasets: list[Dataset], training: Training, script, track: Track = no_track) -> dict[str, dict]:
+    """{dataset name: its contamination record} for every dataset's test items, in one pass over the training rows;
+    read back from the data cache where the same items were checked against the same rows before."""
+    scored = [d for d in datasets if d.parts["test"]]
+    key = cache.digest({"items": [(d.spec.name, d.key) for d in scored], "training": training.key(),
+                        "ngram": script.contamination_ngram, "threshold": script.contamination_threshold,
+                        "code": _code(), "data": cache.code_version()})
+    return cache.cached_json("contamination", key, lambda: _checked(scored, training, script, track))
+
+
+def _checked(datasets: list[Dataset], training: Training, script, track: Track) -> dict[str, dict]:
+    items = [(d.spec.name, r["id"], d.task.content(r)) for d in datasets for r in d.parts["test"]]
+    found = ngram_coverage.check([text for *_, text in items], training.rows(), script.contamination_ngram,
+                                 script.contamination_threshold, track, training.size())
+    contaminated, unchecked = set(found.contaminated), set(found.unchecked)  # the check's own definitions
+    out = {}
+    for d in datasets:
+        mine = [i for i, item in enumerate(items) if item[0] == d.spec.name]
+        hit = [i for i in mine if i in contaminated]
+        out[d.spec.name] = {
+            "ids": [items[i][1] for i in hit], "share": len(hit) / len(mine) if mine else 0.0,
+            "threshold": found.threshold, "ngram": found.ngram, "checked_against": training.names,
+            "training_rows": found.training_rows, "unchecked": sum(i in unchecked for i in mine),
+            "rows": {items[i][1]: found.rows[i] for i in hit},
+        }
     return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from medsft.data.cache import tokenizer_digest
 from medsft.data.prompts import prompt_ids
+from medsft.evaluation.sharing import Track, no_track
 
 IDENTITY = ("weights_sha256",)  # what the model is, not how it was scored
 # Why a difference in each field makes two numbers incomparable: the sentence `medsft compare` refuses them with.
@@ -40,19 +41,24 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def weights_digest(path: str | Path | None) -> str | None:
-    """sha256 over a folder's safetensors files (names and bytes, in name order); None where there is no folder."""
+def weights_digest(path: str | Path | None, track: Track = no_track) -> str | None:
+    """sha256 over a folder's safetensors files (names and bytes, in name order, read a MiB at a time: `track`
+    shows them pass); None where there is no folder."""
     if path is None or not Path(path).is_dir():
         return None
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:
         return None
     h = hashlib.sha256()
-    for file in files:
-        h.update(file.name.encode())
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
+
+    def blocks():
+        for file in files:
+            h.update(file.name.encode())
+            with file.open("rb") as f:
+                yield from iter(lambda: f.read(1 << 20), b"")
+
+    for block in track(blocks(), -(-sum(f.stat().st_size for f in files) // (1 << 20))):
+        h.update(block)
     return h.hexdigest()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsft.data.datasets import Dataset, load
-from medsft.evaluation import protocol, generative, overlap, scoring, sharing, suites
+from medsft.evaluation import contamination, generative, protocol, scoring, sharing, suites
 from medsft.evaluation.comparison import before_and_after, scored_alone
 from medsft.models import loading
 from medsft.models.loading import base_of
@@ -82,12 +82,12 @@ def score_base(recipe: Recipe, model, tokenizer, datasets: list[Dataset], track_
 
 def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out: str | None,
                  run: dict | None = None, track_for=None, trained: bool = True, base_scores: dict | None = None,
-                 training: overlap.Training | None = None, weights: str | None = None) -> dict:
+                 training: contamination.Training | None = None, weights: str | None = None) -> dict:
     """Score every dataset's test split before and after; write eval_results.json (with `run`, what produced it)
     and predictions.jsonl into `out` (None: write nothing, e.g. not the main process). track_for(name) gives a
     progress wrapper for the batches; `trained`: the model was trained (a full fine-tune is shown beside its base);
     `base_scores`: a full fine-tune's base scored already (score_base), else it is loaded beside the tuned model;
-    `training`: the rows the run trains on (overlap.trained_on), each test split checked against them; `weights`: the
+    `training`: the rows the run trains on (contamination.trained_on), each test split checked against them; `weights`: the
     folder of the weights scored (their digest goes in each evaluation's protocol)."""
     from accelerate.utils import gather_object
 
@@ -96,8 +96,10 @@ def evaluate_run(recipe: Recipe, model, tokenizer, datasets: list[Dataset], out:
     base = base_of(recipe, model) if trained and base_scores is None else None
     sharing.SCORED["items"] = 0
     evaluations, predictions = [], []
-    found = overlap.check(datasets, training, recipe.script) if training is not None else {}
-    weights_sha256 = protocol.weights_digest(weights)
+    track = track_for or (lambda name, unit="batches": sharing.no_track)
+    found = contamination.check(datasets, training, recipe.script, track("contamination check", "training rows")) \
+        if training is not None else {}
+    weights_sha256 = protocol.weights_digest(weights, track("weights' digest", "MiB"))
     with scoring.autocast(args, device) as precision, loading.start_scoring(recipe, model, trained) as start:
         for dataset in datasets:
             if not dataset.parts["test"]:

@@ -6,12 +6,12 @@ nothing."""
 from __future__ import annotations
 
 from medsft.data import datasets
-from medsft.evaluation import overlap
 from medsft.models import locate, scratch, stages
 from medsft.models.tokenizer import configure_tokenizer, tokenizer_for
 from medsft.recipe import mixture
 from medsft.recipe.parser import Recipe
 from medsft.training import catalog
+from medsft.training.decontaminate import decontaminate
 from medsft.training.trainers import Prepared
 
 
@@ -20,7 +20,7 @@ def prepare(recipe: Recipe, saved: dict | None = None) -> Prepared:
     and tokenizer and the datasets by role are every trainer's; the data its TRL trainer takes is the trainer's."""
     script, args, model_args = recipe.script, recipe.training, recipe.model
     loaded = datasets.load(mixture.specs(script, args), saved)
-    removed = overlap.decontaminate(recipe, loaded) if script.decontaminate else None
+    removed = decontaminate(recipe, loaded) if script.decontaminate else None
     if model_args.model_name_or_path == locate.SCRATCH:
         model, tokenizer = scratch.build_scratch(datasets.texts(loaded), script.scratch_config, args.max_length, args.seed)
         configure_tokenizer(tokenizer, args, script.chat_template_kwargs)
