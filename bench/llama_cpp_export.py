@@ -6,7 +6,7 @@ dependency: `pip install llama-cpp-python`).
 
 The run is the one the file's `medsft.run` names. Prints: on the run's first 16 test texts rendered as training
 renders them, how many llama.cpp tokenizes into the run's tokens; the largest next-token log-probability
-difference and the share of positions whose most likely token agrees (export_check's own measures, with llama.cpp
+difference and the share of positions whose most likely token agrees (read_back's own measures, with llama.cpp
 in the file's place); then the run's first N test items of each choice task, each choice's log-likelihood summed
 in llama.cpp over the tokens training scores it on (choice_spans), llama.cpp's answers against the run's, with the
 exact McNemar test. tests/test_export_llama_cpp.py uses `load` and `check`.
@@ -31,7 +31,8 @@ from gguf import GGUFReader  # noqa: E402
 
 from medsft.data.datasets import load as load_datasets  # noqa: E402
 from medsft.data.encoding import Encoder  # noqa: E402
-from medsft.evaluation import export_check, stats  # noqa: E402
+from medsft.evaluation import stats  # noqa: E402
+from medsft.export import read_back  # noqa: E402
 from medsft.evaluation.scoring import choice_spans, score_choices  # noqa: E402
 from medsft.models import inference  # noqa: E402
 from medsft.recipe import mixture  # noqa: E402
@@ -46,7 +47,9 @@ def log_probs(llm, ids: list[int]) -> torch.Tensor:
 
 
 class AsModel:
-    """llama.cpp's logits in a transformers model's call shape (one row), for export_check.next_tokens."""
+    """llama.cpp's logits in a transformers model's call shape (one row), for read_back.next_tokens."""
+
+    device = torch.device("cpu")  # llama.cpp reads token ids from the host
 
     def __init__(self, llm):
         self.llm = llm
@@ -57,7 +60,7 @@ class AsModel:
 
 class AsTokenizer:
     """llama.cpp's tokenizer (special tokens parsed, as its server does) in a transformers tokenizer's call shape,
-    for export_check.same_tokens."""
+    for read_back.same_tokens."""
 
     def __init__(self, llm):
         self.llm = llm
@@ -90,15 +93,15 @@ def load(file: Path, n_ctx: int | None = None) -> Loaded:
 
 
 def check(loaded: Loaded, n: int) -> dict:
-    """export_check's tokens and next tokens on the first n test texts, llama.cpp in the file's place; and the end of
+    """read_back's tokens and next tokens on the first n test texts, llama.cpp in the file's place; and the end of
     generation llama.cpp takes from the file."""
     first, llm = loaded.datasets[0], loaded.llm
-    rendered = export_check.rendered(loaded.tokenizer, first, n)
+    rendered = read_back.rendered(loaded.tokenizer, first, n)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     eot = llama_cpp.llama_vocab_eot(vocab)
-    return {"tokens": export_check.same_tokens(loaded.tokenizer, AsTokenizer(llm), rendered),
-            "next_tokens": export_check.next_tokens(loaded.model, AsModel(llm),
-                                                    export_check.texts(loaded.tokenizer, first, n, loaded.max_length)),
+    return {"tokens": read_back.same_tokens(loaded.tokenizer, AsTokenizer(llm), rendered),
+            "next_tokens": read_back.next_tokens(loaded.model, AsModel(llm),
+                                                    read_back.texts(loaded.tokenizer, first, n, loaded.max_length)),
             "eot": eot, "eot_ends_generation": bool(llama_cpp.llama_vocab_is_eog(vocab, eot))}
 
 

@@ -98,7 +98,7 @@ def test_qwen3_with_its_released_template_exports_and_reads_back(write_recipe, t
 
 
 def test_the_modelfile_stops_at_the_end_of_turn(zoo_models, write_recipe, tmp_path):
-    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "llama3")
+    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "llama3", chat=True)
     assert main(["export", str(run), str(tmp_path / "m.gguf"), "--check", "0", "--modelfile"]) == 0
     mask = os.umask(0)
     os.umask(mask)
@@ -192,7 +192,7 @@ def test_released_tokenizers_export_and_read_back_with_the_same_tokens(write_rec
         import torch
         from transformers import AutoModelForCausalLM
 
-        from medsft.evaluation.export_check import read_back
+        from medsft.export.read_back import read_back
 
         exported_model, base_model = read_back(out)[0], AutoModelForCausalLM.from_pretrained(base)
         exported, scaled = exported_model.get_decoder().rotary_emb, base_model.get_decoder().rotary_emb
@@ -215,7 +215,7 @@ def test_the_modelfile_carries_each_released_template_in_ollamas_form():
     takes one in a turn of its own, four exchanges, text over several lines) exactly as the Jinja template does, BOS
     left to llama.cpp. (Mistral's puts a system message inside the last user turn, Gemma's refuses one: not written.)"""
     from medsft.data.templates import chat_text
-    from medsft.models import gguf_vocab, ollama
+    from medsft.export import gguf_vocab, ollama
 
     turns = ["Note: 71-year-old, dyspnoea.\nQ: likely cause?", "Heart failure.", "Why?", "Oedema, raised JVP.",
              "Next step?", "Echocardiogram.", "Thank you."]
@@ -244,7 +244,7 @@ def test_a_template_not_made_of_pieces_is_left_to_ollama_and_said(zoo_models, wr
     """A template that numbers its turns renders differently each turn: no Go template is written, and it says so."""
     from transformers import AutoTokenizer
 
-    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "numbered")
+    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "numbered", chat=True)
     tokenizer = AutoTokenizer.from_pretrained(run)
     tokenizer.chat_template = ("{% for m in messages %}Turn {{ loop.index }} {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                                "{% if add_generation_prompt %}Turn {{ messages|length + 1 }} assistant:{% endif %}")
@@ -252,3 +252,104 @@ def test_a_template_not_made_of_pieces_is_left_to_ollama_and_said(zoo_models, wr
     assert main(["export", str(run), str(tmp_path / "n.gguf"), "--check", "0", "--modelfile"]) == 0
     assert not any(line.startswith("TEMPLATE") for line in (tmp_path / "Modelfile").read_text().splitlines())
     assert "the chat template could not be written in Ollama's form: Ollama picks one by its likeness" in capsys.readouterr().out
+
+
+def gemma2_variant(zoo_models, to, layers: int, scalar: int):
+    """The zoo's Gemma-2 rebuilt with a head size (8) other than hidden / heads (16), `layers` deep, queries scaled by
+    `scalar` (16: hidden / heads, what llama.cpp uses at 46 layers only), its attention sharpened."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shutil.copytree(zoo_models("gemma2"), to)
+    config = AutoConfig.from_pretrained(to)
+    config.num_hidden_layers, config.head_dim, config.query_pre_attn_scalar = layers, 8, scalar
+    config.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]  # Gemma-2's
+    for old in to.glob("model*.safetensors"):
+        old.unlink()
+    import torch
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(to)
+    return released.sharpened(to)
+
+
+def test_gemma2s_query_scale_is_the_one_llama_cpp_uses_at_the_models_depth(zoo_models, write_recipe, tmp_path, capsys):
+    """llama.cpp scales Gemma-2's queries by hidden / heads at 46 layers (the 27B) and by the head size at any other
+    depth: a 46-layer model scaled so reads back as the run; the same scale at 4 layers, which llama.cpp would not
+    apply, is refused in one line with nothing written."""
+    deep = trained(write_recipe, gemma2_variant(zoo_models, tmp_path / "deep", 46, 16), True, tmp_path, "deep-run")
+    assert main(["export", str(deep), str(tmp_path / "deep.gguf"), "--check", "8"]) == 0
+    tokens = json.loads((tmp_path / "deep.check.json").read_text())["next_tokens"]
+    assert tokens["max_logprob_difference"] <= 1e-2 and tokens["top1_agreement"] >= 0.99, tokens
+    shallow = trained(write_recipe, gemma2_variant(zoo_models, tmp_path / "shallow", 4, 16), True, tmp_path, "shallow-run")
+    capsys.readouterr()
+    assert main(["export", str(shallow), str(tmp_path / "shallow.gguf")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "medsft: error: query_pre_attn_scalar 16 is not what llama.cpp's Gemma-2 uses for a 4-layer model (8: "
+        "hidden_size / num_attention_heads at 46 layers, the 27B, else head_dim); this model cannot be exported")
+    assert not list(tmp_path.glob("*shallow.gguf*"))
+
+
+def test_a_plain_prompt_runs_modelfile_passes_the_prompt_as_written_and_the_modelfile_needs_force(
+        zoo_models, write_recipe, tmp_path, capsys):
+    """A run trained on plain prompts (chat: false) never trained through the tokenizer's chat template: its
+    Modelfile's TEMPLATE is the prompt as written, and the command says so. An existing Modelfile is replaced only
+    with --force, like the GGUF file, and refused before anything is written."""
+    run = trained(write_recipe, zoo_models("llama3"), True, tmp_path, "plain")  # the zoo's Llama-3 has a template
+    capsys.readouterr()
+    assert main(["export", str(run), str(tmp_path / "p.gguf"), "--check", "0", "--modelfile"]) == 0
+    out = capsys.readouterr().out
+    assert ("the run trained on plain prompts: its TEMPLATE passes a prompt as written ({{ .Prompt }}), so give it "
+            "prompts in the form the run trained on, not a chat") in out
+    modelfile = tmp_path / "Modelfile"
+    assert 'TEMPLATE """{{ .Prompt }}"""' in modelfile.read_text().splitlines()
+    assert json.loads((tmp_path / "p.check.json").read_text())["modelfile"]["template"] == "plain"
+    modelfile.write_text("mine\n")
+    assert main(["export", str(run), str(tmp_path / "q.gguf"), "--check", "0", "--modelfile"]) == 2
+    assert capsys.readouterr().err.strip() == f"medsft: error: {modelfile} exists; pass --force to replace it"
+    assert modelfile.read_text() == "mine\n" and not (tmp_path / "q.gguf").exists()
+    assert main(["export", str(run), str(tmp_path / "q.gguf"), "--check", "0", "--modelfile", "--force"]) == 0
+    assert modelfile.read_text().startswith("FROM ./q.gguf\n")
+
+
+@pytest.mark.parametrize("kind, same_answer, p, verdict", [
+    ("q8_0", 0.965, 1.0, True),  # near-ties moved both ways, accuracy no different: the file gives the run's answers
+    ("q8_0", 0.90, 1.0, False),  # too many answers moved, whatever the accuracy
+    ("q8_0", 0.96, 0.01, False),  # moved one way: accuracy differs
+    ("f16", 0.965, 1.0, False),  # f16 only rounds: near-ties should hardly move
+])
+def test_the_verdict_weighs_agreement_and_the_paired_test(kind, same_answer, p, verdict):
+    from medsft.export.read_back import verdict as judged
+
+    found = {"tokens": {"texts": 16, "same": 1.0},
+             "items": {"pubmedqa": {"n": 200, "run_accuracy": 0.70, "exported_accuracy": 0.695, "same_answer": same_answer,
+                                    "test": {"p_value": p}}}}
+    assert judged(found, kind)[0] is verdict
+    assert judged({**found, "tokens": {"texts": 16, "same": 15 / 16}}, kind)[0] is False  # other tokens: never
+
+
+def test_the_writer_holds_one_tensor_at_a_time_not_a_copy_of_the_model(tmp_path):
+    """numpy's allocations are what the writer adds to the loaded model: their peak stays near one tensor's size,
+    far under the model's (converting every tensor before writing held them all)."""
+    import tracemalloc
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from medsft.export import gguf_writer
+    import zoo
+
+    tokenizer = zoo.tokenizer_for(zoo.FAMILIES["llama3"])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
+                                         num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=4))
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    tracemalloc.start()
+    try:
+        gguf_writer.write(model, tokenizer, tmp_path / "m.gguf", "f16", "m", {}, None, [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "m.gguf").stat().st_size > size / 2.2  # every weight written, in f16
+    assert peak < size / 6, (peak, size)

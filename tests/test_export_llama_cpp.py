@@ -15,7 +15,7 @@ from medsft.__main__ import main
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python)")
 sys.path.insert(0, str(ROOT / "bench"))
-import llama_cpp_export as in_llama_cpp  # noqa: E402  (the bench's comparison: export_check's, llama.cpp in the file's place)
+import llama_cpp_export as in_llama_cpp  # noqa: E402  (the bench's comparison: read_back's, llama.cpp in the file's place)
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not released.available(), reason=f"released chat templates absent: {released.TEMPLATES}")]
 
 

@@ -82,3 +82,12 @@ def test_a_qlora_preference_stage_trains_from_a_qlora_run(tmp_path_factory, tiny
     start = _trained(tmp_path_factory, tiny_model, **quantized)
     stage = _trained(tmp_path_factory, tiny_model, trainer=trainer, model_name_or_path=str(start), **quantized)
     assert run_folder.holds_adapter(stage)
+
+
+def test_an_export_on_the_gpu_reads_back_beside_the_run(lora_run, tmp_path):
+    """The run loads on the GPU; the file read back is put beside it and each model given its inputs on its own
+    device (the read-back was on the CPU, fed the GPU's ids)."""
+    result = run_cli("export", lora_run, tmp_path / "g.gguf", "--check", "8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads((tmp_path / "g.check.json").read_text())
+    assert check["next_tokens"]["top1_agreement"] >= 0.95 and check["items"]["pubmedqa"]["n"] == 8

@@ -31,8 +31,10 @@ def _run(path: Path, folder: Path, trust_remote_code: bool, dequantize: bool, pl
     """(model, tokenizer, spec, max_length) of a run folder or one of its checkpoints, loaded with the run's recipe
     (its tokenizer renders with the run's chat_template_kwargs) and the command line's dtype and device_map."""
     trust = ["--trust_remote_code", "true"] if trust_remote_code else []
-    given = [arg for key, value in placed.items() if value for arg in (f"--{key}", value)]
+    given = [arg for key, value in placed.items() if value and value != loading.SAVED for arg in (f"--{key}", value)]
     recipe = run_folder.parse_run(folder, ["--output_dir", str(folder), *trust, *given])
+    if placed.get("dtype") == loading.SAVED:  # not a recipe's dtype: set once the recipe is read
+        recipe.model.dtype = loading.SAVED
     if dequantize and loading.quantized(recipe):
         print(f"medsft: {path} was trained on a {'4' if recipe.model.load_in_4bit else '8'}-bit base; merging "
               f"into that base dequantized to {recipe.model.dtype or 'float32'}", file=sys.stderr)
@@ -74,7 +76,8 @@ def load(name: str, trust_remote_code: bool = False, dequantize: bool = False,
          chat_template_kwargs: dict | None = None, dtype: str | None = None, device_map: str | None = None) -> Loaded:
     """The model `name` names, in eval mode, with its context length. `trust_remote_code` comes from the command line
     only; `dequantize`: a k-bit base in its compute dtype (for merge); `chat_template_kwargs`: template keywords on
-    top of a run's own; `dtype` (a run's own by default, else float32; `auto`: the checkpoint's on a GPU) and
+    top of a run's own; `dtype` (a run's own by default, else float32; `auto`: the checkpoint's on a GPU;
+    loading.SAVED: the checkpoint's on any device) and
     `device_map` (across this machine's GPUs). A run that did not finish, or anything that cannot be loaded, is one
     UserError line."""
     placed = {"dtype": dtype, "device_map": device_map}

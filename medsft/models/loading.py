@@ -25,10 +25,15 @@ def quantized(recipe) -> bool:
     return bool(recipe.model.load_in_4bit or recipe.model.load_in_8bit)
 
 
+SAVED = "saved"  # the checkpoint's own dtype on any device: what an export converts, a tensor at a time
+
+
 def resolved_dtype(dtype: str | None, where: str) -> str:
     """The dtype weights load in: `auto` is the checkpoint's own on a GPU and float32 on the CPU (whose bf16 matmuls
-    are slower, and where medsft computes in float32 under bf16 autocast); none given is float32 (TRL's default too:
-    float32 master weights under bf16 autocast)."""
+    are slower, and where medsft computes in float32 under bf16 autocast); SAVED is the checkpoint's own everywhere;
+    none given is float32 (TRL's default too: float32 master weights under bf16 autocast)."""
+    if dtype == SAVED:
+        return "auto"
     if dtype == "auto":
         return "auto" if where == "cuda" else "float32"
     return dtype or "float32"

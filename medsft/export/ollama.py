@@ -120,14 +120,30 @@ def go_template(tokenizer, adds_bos: bool) -> str | None:
     return pieces.go()
 
 
-def modelfile(out: Path, tokenizer, end_of_turn: int | None, adds_bos: bool) -> tuple[Path, bool]:
-    """(the Modelfile written beside `out`, whether it holds the template)."""
+PLAIN = "{{ .Prompt }}"  # the prompt as the user wrote it: what a run trained on plain prompts reads
+
+
+def modelfile(out: Path, tokenizer, end_of_turn: int | None, adds_bos: bool, plain: bool) -> tuple[Path, str]:
+    """(the Modelfile written beside `out`, what its TEMPLATE is: "chat", "plain" or "none"). A run trained on plain
+    prompts (`plain`) gets the prompt passed as written, never the tokenizer's chat template, which it did not train
+    through; a chat run its template in Ollama's form, where that can be written."""
     stops = dict.fromkeys(tokenizer.convert_ids_to_tokens(i) for i in (end_of_turn, tokenizer.eos_token_id) if i is not None)
-    template = go_template(tokenizer, adds_bos) if getattr(tokenizer, "chat_template", None) else None
+    if plain:
+        template, form = PLAIN, "plain"
+    else:
+        template = go_template(tokenizer, adds_bos) if getattr(tokenizer, "chat_template", None) else None
+        form = "chat" if template is not None else "none"
     lines = [f"FROM ./{out.name}"]
     if template is not None:
         lines.append(f'TEMPLATE """{template}"""')
     lines += [*(f'PARAMETER stop "{s}"' for s in stops), "PARAMETER temperature 1.0", "PARAMETER top_p 1.0"]
-    path = out.with_name("Modelfile")
-    path.write_text("\n".join(lines) + "\n")
-    return path, template is not None
+    path = path_beside(out)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)
+    return path, form
+
+
+def path_beside(out: Path) -> Path:
+    """Where the Modelfile of the GGUF file `out` goes."""
+    return out.with_name("Modelfile")
