@@ -9,7 +9,7 @@ import sys
 from medsft.errors import ProcessLost, UserError
 
 USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
-       python -m medsft eval RUN_DIR_OR_RECIPE [--model_name_or_path X] [--key value ...]
+       python -m medsft eval RUN_DIR_OR_RECIPE [--model_name_or_path X] [--output_dir D] [--key value ...]
        python -m medsft generate RUN_DIR_OR_MODEL "prompt" [--chat] [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
        python -m medsft generate RUN_DIR_OR_MODEL --question Q --context_file ABSTRACT.txt [--task pubmedqa]
        python -m medsft serve RUN_DIR_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api_key KEY] [--max_batch 8 ...]
@@ -19,8 +19,9 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft export RUN_DIR OUT.gguf [--type f16|bf16|q8_0] [--check N] [--modelfile] [--force]
        python -m medsft compare RUN_OR_EVAL_DIR RUN_OR_EVAL_DIR [...] [--json] [--seed S]
 
-Fine-tunes the model a YAML recipe names on its task and data. Keys are the field names of TRL's SFTConfig and
-ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
+Fine-tunes the model a YAML recipe names on its task and data, with its trainer (sft, grpo, dpo, kto, orpo), from a
+model or an earlier run's folder. Keys are the field names of the trainer's TRL config (SFTConfig, DPOConfig, ...)
+and ModelConfig plus medsft's own (task, dataset_name, ...); --key value on the command line overrides the recipe.
 Run under accelerate for several processes: accelerate launch -m medsft RECIPE.yaml
 eval, generate, serve and merge run a model's own code only with --trust_remote_code on their command line."""
 

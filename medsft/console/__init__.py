@@ -1,1 +1,2 @@
-"""The console: rich tables of data, training and results, progress bars, PNG plots, and quiet libraries."""
+"""The console: rich tables of data, training, results, comparisons and exports, progress bars, PNG plots, and quiet
+libraries."""

@@ -1,7 +1,7 @@
-"""What a trainer is: one module each (sft.py, grpo.py; looked up by the recipe's `trainer` in catalog.py, its recipe
-keys in recipe/trainer_keys.py), with the same small interface, so that nothing else branches on a trainer's name:
-how it prepares its data from the run's datasets, how it builds TRL's trainer, and what its data summary, preview,
-progress bar and training summary show (computed here, drawn by the console)."""
+"""What a trainer is: one module each (sft.py, grpo.py, dpo.py, kto.py, orpo.py; looked up by the recipe's `trainer`
+in catalog.py, its recipe keys in recipe/trainer_keys.py), with the same small interface, so that nothing else
+branches on a trainer's name: how it prepares its data from the run's datasets, how it builds TRL's trainer, and
+what its data summary, preview, progress bar and training summary show (computed here, drawn by the console)."""
 
 from __future__ import annotations
 
