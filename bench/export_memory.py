@@ -100,7 +100,7 @@ def main() -> None:
         print("| type | check | wall s | peak RSS GiB | peak / saved size | verdict |")
         print("| --- | --- | ---: | ---: | ---: | --- |")
         for kind in args.types.split(","):
-            for items in (0, args.check):
+            for items in sorted({0, args.check}):
                 out = folder / f"m-{kind}-{items}.gguf"
                 wall, peak, verdict = measured(["export", str(run), str(out), "--type", kind, "--check", str(items)], env)
                 shown = verdict.split(";")[0][:60]

@@ -137,6 +137,8 @@ def test_the_report_scores_the_clean_items_apart(write_recipe, planted_exam, tmp
     out = " ".join(capsys.readouterr().out.split())
     assert "contamination: train: 3 of 12 test items (25.0%) contaminated" in out
     assert "on the 9 clean items, accuracy: base" in out
+    # the check and the weights' digest show their progress, as the scoring does
+    assert "contamination check" in out and "43/43 training rows" in out and "weights' digest" in out
     [evaluation] = json.loads((tmp_path / "out" / "eval_results.json").read_text())["evaluations"]
     record = evaluation["contamination"]
     assert sorted(record["ids"]) == ["q100", "q101", "q102"] and record["share"] == 0.25

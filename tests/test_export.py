@@ -300,6 +300,7 @@ def test_a_plain_prompt_runs_modelfile_passes_the_prompt_as_written_and_the_mode
     capsys.readouterr()
     assert main(["export", str(run), str(tmp_path / "p.gguf"), "--check", "0", "--modelfile"]) == 0
     out = capsys.readouterr().out
+    assert out.index("in its saved precision") < out.index("writing") < out.index("wrote ")  # each step as it starts
     assert ("the run trained on plain prompts: its TEMPLATE passes a prompt as written ({{ .Prompt }}), so give it "
             "prompts in the form the run trained on, not a chat") in out
     modelfile = tmp_path / "Modelfile"

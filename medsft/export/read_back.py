@@ -194,7 +194,7 @@ def verdict(found: dict, kind: str) -> tuple[bool | None, str]:
         return True, "answers agree on " + ", ".join(f"{v['same_answer'] * 100:.1f}% of {v['n']} {name} items (McNemar p "
                                                      f"{v['test']['p_value']:.2g})" for name, v in found["items"].items())
     if "next_tokens" not in found:
-        return None, "tokens only: the model was not checked (--check 0)"
+        return None, "--check 0 compared its tokenizer alone"
     top1 = found["next_tokens"]["top1_agreement"]
     if top1 < needed:
         return False, f"the most likely next token agrees at {top1 * 100:.1f}% of positions, under {needed * 100:.0f}%"
