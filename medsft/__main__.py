@@ -18,6 +18,8 @@ USAGE = """usage: python -m medsft [train] RECIPE.yaml [--key value ...]
        python -m medsft cv RECIPE.yaml [--folds K] [--key value ...]
        python -m medsft export RUN_DIR OUT.gguf [--type f16|bf16|q8_0] [--check N] [--modelfile] [--force]
        python -m medsft compare RUN_OR_EVAL_DIR RUN_OR_EVAL_DIR [...] [--json] [--seed S]
+       python -m medsft audit RUN_DIR [--rows N] [--prefix K] [--suffix M] [--seed S] [--candidates C]
+       python -m medsft deid INPUT OUTPUT [--mode surrogate|redact] [--seed S] [--fields a,b] [--patient_column C] [--force]
 
 Fine-tunes the model a YAML recipe names on its task and data, with its trainer (sft, grpo, dpo, kto, orpo), from a
 model or an earlier run's folder. Keys are the field names of the trainer's TRL config (SFTConfig, DPOConfig, ...)
@@ -26,7 +28,7 @@ Run under accelerate for several processes: accelerate launch -m medsft RECIPE.y
 eval, generate, serve and merge run a model's own code only with --trust_remote_code on their command line."""
 
 
-COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge", "compare", "export")
+COMMANDS = ("cv", "preview", "train", "eval", "generate", "serve", "merge", "compare", "export", "deid", "audit")
 MODULES = {"eval": "evaluate"}  # a command's module, where its name differs
 
 

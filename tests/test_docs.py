@@ -73,7 +73,8 @@ def parses(argv: list[str]) -> None:
     from medsft.commands.common import pop_int
     from medsft.recipe.parser import parse_recipe
 
-    command = argv[0] if argv[0] in ("eval", "cv", "preview", "train", "generate", "serve", "merge", "compare", "export") else "train"
+    command = argv[0] if argv[0] in ("eval", "cv", "preview", "train", "generate", "serve", "merge", "compare", "export",
+                                     "deid", "audit") else "train"
     args = argv[1:] if argv[0] == command else argv
     if command == "generate":
         positional = [a for a in args[:2] if not a.startswith("--")]
@@ -86,6 +87,14 @@ def parses(argv: list[str]) -> None:
         from medsft.commands.export import _arguments
 
         _arguments([*args, "--force"])
+    elif command == "deid":  # an input and an output, and only its own options
+        from medsft.commands.deid import options
+
+        options(args)
+    elif command == "audit":  # a run folder, and only its own options
+        from medsft.commands.audit import _arguments as audit_arguments
+
+        audit_arguments(args)
     elif command == "compare":  # two folders or more, and only its own flags
         _, args = pop_int(args, "--seed", "seed")
         assert len([a for a in args if a != "--json"]) >= 2 and not [a for a in args if a.startswith("-") and a != "--json"], argv

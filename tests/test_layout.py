@@ -9,7 +9,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "medsft"
 # Top to bottom: a module may import its own stage or a lower one, never a higher one.
 STAGES = ["__main__", "commands", "console", "serving", "training", "export", "evaluation", "generation", "models", "runs", "data",
-          "recipe", "tasks", "base"]
+          "deid", "recipe", "tasks", "base"]
 BASE = {"__init__", "errors", "textfiles"}  # medsft's own top-level modules, below every stage
 
 

@@ -9,7 +9,7 @@ def main(argv: list[str]) -> int:
     """`preview RECIPE [-n 5] [--key value]`: the data exactly as training would see it; trains and writes nothing."""
     from rich.console import Console
 
-    from medsft.console import contamination_report, training_tables
+    from medsft.console import contamination_report, deid_report, training_tables
     from medsft.console.progress import eval_progress
     from medsft.console.quiet import quiet_libraries
     from medsft.data import recipe_cache
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
     with console.status("loading tokenizer and data"):
         prepared = prepare(recipe)
     training_tables.preview(console, catalog.get(recipe.script.trainer).preview(prepared, recipe.training, n))
+    deid_report.report(console, {d.spec.name: d.deidentified for d in prepared.datasets if d.deidentified})
     scored = [d for d in prepared.datasets if d.parts["test"]]
     with eval_progress(console, transient=True) as track_for:  # a bar only while the check is computed
         found = contamination.check(scored, contamination.trained_on(recipe, prepared.datasets), recipe.script,

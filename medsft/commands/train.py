@@ -82,12 +82,30 @@ def _evaluate(console, recipe, prepared, evaluated, trainer, result, main_proces
     return results
 
 
+def _audit(console, recipe, prepared, trainer, state) -> None:
+    """`audit: true`: what the trained model gives back, audited in this process (medsft audit's numbers)."""
+    from medsft.console import audit_report
+    from medsft.console.progress import eval_progress
+    from medsft.evaluation.audit_run import audit
+    from medsft.runs import records
+
+    if state.num_processes > 1:  # the audit decodes in one process; the others' forward passes would not follow
+        console.print(f"[yellow]audit: run python -m medsft audit {recipe.training.output_dir} once training is done "
+                      "(it runs in one process)")
+        return
+    digits = (recipe.script.canaries or {}).get("digits", 0)
+    with eval_progress(console) as track_for:
+        found = audit(recipe, trainer.accelerator.unwrap_model(trainer.model), prepared.tokenizer, prepared.datasets,
+                      prepared.canaries or [], digits, seed=recipe.training.seed, track_for=track_for)
+    audit_report.report(console, found, records.write_audit(recipe.training.output_dir, found))
+
+
 def main(argv: list[str]) -> int:
     """Parse the recipe, load model and data, train, report; then score the test splits base vs tuned."""
     from accelerate import PartialState
     from rich.console import Console
 
-    from medsft.console import contamination_report, plots, training_tables
+    from medsft.console import contamination_report, deid_report, plots, training_tables
     from medsft.console.training_progress import RichProgress
     from medsft.console.quiet import quiet_libraries
     from medsft.recipe import hardware
@@ -110,6 +128,7 @@ def main(argv: list[str]) -> int:
     with console.status("loading model and data"):
         prepared = prepare.prepare(recipe)
     training_tables.data_summary(console, trainer_unit.data_lines(prepared, recipe.training))
+    deid_report.report(console, {d.spec.name: d.deidentified for d in prepared.datasets if d.deidentified})
     if prepared.removed is not None:
         contamination_report.before_training(console, {}, {}, prepared.removed)
 
@@ -124,6 +143,8 @@ def main(argv: list[str]) -> int:
     if result.stopped_by is not None:
         return _stopped(console, recipe, result, tracked)
     results = _evaluate(console, recipe, prepared, evaluated, trainer, result, state.is_main_process, base_scores)
+    if recipe.script.audit:
+        _audit(console, recipe, prepared, trainer, state)
     if state.is_main_process:
         plots.write_plots(recipe.training.output_dir, result.log_history, results)
     if tracked:

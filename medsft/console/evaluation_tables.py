@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medsft.console import contamination_report
+from medsft.console import deid_report
 from medsft.evaluation import protocol
 
 
@@ -216,6 +217,7 @@ def eval_report(console: Console, results: dict) -> None:
     confusion matrix for choice tasks, perplexity otherwise, and the sample generations."""
     evaluations = results["evaluations"]
     header(console, results.get("run", {}), ", ".join(f"{e['name']} ({e['n']} test items)" for e in evaluations))
+    deid_report.report(console, results.get("run", {}).get("deidentified"))
     for evaluation in evaluations:
         if "labels" in evaluation:
             _choice_table(console, evaluation)

@@ -38,12 +38,13 @@ def folder() -> Path | None:
 
 @cache
 def code_version() -> str:
-    """medsft's version and the source of the modules that read, split, format and tokenize rows."""
+    """medsft's version and the source of the modules that read, de-identify, split, format and tokenize rows."""
     import medsft
 
     root = Path(medsft.__file__).parent
     whole = hashlib.sha256(f"{getattr(medsft, '__version__', '')}:{FORMAT}".encode())
-    for path in sorted([*(root / "data").glob("*.py"), *(root / "tasks").glob("*.py"), *(root / "tasks").glob("*.json")]):
+    for path in sorted([*(root / "data").glob("*.py"), *(root / "deid").glob("*.py"), *(root / "tasks").glob("*.py"),
+                        *(root / "tasks").glob("*.json")]):
         whole.update(path.name.encode() + path.read_bytes())
     return whole.hexdigest()[:16]
 

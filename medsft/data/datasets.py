@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from medsft.data import cache, encoding, sources, splits
+from medsft.data import cache, deid_rows, encoding, sources, splits
 from medsft.recipe.keys import DataSpec
 from medsft.errors import UserError
 from medsft.tasks import Task, get
@@ -21,6 +21,7 @@ class Dataset:
     task: Task
     parts: dict[str, list[dict]] = field(default_factory=dict)
     key: str = ""  # what its rows were prepared from (cache.py)
+    deidentified: dict | None = None  # what `deidentify` did to its rows, in numbers (deid_rows.summary)
 
 
 def _columns(raw: dict, columns: Any, where: str) -> dict:
@@ -34,8 +35,9 @@ def _columns(raw: dict, columns: Any, where: str) -> dict:
 
 
 def rows(spec: DataSpec, task: Task) -> dict[str, list[dict]]:
-    """The dataset's rows by its own split names, normalized by the task; a bad row is a UserError naming it."""
-    source = sources.load(spec, task)
+    """The dataset's rows by its own split names, de-identified as the spec says (deid_rows.py: its summary under
+    deid_rows.SUMMARY), normalized by the task; a bad row is a UserError naming it."""
+    source, deidentified = deid_rows.applied(spec, sources.load(spec, task))
     label = spec.dataset_name or spec.name
     out: dict[str, list[dict]] = {}
     for split, raws in source.items():
@@ -61,7 +63,15 @@ def rows(spec: DataSpec, task: Task) -> dict[str, list[dict]]:
         seen[r["id"]] = seen.get(r["id"], 0) + 1
         if seen[r["id"]] > 1:
             r["id"] = f"{r['id']}#{seen[r['id']]}"
-    return out
+    return {**out, deid_rows.SUMMARY: deidentified} if deidentified is not None else out
+
+
+def _assigned(task: Task, spec: DataSpec, ids) -> dict:
+    """The dataset's rows by role, with de-identification's summary (kept with them in the data cache)."""
+    found = rows(spec, task)
+    deidentified = found.pop(deid_rows.SUMMARY, None)
+    parts = splits.assign(task, spec, found, ids)
+    return {**parts, deid_rows.SUMMARY: deidentified} if deidentified is not None else parts
 
 
 def load(specs: list[DataSpec], saved: dict[str, dict[str, list[str]]] | None = None) -> list[Dataset]:
@@ -73,9 +83,10 @@ def load(specs: list[DataSpec], saved: dict[str, dict[str, list[str]]] | None = 
             raise UserError(f"the run recorded no split for dataset {spec.name}; evaluate it with its own recipe")
         ids = saved[spec.name] if saved is not None else None
         key = cache.rows_key(spec, ids)
-        parts = cache.cached_rows(key, lambda: splits.assign(task, spec, rows(spec, task), ids))
+        parts = dict(cache.cached_rows(key, lambda: _assigned(task, spec, ids)))
+        deidentified = parts.pop(deid_rows.SUMMARY, None)
         task.prepare([r for group in parts.values() for r in group])  # the task's own state from its rows (labels seen)
-        loaded.append(Dataset(spec, task, parts, key))
+        loaded.append(Dataset(spec, task, parts, key, deidentified))
     return loaded
 
 

@@ -100,6 +100,23 @@ def resolved(text: str, results) -> list[Span]:
     return sorted(out, key=lambda s: s.start)
 
 
+@cache
+def detector_version() -> dict[str, str]:
+    """What found the identifiers: medsft's and the libraries' versions and a digest of the recognizers' source."""
+    import hashlib
+    from importlib import metadata
+    from pathlib import Path
+
+    import medsft
+
+    here = Path(__file__).parent
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    out = {"medsft": medsft.__version__, "recognizers_sha256": digest}
+    for name in ("presidio-analyzer", "presidio-anonymizer", "faker"):
+        out[name] = metadata.version(name)
+    return out
+
+
 def find(text: str) -> list[Span]:
     """The identifiers in `text`, in medsft's categories, not overlapping."""
     if not text.strip():

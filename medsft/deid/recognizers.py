@@ -155,7 +155,7 @@ class Names(EntityRecognizer):
         words = {w.rstrip(".") for s, e in spans for w in self._words(text[s:e])}
         found = (words | {part for w in words for part in re.split(r"-", w) if len(part) > 2}) - NOT_NAMES
         for word in found:  # the same person mentioned again by one of the words found
-            for m in re.finditer(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])", text):
+            for m in re.finditer(rf"(?<![\w'’-]){re.escape(word)}(?![\w-])(?!['’](?!s\b)\w)", text):  # Okafor's too
                 if not eponym_here(text, m.end()):
                     spans.append((m.start(), m.end()))
         return _results("NAME", spans)

@@ -38,6 +38,7 @@ def run_info(recipe: Recipe, datasets: list[Dataset], steps: int | None, seconds
         "model": recipe.model.model_name_or_path,
         "adapter": run_folder.holds_adapter(Path(recipe.training.output_dir)) if adapter is None else adapter,
         "datasets": {d.spec.name: {role: len(rows) for role, rows in d.parts.items()} for d in datasets},
+        "deidentified": {d.spec.name: d.deidentified for d in datasets if d.deidentified} or None,
         "steps": steps,
         "train_seconds": seconds,
     }

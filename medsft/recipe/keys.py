@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from medsft.errors import UserError
-from medsft.recipe import trainer_keys
+from medsft.recipe import privacy_keys, trainer_keys
 from medsft.tasks import NAMES
 
 TaskName = Literal[NAMES]  # type: ignore[valid-type]
@@ -61,6 +61,14 @@ class DataFields:
     choice_labels: list[str] | None = _help("multiple_choice: the labels of the options (default A, B, C, ...).")
     include_option_text: bool = _help("multiple_choice: train on the option's text after its label.", False)
     explanation_field: str | None = _help("multiple_choice: a column whose text is trained after the answer.")
+    deidentify: Literal["off", "surrogate", "redact", "check"] = _help(
+        "Identifiers (HIPAA Safe Harbor: names, dates, ages over 89, addresses, phone numbers, record numbers, ...) in "
+        "the rows, found before anything is tokenized: surrogate replaces each with a consistent realistic one, "
+        "redact with its category ([NAME]), check refuses to train if any is found; off (the default) trains on the "
+        "rows as given, the user's choice. See docs/privacy.md.", "off")
+    patient_column: str | None = _help(
+        "With deidentify: the column naming each row's patient: one set of surrogates and one date shift for all of "
+        "a patient's rows (else each row its own).")
     pairs: Literal["all", "sampled"] | None = _help(
         "Preference trainers (dpo, orpo, kto) on a choice task: the key's answer, as SFT trains it, against every other "
         "option (all, the default) or against one drawn per item under the run's seed (sampled).")
@@ -145,16 +153,28 @@ class MedsftArguments(DataFields):
     min_accuracy: float | None = _help("Quality gate: exit 3 when test accuracy (0-1) is below this.")
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds a different run.", False)
     streaming: bool = _help("Refused: rows are split by id and prepared once on disk (see docs/data.md).", False)
+    dp: dict[str, Any] | str | None = _help(
+        "Differentially private training (DP-SGD through Opacus, trainer: sft, LoRA or full): {epsilon: E, delta: D "
+        "(default 1 / (2 x training rows)), max_grad_norm: C (each example's gradient clipped to it; default 1.0), "
+        "accountant: rdp or prv}; the noise is calibrated to spend E over the planned steps, and the budget spent "
+        "is recorded in run_state.json (docs/privacy.md).")
+    canaries: dict[str, Any] | str | None = _help(
+        "Secrets inserted into the training rows for the memorization audit: {count: C, repeats: [1, 4, 16], format: "
+        "\"The patient's medical record number is {secret}.\"} ({secret}: 7 digits; {secret:N}: N), recorded in "
+        "the run, never in your data.")
+    audit: bool = _help("After training and evaluation, audit what the model gives back (medsft audit: extraction, "
+                        "membership inference, canaries' exposure) into audit.json.", False)
 
     def __post_init__(self):
         super().__post_init__()
-        for key in ("scratch_config", "dataset_mixture", "chat_template_kwargs"):
+        for key in ("scratch_config", "dataset_mixture", "chat_template_kwargs", "dp", "canaries"):
             value = getattr(self, key)
             if isinstance(value, str):
                 try:
                     setattr(self, key, json.loads(value))
                 except json.JSONDecodeError as e:
                     raise UserError(f"{key} must be a mapping (JSON on the command line): {e}") from None
+        self.dp, self.canaries = privacy_keys.dp(self.dp), privacy_keys.canaries(self.canaries)
         if self.streaming:
             raise UserError("streaming: true is not offered: medsft gives each row its role (train, dev, test) by its id "
                             "and keeps a test split that is never trained on, which needs every row once; rows are "

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from medsft.errors import OneLineErrors, UserError
-from medsft.recipe import hardware, ranges, refusals, trainer_keys
+from medsft.recipe import hardware, privacy_keys, ranges, refusals, trainer_keys
 from medsft.recipe.coerce import coerce, type_name
 from medsft.recipe.keys import MedsftArguments
 from medsft.textfiles import read_text
@@ -241,6 +241,7 @@ def parse_recipe(argv: list[str], overrides: dict[str, Any] | None = None, loadi
     given = [*config, *cli]
     refusals.data_keys({key: merged[key] for key in given})
     refusals.intervals(given, merged)
+    privacy_keys.refused(merged, given, script)
     hardware_only = [key for key in machine if key in replaced or (key not in given and key not in (overrides or {}))]
     return Recipe(path=path, script=script, training=training, model=model, explicit=list(merged), given=given, cli=list(cli),
                   hardware=hardware_only, replaced=replaced)

@@ -20,6 +20,7 @@ class TrainerKeys:
     reads: tuple[str, ...] = ()  # medsft keys that no other trainer reads (refused elsewhere)
     scoring: str = "likelihood"  # how a choice task is decided after it, unless the recipe says
     cross_validates: bool = False  # `medsft cv` trains each fold with it
+    private: bool = False  # `dp` can train it: each row's loss its own (per-example clipping bounds it)
 
     def config_class(self) -> type:
         module, name = self.config.split(":")
@@ -27,7 +28,7 @@ class TrainerKeys:
 
 
 TRAINERS = {keys.name: keys for keys in (
-    TrainerKeys("sft", "TRL's SFTTrainer trains the answers", "trl:SFTConfig", cross_validates=True),
+    TrainerKeys("sft", "TRL's SFTTrainer trains the answers", "trl:SFTConfig", cross_validates=True, private=True),
     TrainerKeys("grpo", "TRL's GRPOTrainer rewards generated answers checked against the key (choice tasks; "
                         "GRPOConfig's keys: num_generations, max_completion_length, beta, reward_weights, ...)",
                 "medsft.recipe.grpo_keys:MedsftGRPOConfig",

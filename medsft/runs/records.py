@@ -14,6 +14,9 @@ CV_RESULTS, OOF_PREDICTIONS = "cv_results.json", "oof_predictions.jsonl"
 TRAINER_STATE = "trainer_state.json"
 DECONTAMINATED_FILE = "decontaminated.json"  # with decontaminate: the training rows removed, by dataset
 CHAIN_FILE = "chain.json"  # a stage's chain: the base model, then each earlier run it started from
+DEIDENTIFIED_FILE = "deidentified.json"  # with deidentify: what was found and replaced, by dataset (numbers only)
+CANARIES_FILE = "canaries.json"  # with canaries: the secrets inserted, their format and repeat counts
+AUDIT_FILE = "audit.json"  # medsft audit: extraction, membership inference, canaries' exposure
 LOSS_CURVES, REWARD_CURVES, CONFUSION_MATRIX = "loss_curves.png", "reward_curves.png", "confusion_matrix.png"
 
 
@@ -33,6 +36,27 @@ def read_ids(output_dir: str) -> dict[str, dict[str, list[str]]] | None:
 def write_decontaminated(output_dir: str, removed: dict[str, list[str]]) -> None:
     found = {name: {"removed": len(ids), "ids": ids} for name, ids in removed.items()}
     (Path(output_dir) / DECONTAMINATED_FILE).write_text(json.dumps(found, indent=2))
+
+
+def write_deidentified(output_dir: str, summaries: dict[str, dict]) -> None:
+    (Path(output_dir) / DEIDENTIFIED_FILE).write_text(json.dumps(summaries, indent=2))
+
+
+def write_canaries(output_dir: str, config: dict, planted: list) -> None:
+    (Path(output_dir) / CANARIES_FILE).write_text(json.dumps(
+        {"settings": config, "canaries": [{"secret": c.secret, "repeats": c.repeats, "text": c.text} for c in planted]},
+        indent=2))
+
+
+def read_canaries(folder: Path) -> dict | None:
+    path = Path(folder) / CANARIES_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_audit(folder: Path, found: dict) -> Path:
+    path = Path(folder) / AUDIT_FILE
+    path.write_text(json.dumps(found, indent=2))
+    return path
 
 
 def write_chain(output_dir: str, chain: list[dict[str, Any]]) -> None:

@@ -123,10 +123,12 @@ def started_from(folder: Path) -> str | None:
 
 
 def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], steps: list[dict] | None = None,
-                removed: dict[str, list[str]] | None = None) -> None:
+                removed: dict[str, list[str]] | None = None, deidentified: dict[str, dict] | None = None,
+                planted: tuple[dict, list] | None = None) -> None:
     """What makes output_dir this run before its first step: a run killed mid-way is still recognised as this run
     (its recipe, hardware settings, split ids, environment, and for a stage the chain of runs it starts from), and as
-    unfinished (its state); with decontaminate, the training rows it removed."""
+    unfinished (its state); with decontaminate, the training rows it removed; with deidentify, what it replaced; with
+    canaries, the secrets it inserted."""
     out = Path(recipe.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if steps:  # each earlier run also by its path from this one: found again after outputs/ moves (chain())
@@ -134,6 +136,10 @@ def write_start(recipe: Recipe, splits: dict[str, dict[str, list[dict]]], steps:
                                        for e in steps])
     if removed is not None:
         records.write_decontaminated(str(out), removed)
+    if deidentified:
+        records.write_deidentified(str(out), deidentified)
+    if planted:
+        records.write_canaries(str(out), *planted)
     (out / RECIPE_FILE).write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
     (out / HARDWARE_FILE).write_text(HARDWARE_NOTE + yaml.safe_dump(recipe.hardware_settings(), sort_keys=False))
     records.write_ids(str(out), splits)
@@ -183,6 +189,20 @@ def folder_of(path: Path) -> Path | None:
     if re.fullmatch(r"checkpoint-\d+", path.name) and (path.parent / RECIPE_FILE).is_file():
         return path.parent
     return None
+
+
+def audited(folder: Path):
+    """What an audit of a run reads: its recipe, its datasets by the ids it recorded, the canaries it inserted and
+    their secrets' length in digits."""
+    from medsft.data import canaries
+    from medsft.data.datasets import load
+    from medsft.recipe import mixture
+
+    recipe = parse_run(folder, [])
+    datasets = load(mixture.specs(recipe.script, recipe.training), records.read_ids(str(folder)))
+    planted = records.read_canaries(folder) or {"settings": {"digits": 0}, "canaries": []}
+    made = [canaries.Canary(c["secret"], c["repeats"], c["text"]) for c in planted["canaries"]]
+    return recipe, datasets, made, planted["settings"]["digits"]
 
 
 def parse_run(run: Path, argv: list[str]) -> Recipe:

@@ -15,7 +15,7 @@ from medsft.data import encoding
 from medsft.models import loading, stages
 from medsft.runs import records, run_folder, run_state
 from medsft.recipe.parser import Recipe
-from medsft.training import catalog, checkpoints
+from medsft.training import catalog, checkpoints, private
 from medsft.training.trainers import Prepared
 
 
@@ -59,7 +59,9 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
     stopper.install()
     if main:
         run_folder.write_start(recipe, {d.spec.name: d.parts for d in prepared.datasets},
-                               prepared.start.chain if prepared.start else None, prepared.removed)
+                               prepared.start.chain if prepared.start else None, prepared.removed,
+                               {d.spec.name: d.deidentified for d in prepared.datasets if d.deidentified},
+                               (recipe.script.canaries, prepared.canaries) if prepared.canaries else None)
     lost = partial(run_state.failing_when_lost, args.output_dir, lambda: trainer.state.global_step, timeout=args.ddp_timeout)
     with lost("training"):
         if before is not None and resume is None:
@@ -76,8 +78,11 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
             trainer.save_model(args.output_dir)
             if main:  # TRL's frozen copy of an adapter a stage continues (its reference) is saved beside it: not ours
                 shutil.rmtree(Path(args.output_dir) / "ref", ignore_errors=True)
+    privacy = getattr(trainer, "privacy", None)  # DP-SGD's budget, spent over the steps taken (private.py)
+    spent = {"privacy": private.spent(privacy, trainer.state.global_step)} if privacy is not None else {}
     if main:
-        run_state.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped)
+        run_state.mark(args.output_dir, "complete" if stopped is None else "stopped", trainer.state.global_step, stopped,
+                       **spent)
     step = trainer.state.global_step
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
     eval_loss = evals[-1] if evals else None
@@ -98,6 +103,6 @@ def train(recipe: Recipe, prepared: Prepared, callbacks=(), before=None) -> tupl
         stats=prepared.stats,
         log_history=history,
         stopped_by=stopped,
-        summary=catalog.get(recipe.script.trainer).summary(history),
+        summary=catalog.get(recipe.script.trainer).summary(history) + private.summary(spent.get("privacy")),
     )
     return trainer, result

@@ -51,7 +51,17 @@ class SFT(Trainer):
         args.assistant_only_loss, args.chat_template_path, args.eos_token = False, None, None
         if args.padding_free and not args.packing:
             args.max_length = None  # every row fits already; TRL refuses padding_free with a max_length it cannot enforce
-        trainer = MedsftTrainer(
+        private = {}
+        if recipe.script.dp is not None:  # DP-SGD: Opacus's per-example clipping and noise (private.py)
+            from accelerate import PartialState
+
+            from medsft.training.private import PrivateTrainer, plan
+
+            cls = PrivateTrainer
+            private = {"privacy": plan(recipe.script.dp, args, len(prepared.train_dataset), PartialState().num_processes)}
+        else:
+            cls = MedsftTrainer
+        trainer = cls(
             model=prepared.model,
             args=args,
             train_dataset=prepared.train_dataset,
@@ -60,6 +70,7 @@ class SFT(Trainer):
             peft_config=peft_config(recipe, prepared.model),
             quantization_config=quantization_config(recipe, prepared.model),  # QLoRA; CUDA only, refused on CPU up front
             callbacks=list(callbacks),
+            **private,
         )
         if args.packing and not args.padding_free:
             trainer.data_collator = packed_rows(trainer.processing_class.pad_token_id, args.pad_to_multiple_of)

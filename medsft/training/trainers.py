@@ -25,6 +25,7 @@ class Prepared:
     stats: dict[str, Any] = field(default_factory=dict)
     start: Any = None  # models/stages.Start: the run this stage starts from (its model is loaded when training builds)
     removed: dict[str, list[str]] | None = None  # decontaminate: the training rows removed, by dataset
+    canaries: list | None = None  # canaries: the secrets inserted (data/canaries.py), a dataset of their own
 
 
 @dataclass
