@@ -49,7 +49,7 @@ def canaries(value: Any) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise UserError(f"canaries must be a mapping {{count: C, repeats: [1, 4, 16], format: \"...{{secret}}...\"}}, got {value!r}")
-    unknown = sorted(set(value) - {"count", "repeats", "format"})
+    unknown = sorted(set(value) - {"count", "repeats", "format", "digits"})  # digits: as a run's recipe.yaml keeps it
     if unknown:
         raise UserError(f"canaries: unknown key '{unknown[0]}'; it takes count, repeats and format")
     count, repeats, form = value.get("count", 1), value.get("repeats", CANARY_REPEATS), value.get("format", CANARY_FORMAT)

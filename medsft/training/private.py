@@ -154,8 +154,7 @@ class PrivateTrainer(MedsftTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         model.train()
-        for p in self.trained_parameters():  # a new logical batch: the last one's per-example gradients are spent
-            p.grad_sample = None
+        self.optimizer.zero_grad()  # a new logical batch: the last one's per-example gradients are spent (Opacus's check)
         if not inputs:  # an empty Poisson draw: the step adds noise alone
             for p in self.trained_parameters():
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
