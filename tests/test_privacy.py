@@ -195,3 +195,26 @@ def test_what_cannot_be_private_is_one_line(write_recipe, tmp_path, capsys, keys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medsft: error: " + message), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["llama3", "qwen2", "gemma2", "mistral", "phi3", "gpt2"])
+def test_the_audit_runs_on_every_family_chat_and_plain(zoo_models, write_recipe, name):
+    """Each zoo family's tiny model, its rows rendered plain and through its chat template (GPT-2 has none), a
+    canary planted: the audit measures every part on the tokens training would train."""
+    from medsft.evaluation.audit_run import audit
+    from medsft.models.tokenizer import load_tokenizer
+    from medsft.recipe.parser import parse_recipe
+    from medsft.training import prepare
+    from transformers import AutoModelForCausalLM
+
+    path = zoo_models(name)
+    for chat in ([False, True] if name != "gpt2" else [False]):
+        recipe = parse_recipe([str(write_recipe(f"{name}.yaml", model_name_or_path=str(path), chat=chat, synthetic_size=40,
+                                                canaries={"count": 1, "repeats": [2]}))])
+        prepared = prepare.prepare(recipe)
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        found = audit(recipe, model, load_tokenizer(str(path)), prepared.datasets, prepared.canaries, 7, rows=6,
+                      prefix=8, suffix=4, candidates=30)
+        assert found["rows"] == {"trained": 6, "heldout": 6} and found["extraction"]["compared"] == 6, (name, chat)
+        assert all(v["value"] is not None for v in found["membership"].values())
+        assert [c["repeats"] for c in found["canaries"]] == [2] and found["canaries"][0]["candidates"] == 30
