@@ -191,10 +191,10 @@ def test_deidentify_check_refuses_and_names_no_identifier(write_recipe, tmp_path
 
 
 @pytest.mark.slow
-def test_a_surrogate_run_trains_and_its_folder_holds_no_planted_identifier(write_recipe, tmp_path, capsys):
-    import os
-    from pathlib import Path
-
+def test_a_surrogate_run_trains_and_its_folder_holds_no_planted_identifier(write_recipe, tmp_path, capsys,
+                                                                          monkeypatch):
+    # A cache of its own: the suite's shared one holds other tests' real data (PubMedQA names hospitals too).
+    monkeypatch.setenv("MEDSFT_DATA_CACHE", str(tmp_path / "cache"))
     notes, rows = note_rows(40, 3)
     data = write_jsonl(tmp_path / "notes.jsonl", rows)
     recipe = write_recipe(task="report", dataset_name=str(data), deidentify="surrogate", max_test_samples=4,
@@ -206,7 +206,9 @@ def test_a_surrogate_run_trains_and_its_folder_holds_no_planted_identifier(write
     summary = json.loads((run / "deidentified.json").read_text())["notes"]
     assert summary["mode"] == "surrogate" and summary["identifiers"] > 100 and summary["categories"]["NAME"] > 10
     searched = [p for p in run.rglob("*") if p.is_file()]
-    searched += [p for p in Path(os.environ["MEDSFT_DATA_CACHE"]).rglob("*") if p.is_file() and "rows" in p.parts]
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and "rows" in p.parts]
+    assert cached, "the run cached no rows: the search below would search nothing there"
+    searched += cached
     contents = b"\n".join(p.read_bytes() for p in searched)
     for identifier in planted(notes):
         assert identifier.encode() not in contents and identifier not in shown, identifier
