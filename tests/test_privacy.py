@@ -147,8 +147,8 @@ def test_a_private_lora_run_moves_its_adapter_and_records_the_accountants_epsilo
     weights = load_file(out / "adapter_model.safetensors")
     assert any(k.endswith("lora_B.weight") and w.abs().max() > 0 for k, w in weights.items())  # LoRA B starts at zero
     privacy = json.loads((out / "run_state.json").read_text())["privacy"]
-    assert privacy["steps"] == 6 and privacy["accountant"] == "rdp" and privacy["max_grad_norm"] == 1.0
-    accountant = create_accountant("rdp")
+    assert privacy["steps"] == 6 and privacy["accountant"] == "prv" and privacy["max_grad_norm"] == 1.0
+    accountant = create_accountant("prv")
     accountant.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
     assert privacy["epsilon"] == pytest.approx(accountant.get_epsilon(privacy["delta"]), rel=1e-9)
     rows = len(json.loads((out / "split_ids.json").read_text())["pubmedqa"]["train"])

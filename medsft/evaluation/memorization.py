@@ -23,7 +23,11 @@ from medsft.evaluation.targets import scored_targets
 
 MIN_K = 0.2
 RESAMPLES = 1000
-BATCH = 8
+BATCH = 8  # rows scored at once (whole rows, up to max_length)
+# Sequences decoded at once for extraction: each is only prefix + suffix tokens long, and greedy decoding steps are
+# latency-bound on a CPU, so wide batches pay: 64 rows of a 32 + 32 audit on SmolLM2-135M, 2 cores, took 194 s at 8,
+# 82-105 s at 32 and 36-56 s at 64 (the same flags each time).
+DECODE_BATCH = 64
 
 
 def _matched(target: list[int], job, stops: list[int]) -> bool:
@@ -45,8 +49,8 @@ def extractable(model, tokenizer, sequences: list[list[int]], prefix: int, suffi
     order = sorted(jobs, key=lambda i: len(sequences[i]))
     was_training = model.training
     model.eval()
-    for start in track(range(0, len(order), BATCH), -(-len(order) // BATCH)):
-        decoder.run([jobs[i] for i in order[start : start + BATCH]])
+    for start in track(range(0, len(order), DECODE_BATCH), -(-len(order) // DECODE_BATCH)):
+        decoder.run([jobs[i] for i in order[start : start + DECODE_BATCH]])
     model.train(was_training)
     return [_matched(s[prefix : prefix + suffix], jobs[i], decoder.stops) if i in jobs else None
             for i, s in enumerate(sequences)]

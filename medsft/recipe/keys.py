@@ -156,7 +156,7 @@ class MedsftArguments(DataFields):
     dp: dict[str, Any] | str | None = _help(
         "Differentially private training (DP-SGD through Opacus, trainer: sft, LoRA or full): {epsilon: E, delta: D "
         "(default 1 / (2 x training rows)), max_grad_norm: C (each example's gradient clipped to it; default 1.0), "
-        "accountant: rdp or prv}; the noise is calibrated to spend E over the planned steps, and the budget spent "
+        "accountant: prv (default) or rdp}; the noise is calibrated to spend E over the planned steps, and the budget spent "
         "is recorded in run_state.json (docs/privacy.md).")
     canaries: dict[str, Any] | str | None = _help(
         "Secrets inserted into the training rows for the memorization audit: {count: C, repeats: [1, 4, 16], format: "

@@ -10,7 +10,10 @@ from medsft.errors import UserError
 from medsft.recipe import trainer_keys
 
 DP_KEYS = ("epsilon", "delta", "max_grad_norm", "accountant")
-ACCOUNTANTS = ("rdp", "prv")
+# prv (Gopi et al. 2021) first, as Opacus's PrivacyEngine defaults: a tighter bound than rdp, so less noise for the
+# same epsilon (8 at the quickstart's rate and steps: noise 0.46 against 0.51), and no warning that rdp's orders
+# ran out.
+ACCOUNTANTS = ("prv", "rdp")
 CANARY_FORMAT = "The patient's medical record number is {secret}."
 CANARY_REPEATS = [1, 4, 16]
 SECRET = re.compile(r"\{secret(?::(\d+))?\}")
@@ -30,7 +33,7 @@ def dp(value: Any) -> dict | None:
     if unknown:
         raise UserError(f"dp: unknown key '{unknown[0]}'; it takes {', '.join(DP_KEYS)}")
     epsilon, delta = value.get("epsilon"), value.get("delta")
-    clip, accountant = value.get("max_grad_norm", 1.0), value.get("accountant", "rdp")
+    clip, accountant = value.get("max_grad_norm", 1.0), value.get("accountant", "prv")
     if not _number(epsilon) or epsilon <= 0:
         raise UserError(f"dp: epsilon must be a number above 0 (the privacy budget; 8 is common), got {epsilon!r}")
     if delta is not None and (not _number(delta) or not 0 < delta < 1):
