@@ -114,6 +114,14 @@ def rendered(tokenizer, dataset, n: int) -> list[tuple[str, bool]]:
     return [rendering(tokenizer, e) for e in islice((e for e in examples if e is not None), n)]
 
 
+def _per_position(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each next token's log-probability and the most likely token at each position, computed on the model's device
+    so that only two numbers a position come back (not the vocabulary's log-probabilities: GBs at 128k-256k)."""
+    x = x.to(model.device)
+    logprobs = model(x).logits[0, :-1].float().log_softmax(-1)
+    return logprobs.gather(-1, x[0, 1:, None]).squeeze(-1).cpu(), logprobs.argmax(-1).cpu()
+
+
 @torch.no_grad()
 def next_tokens(run_model, exported, token_lists: list[list[int]], track: Track = no_track) -> dict[str, Any]:
     """Largest |difference| of each next token's log-probability, and the share of positions whose most likely
@@ -121,10 +129,9 @@ def next_tokens(run_model, exported, token_lists: list[list[int]], track: Track 
     largest, agree, positions = 0.0, 0, 0
     for ids in track(token_lists, len(token_lists)):
         x = torch.tensor([ids])
-        a, b = (m(x.to(m.device)).logits[0, :-1].float().log_softmax(-1).cpu() for m in (run_model, exported))
-        target = x[0, 1:, None]
-        largest = max(largest, (a.gather(-1, target) - b.gather(-1, target)).abs().max().item())
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        (a, a_top), (b, b_top) = (_per_position(m, x) for m in (run_model, exported))
+        largest = max(largest, (a - b).abs().max().item())
+        agree += int((a_top == b_top).sum())
         positions += a.shape[0]
     return {"texts": len(token_lists), "positions": positions, "max_logprob_difference": largest,
             "top1_agreement": agree / max(positions, 1)}
