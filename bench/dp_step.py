@@ -148,35 +148,39 @@ def audit_seconds(rows: int) -> tuple[float, dict]:
     return time.perf_counter() - start, found["rows"]
 
 
+def throughput(steps: int, rounds: int) -> None:
+    """The three variants, interleaved round by round, and their ratios."""
+    with tempfile.TemporaryDirectory() as out:
+        r = recipe(out, steps, True)
+        from medsft.training.private import plan
+
+        noise = plan(r.script.dp, r.training, 180).noise_multiplier
+    rates: dict[str, list[float]] = {"medsft dp": [], "medsft (no dp)": [], "Opacus + peft by hand": []}
+    for _ in range(rounds):
+        rates["medsft dp"].append(medsft_rate(steps, True))
+        rates["medsft (no dp)"].append(medsft_rate(steps, False))
+        rates["Opacus + peft by hand"].append(opacus_rate(steps, noise))
+    print(f"SmolLM2-135M-Instruct, LoRA r 16 all-linear, batch 8 (Poisson for DP, noise {noise:.3f}), {steps} "
+          f"steps x {rounds} rounds, median trained tokens/s")
+    print("| variant | trained tokens/s | runs |")
+    print("| --- | ---: | --- |")
+    for name, values in rates.items():
+        print(f"| {name} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    dp, plain, hand = (statistics.median(v) for v in rates.values())
+    print(f"medsft dp / medsft without dp: {dp / plain:.2f}x; medsft dp / hand-written Opacus + peft: {dp / hand:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--audit-rows", type=int, default=1000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as out:
-        r = recipe(out, args.steps, True)
-        from medsft.training.private import plan
-
-        noise = plan(r.script.dp, r.training, 180).noise_multiplier
     if args.rounds > 0:  # --rounds 0: the audit's timing alone
-        rates: dict[str, list[float]] = {"medsft dp": [], "medsft (no dp)": [], "Opacus + peft by hand": []}
-        for _ in range(args.rounds):
-            rates["medsft dp"].append(medsft_rate(args.steps, True))
-            rates["medsft (no dp)"].append(medsft_rate(args.steps, False))
-            rates["Opacus + peft by hand"].append(opacus_rate(args.steps, noise))
-        print(f"SmolLM2-135M-Instruct, LoRA r 16 all-linear, batch 8 (Poisson for DP, noise {noise:.3f}), {args.steps} "
-              f"steps x {args.rounds} rounds, median trained tokens/s")
-        print("| variant | trained tokens/s | runs |")
-        print("| --- | ---: | --- |")
-        for name, values in rates.items():
-            print(f"| {name} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
-        dp, plain, hand = (statistics.median(v) for v in rates.values())
-        print(f"medsft dp / medsft without dp: {dp / plain:.2f}x; medsft dp / hand-written Opacus + peft: {dp / hand:.2f}x")
+        throughput(args.steps, args.rounds)
     seconds, rows = audit_seconds(args.audit_rows)
     print(f"audit of {rows['trained']} trained and {rows['heldout']} held-out rows (prefix 32, suffix 32): "
           f"{seconds / 60:.1f} min")
-
 
 if __name__ == "__main__":
     main()
